@@ -1,0 +1,247 @@
+//! Assembles and runs the agent: self-metrics endpoint, eBPF probes (optional), collectors,
+//! the collection tick and the exporter.
+//!
+//! Shutdown: the tick stops, one last collection is queued, the exporter flushes within the
+//! grace period (what is left is logged), then the remaining tasks stop and the eBPF programs
+//! are detached.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use sonde_proto::v1::BatchPayload;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    collect::{Collector, Emitter, exec::ExecCollector, node::NodeCollector},
+    config::Config,
+    ebpf::{self, Probes, exec::ExecStats},
+    export::Exporter,
+    http,
+    metrics::{CollectorLabels, Metrics, ProgramLabels},
+};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {addr} (metrics): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound metrics address.
+    pub metrics_addr: SocketAddr,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the agent has shut down (after the shutdown token is cancelled).
+    pub async fn wait(self) {
+        if let Err(error) = self.done.await {
+            tracing::error!(%error, "agent main loop panicked");
+        }
+    }
+}
+
+/// Starts the agent; it runs until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, AgentError> {
+    let metrics = Arc::new(Metrics::new());
+    let tasks = TaskTracker::new();
+    // Stops helper tasks after the exporter flushed; `shutdown` only stops collection.
+    let stop = CancellationToken::new();
+
+    let listener = TcpListener::bind(config.listen_metrics)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.listen_metrics,
+            source,
+        })?;
+    let metrics_addr = listener.local_addr().expect("bound socket has an address");
+    let router = http::router(metrics.clone());
+    let http_stop = stop.clone();
+    tasks.spawn(async move {
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(http_stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(%error, "metrics server failed");
+        }
+    });
+
+    let mut collectors: Vec<Box<dyn Collector>> = vec![Box::new(NodeCollector::new("/proc"))];
+    let probes = if config.ebpf.enabled {
+        start_ebpf(&config, &metrics, &tasks, &stop, &mut collectors)
+    } else {
+        tracing::info!("eBPF disabled by configuration");
+        None
+    };
+
+    let agent_id = config.effective_agent_id();
+    let exporter = Exporter::start(
+        agent_id.clone(),
+        &config.aggregators,
+        config.max_buffered_batches,
+        config.compression_level,
+        metrics.clone(),
+        &tasks,
+        stop.clone(),
+    );
+    tracing::info!(
+        %agent_id,
+        %metrics_addr,
+        aggregators = ?config.aggregators,
+        interval = ?config.interval,
+        "sonde-agent started"
+    );
+
+    let done = tokio::spawn(main_loop(
+        config, collectors, exporter, metrics, probes, tasks, stop, shutdown,
+    ));
+    Ok(Running { metrics_addr, done })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn main_loop(
+    config: Config,
+    mut collectors: Vec<Box<dyn Collector>>,
+    mut exporter: Exporter,
+    metrics: Arc<Metrics>,
+    probes: Option<Probes>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let (returned, payload) = collect(collectors, metrics.clone()).await;
+        collectors = returned;
+        exporter.submit(&payload);
+    }
+
+    tracing::info!("shutting down: final collection and flush");
+    let (_, payload) = collect(collectors, metrics.clone()).await;
+    exporter.submit(&payload);
+    let left = exporter.flush(config.shutdown_grace).await;
+    for (aggregator, batches) in &left {
+        tracing::warn!(%aggregator, batches, "batches not delivered before shutdown");
+    }
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(2), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(unfinished = tasks.len(), "tasks did not stop in time");
+    }
+    drop(probes);
+    tracing::info!("stopped");
+}
+
+/// Runs every collector once on the blocking pool; returns them with the tick's payload.
+async fn collect(
+    mut collectors: Vec<Box<dyn Collector>>,
+    metrics: Arc<Metrics>,
+) -> (Vec<Box<dyn Collector>>, BatchPayload) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let result = tokio::task::spawn_blocking(move || {
+        let mut emitter = Emitter::new(now);
+        for collector in &mut collectors {
+            let started = Instant::now();
+            let labels = CollectorLabels {
+                collector: collector.name(),
+            };
+            if let Err(error) = collector.collect(&mut emitter) {
+                metrics.collector_errors.get_or_create(&labels).inc();
+                tracing::warn!(collector = collector.name(), %error, "collection failed");
+            }
+            metrics
+                .collect_duration
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+        }
+        (collectors, emitter.finish())
+    })
+    .await;
+    result.expect("collectors do not panic")
+}
+
+/// Mounts what eBPF needs, loads the probes and starts their readers. Every failure is
+/// logged and leaves the agent running without the affected metrics.
+fn start_ebpf(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    collectors: &mut Vec<Box<dyn Collector>>,
+) -> Option<Probes> {
+    let mount = config.ebpf.mount_filesystems;
+    let tracefs = match ebpf::fs::ensure_tracefs(mount) {
+        Ok(Some(root)) => Some(root),
+        Ok(None) => {
+            tracing::warn!(
+                "tracefs is not mounted (and mounting is disabled): tracepoints cannot attach"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "tracefs unavailable: tracepoints cannot attach");
+            None
+        }
+    };
+    match ebpf::fs::ensure_bpffs(mount) {
+        Ok(true) => {}
+        Ok(false) => tracing::info!("bpffs is not mounted at /sys/fs/bpf; nothing is pinned"),
+        Err(error) => tracing::warn!(%error, "bpffs unavailable; nothing is pinned"),
+    }
+    let mut probes = match ebpf::loader::load(tracefs.as_deref()) {
+        Ok(probes) => probes,
+        Err(error) => {
+            tracing::warn!(%error, "eBPF unavailable; continuing with procfs metrics only");
+            metrics
+                .ebpf_program_attached
+                .get_or_create(&ProgramLabels {
+                    program: sonde_ebpf_common::programs::SCHED_PROCESS_EXEC,
+                })
+                .set(0);
+            return None;
+        }
+    };
+    for hook in &probes.hooks {
+        metrics
+            .ebpf_program_attached
+            .get_or_create(&ProgramLabels {
+                program: hook.program,
+            })
+            .set(i64::from(hook.attached()));
+    }
+    let exec_stats = probes.exec_events.take().map(|ring| {
+        let stats = Arc::new(ExecStats::default());
+        tasks.spawn(ebpf::exec::run(ring, stats.clone(), stop.clone()));
+        collectors.push(Box::new(ExecCollector::new(stats.clone())));
+        stats
+    });
+    if let Some(logger) = probes.logger.take() {
+        tasks.spawn(ebpf::loader::forward_logs(logger, stop.clone()));
+    }
+    metrics.set_ebpf_sources(probes.counters.clone(), exec_stats);
+    Some(probes)
+}

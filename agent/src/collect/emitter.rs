@@ -1,0 +1,100 @@
+//! The [`Emitter`]: accumulates one tick's samples and metadata as a batch payload.
+
+use std::collections::HashSet;
+
+use sonde_proto::v1::{BatchPayload, Label, MetricMetadata, MetricType, Sample, Series};
+
+/// Accumulates samples, all stamped with the tick's timestamp.
+#[derive(Debug)]
+pub struct Emitter {
+    timestamp_ms: i64,
+    payload: BatchPayload,
+    families: HashSet<String>,
+}
+
+impl Emitter {
+    /// A new, empty tick at `timestamp_ms`.
+    pub fn new(timestamp_ms: i64) -> Self {
+        Self {
+            timestamp_ms,
+            payload: BatchPayload::default(),
+            families: HashSet::new(),
+        }
+    }
+
+    /// Declares a metric family once per tick (type, help, unit).
+    pub fn family(&mut self, name: &str, metric_type: MetricType, help: &str, unit: &str) {
+        if self.families.insert(name.to_owned()) {
+            self.payload.metadata.push(MetricMetadata {
+                metric_family_name: name.to_owned(),
+                r#type: metric_type as i32,
+                help: help.to_owned(),
+                unit: unit.to_owned(),
+            });
+        }
+    }
+
+    /// Declares a gauge and emits one sample of it.
+    pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.family(name, MetricType::Gauge, help, "");
+        self.sample(name, labels, value);
+    }
+
+    /// Declares a counter (family name without `_total`) and emits `<name>_total`.
+    pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        self.family(family, MetricType::Counter, help, "");
+        self.sample(name, labels, value);
+    }
+
+    /// Emits one sample of series `name{labels}`.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let mut all = Vec::with_capacity(labels.len() + 1);
+        all.push(Label {
+            name: sonde_proto::names::METRIC_NAME.to_owned(),
+            value: name.to_owned(),
+        });
+        all.extend(labels.iter().map(|(n, v)| Label {
+            name: (*n).to_owned(),
+            value: (*v).to_owned(),
+        }));
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        self.payload.series.push(Series {
+            labels: all,
+            samples: vec![Sample {
+                timestamp_ms: self.timestamp_ms,
+                value,
+            }],
+            exemplars: Vec::new(),
+        });
+    }
+
+    /// Number of samples emitted so far.
+    pub fn sample_count(&self) -> usize {
+        self.payload.series.iter().map(|s| s.samples.len()).sum()
+    }
+
+    /// The finished payload.
+    pub fn finish(self) -> BatchPayload {
+        self.payload
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_sorted_and_metadata_once() {
+        let mut e = Emitter::new(1000);
+        e.counter("x_total", "help", &[("zone", "a"), ("cpu", "0")], 1.0);
+        e.counter("x_total", "help", &[("zone", "b"), ("cpu", "0")], 2.0);
+        assert_eq!(e.sample_count(), 2);
+        let p = e.finish();
+        assert_eq!(p.metadata.len(), 1);
+        assert_eq!(p.metadata[0].metric_family_name, "x");
+        let names: Vec<&str> = p.series[0].labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["__name__", "cpu", "zone"]);
+        assert_eq!(p.series[1].samples[0].timestamp_ms, 1000);
+    }
+}

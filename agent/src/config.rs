@@ -1,0 +1,331 @@
+//! The agent's configuration: one serde struct, layered
+//! defaults → config file → environment → command-line flags (later wins), validated once.
+//!
+//! Every flag has an environment variable (`SONDE_AGENT_<FLAG>`; lists are comma-separated);
+//! clap resolves flag over environment, and both override the `--config` TOML file, whose keys
+//! are the field names below (`deny_unknown_fields`).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this struct.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error (names the key and position).
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid {
+        /// The key, as written in the config file.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The agent's settings. Defaults are those of [`Config::default`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity of this agent in every batch; empty means the host name.
+    pub agent_id: String,
+    /// gRPC URLs of the aggregator replicas (`http://host:9181`); every replica gets every
+    /// batch.
+    pub aggregators: Vec<String>,
+    /// Address of the agent's own `/metrics` and health endpoints.
+    pub listen_metrics: SocketAddr,
+    /// How often metrics are collected and sent.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// zstd level for batch payloads (0 disables compression).
+    pub compression_level: i32,
+    /// Most batches kept per aggregator while it is unreachable; the oldest are dropped (and
+    /// counted) beyond this.
+    pub max_buffered_batches: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (`tracing` directives).
+    pub log_level: String,
+    /// How long shutdown may take (flushing included).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// eBPF settings.
+    pub ebpf: EbpfConfig,
+}
+
+/// eBPF settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EbpfConfig {
+    /// Load the eBPF programs at all. When false (or when the kernel refuses), the agent still
+    /// collects procfs and cgroup metrics.
+    pub enabled: bool,
+    /// Mount tracefs and bpffs when they are not mounted.
+    pub mount_filesystems: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            agent_id: String::new(),
+            aggregators: vec!["http://127.0.0.1:9181".to_owned()],
+            listen_metrics: SocketAddr::from(([0, 0, 0, 0], 9182)),
+            interval: Duration::from_secs(15),
+            compression_level: 3,
+            max_buffered_batches: 10_000,
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            shutdown_grace: Duration::from_secs(10),
+            ebpf: EbpfConfig::default(),
+        }
+    }
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mount_filesystems: true,
+        }
+    }
+}
+
+/// Command line of `sonde-agent`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sonde-agent",
+    version,
+    about = "Sonde agent: node, container and eBPF HTTP metrics, streamed to Sonde aggregators",
+    long_about = "Sonde agent: node, container and eBPF HTTP metrics, streamed to Sonde \
+                  aggregators.\n\nSettings come from, in increasing precedence: built-in \
+                  defaults, the --config file (TOML), SONDE_AGENT_* environment variables, \
+                  flags. eBPF programs need root or CAP_BPF + CAP_PERFMON; without them the \
+                  agent runs with procfs metrics only."
+)]
+pub struct Cli {
+    /// TOML config file (keys as in deploy/agent.example.toml).
+    #[arg(long, env = "SONDE_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Aggregator gRPC URL; repeat for each replica [default: http://127.0.0.1:9181].
+    #[arg(
+        long = "aggregator",
+        env = "SONDE_AGENT_AGGREGATORS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub aggregators: Vec<String>,
+    /// Address of the agent's own /metrics [default: 0.0.0.0:9182].
+    #[arg(long, env = "SONDE_AGENT_LISTEN_METRICS", value_name = "ADDR")]
+    pub listen_metrics: Option<SocketAddr>,
+    /// Agent identity sent with every batch [default: the host name].
+    #[arg(long, env = "SONDE_AGENT_AGENT_ID", value_name = "ID")]
+    pub agent_id: Option<String>,
+    /// Collection interval, e.g. `15s` [default: 15s].
+    #[arg(long, env = "SONDE_AGENT_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
+    /// Do not load eBPF programs.
+    #[arg(long, env = "SONDE_AGENT_NO_EBPF")]
+    pub no_ebpf: bool,
+    /// Log format [default: text].
+    #[arg(long, env = "SONDE_AGENT_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `info,sonde_agent::ebpf=debug` [default: info].
+    #[arg(long, env = "SONDE_AGENT_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Config {
+    /// Builds the effective configuration from the command line (which carries the
+    /// environment) and the config file it names.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if !cli.aggregators.is_empty() {
+            config.aggregators = cli.aggregators.clone();
+        }
+        if let Some(v) = cli.listen_metrics {
+            config.listen_metrics = v;
+        }
+        if let Some(v) = &cli.agent_id {
+            config.agent_id = v.clone();
+        }
+        if let Some(v) = cli.interval {
+            config.interval = v;
+        }
+        if cli.no_ebpf {
+            config.ebpf.enabled = false;
+        }
+        if let Some(v) = cli.log_format {
+            config.log_format = v;
+        }
+        if let Some(v) = &cli.log_level {
+            config.log_level = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML config file (missing keys take their defaults).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks ranges and formats.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if self.aggregators.is_empty() {
+            return invalid(
+                "aggregators",
+                "must name at least one aggregator".to_owned(),
+            );
+        }
+        for url in &self.aggregators {
+            if url.starts_with("https://") {
+                return invalid(
+                    "aggregators",
+                    format!(
+                        "entry {url:?}: TLS to aggregators is not supported by this version; use http://"
+                    ),
+                );
+            }
+            if url.strip_prefix("http://").is_none_or(str::is_empty) {
+                return invalid(
+                    "aggregators",
+                    format!("entry {url:?} is not an http:// URL"),
+                );
+            }
+        }
+        if self.interval < Duration::from_millis(100) {
+            return invalid(
+                "interval",
+                format!("{:?} is below the minimum of 100ms", self.interval),
+            );
+        }
+        if !(0..=22).contains(&self.compression_level) {
+            return invalid(
+                "compression_level",
+                format!("{} is outside 0..=22", self.compression_level),
+            );
+        }
+        if self.max_buffered_batches == 0 {
+            return invalid("max_buffered_batches", "must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The agent id to use: the configured one, or the host name.
+    pub fn effective_agent_id(&self) -> String {
+        if !self.agent_id.is_empty() {
+            return self.agent_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown-host".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("sonde-agent").chain(args.iter().copied()))
+            .expect("valid command line")
+    }
+
+    #[test]
+    fn example_config_in_deploy_loads_and_equals_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
+        let config = Config::from_file(&path).expect("example config loads");
+        config.validate().expect("example config is valid");
+        assert_eq!(
+            config,
+            Config::default(),
+            "the example documents the defaults"
+        );
+    }
+
+    #[test]
+    fn repeated_aggregator_flags_replace_the_file_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.toml");
+        std::fs::write(
+            &file,
+            "aggregators = [\"http://file:1\"]\ninterval = \"5s\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&cli(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--aggregator",
+            "http://a:1",
+            "--aggregator",
+            "http://b:2",
+        ]))
+        .unwrap();
+        assert_eq!(config.aggregators, ["http://a:1", "http://b:2"]);
+        assert_eq!(config.interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::load(&cli(&["--aggregator", "a:1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`aggregators`") && err.contains("a:1"),
+            "{err}"
+        );
+        let err = Config::load(&cli(&["--interval", "1ms"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`interval`"), "{err}");
+    }
+}

@@ -1,0 +1,259 @@
+//! The agent's own metrics (`sonde_agent_*`), declared in one place and exposed on the
+//! agent's `/metrics` in the OpenMetrics text format.
+
+use std::sync::{Arc, Mutex, atomic::Ordering};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+        info::Info,
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::ebpf::{KernelCounters, exec::ExecStats};
+
+/// `aggregator` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AggregatorLabels {
+    /// Aggregator URL.
+    pub aggregator: String,
+}
+
+/// `aggregator` and `result` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BatchLabels {
+    /// Aggregator URL.
+    pub aggregator: String,
+    /// `ok`, `rejected` or `retry`.
+    pub result: &'static str,
+}
+
+/// `collector` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CollectorLabels {
+    /// Collector name.
+    pub collector: &'static str,
+}
+
+/// `program` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabels {
+    /// eBPF program name.
+    pub program: &'static str,
+}
+
+/// `counter` label of kernel-side counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KernelCounterLabels {
+    /// Counter name.
+    pub counter: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Sources read at scrape time.
+#[derive(Debug, Default)]
+struct Sources {
+    kernel: Option<Arc<KernelCounters>>,
+    exec: Option<Arc<ExecStats>>,
+}
+
+/// Every metric the agent exports about itself.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    batches: Family<BatchLabels, Counter>,
+    buffer_batches: Family<AggregatorLabels, Gauge>,
+    buffer_dropped_batches: Family<AggregatorLabels, Counter>,
+    buffer_dropped_samples: Family<AggregatorLabels, Counter>,
+    connected: Family<AggregatorLabels, Gauge>,
+    /// Collection time per collector.
+    pub collect_duration: Family<CollectorLabels, Histogram>,
+    /// Collection failures per collector.
+    pub collector_errors: Family<CollectorLabels, Counter>,
+    /// 1 when an eBPF program is attached, 0 when it could not be.
+    pub ebpf_program_attached: Family<ProgramLabels, Gauge>,
+    ebpf_events: Family<ProgramLabels, Gauge>,
+    ebpf_kernel: Family<KernelCounterLabels, Gauge>,
+    sources: Mutex<Sources>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sonde_agent");
+        let batches = Family::<BatchLabels, Counter>::default();
+        registry.register(
+            "batches",
+            "Batches acknowledged by aggregators, by result",
+            batches.clone(),
+        );
+        let buffer_batches = Family::<AggregatorLabels, Gauge>::default();
+        registry.register(
+            "buffer_batches",
+            "Batches waiting for an aggregator's acknowledgement",
+            buffer_batches.clone(),
+        );
+        let buffer_dropped_batches = Family::<AggregatorLabels, Counter>::default();
+        registry.register(
+            "buffer_dropped_batches",
+            "Batches dropped because an aggregator's queue was full",
+            buffer_dropped_batches.clone(),
+        );
+        let buffer_dropped_samples = Family::<AggregatorLabels, Counter>::default();
+        registry.register(
+            "buffer_dropped_samples",
+            "Samples dropped because an aggregator's queue was full",
+            buffer_dropped_samples.clone(),
+        );
+        let connected = Family::<AggregatorLabels, Gauge>::default();
+        registry.register(
+            "aggregator_connected",
+            "1 while a push stream to the aggregator is open",
+            connected.clone(),
+        );
+        let collect_duration = Family::<CollectorLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 4.0, 9))
+        });
+        registry.register_with_unit(
+            "collect_duration",
+            "Time a collector took",
+            Unit::Seconds,
+            collect_duration.clone(),
+        );
+        let collector_errors = Family::<CollectorLabels, Counter>::default();
+        registry.register(
+            "collector_errors",
+            "Collection ticks a collector failed",
+            collector_errors.clone(),
+        );
+        let ebpf_program_attached = Family::<ProgramLabels, Gauge>::default();
+        registry.register(
+            "ebpf_program_attached",
+            "1 when the eBPF program is attached, 0 when the kernel refused it",
+            ebpf_program_attached.clone(),
+        );
+        let ebpf_events = Family::<ProgramLabels, Gauge>::default();
+        registry.register(
+            "ebpf_events_received",
+            "Events read from the program's ring buffer since start",
+            ebpf_events.clone(),
+        );
+        let ebpf_kernel = Family::<KernelCounterLabels, Gauge>::default();
+        registry.register(
+            "ebpf_kernel_counter",
+            "Kernel-side counters of the eBPF programs (events seen, ring buffer full, read errors) since load",
+            ebpf_kernel.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        Self {
+            registry,
+            batches,
+            buffer_batches,
+            buffer_dropped_batches,
+            buffer_dropped_samples,
+            connected,
+            collect_duration,
+            collector_errors,
+            ebpf_program_attached,
+            ebpf_events,
+            ebpf_kernel,
+            sources: Mutex::new(Sources::default()),
+        }
+    }
+
+    /// Registers the eBPF sources read at scrape time.
+    pub fn set_ebpf_sources(&self, kernel: Arc<KernelCounters>, exec: Option<Arc<ExecStats>>) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        sources.kernel = Some(kernel);
+        sources.exec = exec;
+    }
+
+    /// Renders every metric.
+    pub fn render(&self) -> String {
+        {
+            let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(kernel) = &sources.kernel {
+                for (counter, value) in kernel.read() {
+                    let name = match counter {
+                        sonde_ebpf_common::Counter::ExecSeen => "exec_seen",
+                        sonde_ebpf_common::Counter::ExecRingbufFull => "exec_ringbuf_full",
+                        sonde_ebpf_common::Counter::ExecReadError => "exec_read_error",
+                    };
+                    self.ebpf_kernel
+                        .get_or_create(&KernelCounterLabels { counter: name })
+                        .set(value as i64);
+                }
+            }
+            if let Some(exec) = &sources.exec {
+                self.ebpf_events
+                    .get_or_create(&ProgramLabels {
+                        program: sonde_ebpf_common::programs::SCHED_PROCESS_EXEC,
+                    })
+                    .set(exec.execs.load(Ordering::Relaxed) as i64);
+            }
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Counts an acknowledged batch.
+    pub fn batch(&self, aggregator: &str, result: &'static str) {
+        self.batches
+            .get_or_create(&BatchLabels {
+                aggregator: aggregator.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Records a queue's length.
+    pub fn buffer_size(&self, aggregator: &str, batches: usize) {
+        self.buffer_batches
+            .get_or_create(&AggregatorLabels {
+                aggregator: aggregator.to_owned(),
+            })
+            .set(batches as i64);
+    }
+
+    /// Counts a batch dropped from a full queue.
+    pub fn buffer_dropped(&self, aggregator: &str, samples: usize) {
+        let labels = AggregatorLabels {
+            aggregator: aggregator.to_owned(),
+        };
+        self.buffer_dropped_batches.get_or_create(&labels).inc();
+        self.buffer_dropped_samples
+            .get_or_create(&labels)
+            .inc_by(samples as u64);
+    }
+
+    /// Records whether a stream to the aggregator is open.
+    pub fn connected(&self, aggregator: &str, connected: bool) {
+        self.connected
+            .get_or_create(&AggregatorLabels {
+                aggregator: aggregator.to_owned(),
+            })
+            .set(i64::from(connected));
+    }
+}

@@ -1,0 +1,316 @@
+//! The aggregator's configuration: one serde struct, layered
+//! defaults → config file → environment → command-line flags (later wins), validated once.
+//!
+//! Every flag has an environment variable (`SONDE_AGGREGATOR_<FLAG>`); clap resolves flag
+//! over environment, and both override the file. `--config` names a TOML file whose keys are
+//! the field names below (`deny_unknown_fields`: a typo is an error naming the key).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this struct.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error (names the key and position).
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid {
+        /// The key, as written in the config file.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The aggregator's settings. Defaults are those of [`Config::default`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding all persistent state (created if absent).
+    pub data_dir: PathBuf,
+    /// Address of the HTTP server: Prometheus API, health, `/metrics`.
+    pub listen_http: SocketAddr,
+    /// Address of the gRPC ingest server agents push to.
+    pub listen_grpc: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (`tracing` directives, e.g. `info,sonde_aggregator::ingest=debug`).
+    pub log_level: String,
+    /// How long shutdown may take before unfinished tasks are abandoned.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Ingest limits.
+    pub limits: Limits,
+    /// Query settings.
+    pub query: QueryConfig,
+}
+
+/// Limits applied to every ingested batch; violations are rejected with a precise error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted batch payload, uncompressed, in bytes.
+    pub max_batch_bytes: u64,
+    /// Most labels (including `__name__`) one series may have.
+    pub max_labels_per_series: usize,
+    /// Longest label name, in bytes.
+    pub max_label_name_bytes: usize,
+    /// Longest label value, in bytes.
+    pub max_label_value_bytes: usize,
+}
+
+/// Query evaluation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// How far back an instant selector looks for a sample (Prometheus: 5m).
+    #[serde(with = "humantime_serde")]
+    pub lookback_delta: Duration,
+    /// Default and maximum evaluation time of one query.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most samples one query may load into memory.
+    pub max_samples: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            listen_http: SocketAddr::from(([0, 0, 0, 0], 9180)),
+            listen_grpc: SocketAddr::from(([0, 0, 0, 0], 9181)),
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            shutdown_grace: Duration::from_secs(30),
+            limits: Limits::default(),
+            query: QueryConfig::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_batch_bytes: 64 << 20,
+            max_labels_per_series: 64,
+            max_label_name_bytes: 256,
+            max_label_value_bytes: 4096,
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            lookback_delta: Duration::from_secs(5 * 60),
+            timeout: Duration::from_secs(120),
+            max_samples: 50_000_000,
+        }
+    }
+}
+
+/// Command line of `sonde-aggregator`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sonde-aggregator",
+    version,
+    about = "Sonde aggregator: stores what agents send, answers PromQL over the Prometheus HTTP API",
+    long_about = "Sonde aggregator: stores what agents send, answers PromQL over the Prometheus \
+                  HTTP API.\n\nSettings come from, in increasing precedence: built-in defaults, \
+                  the --config file (TOML), SONDE_AGGREGATOR_* environment variables, flags."
+)]
+pub struct Cli {
+    /// TOML config file (keys as in deploy/aggregator.example.toml).
+    #[arg(long, env = "SONDE_AGGREGATOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for all persistent state [default: data].
+    #[arg(long, env = "SONDE_AGGREGATOR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address (Prometheus API, /metrics, health) [default: 0.0.0.0:9180].
+    #[arg(long, env = "SONDE_AGGREGATOR_LISTEN_HTTP", value_name = "ADDR")]
+    pub listen_http: Option<SocketAddr>,
+    /// gRPC listen address for agents [default: 0.0.0.0:9181].
+    #[arg(long, env = "SONDE_AGGREGATOR_LISTEN_GRPC", value_name = "ADDR")]
+    pub listen_grpc: Option<SocketAddr>,
+    /// Log format [default: text].
+    #[arg(long, env = "SONDE_AGGREGATOR_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `info,sonde_aggregator::ingest=debug` [default: info].
+    #[arg(long, env = "SONDE_AGGREGATOR_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// A subcommand; without one the aggregator serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands besides serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the effective configuration (after file, environment and flags) as TOML and exit.
+    PrintConfig,
+}
+
+impl Config {
+    /// Builds the effective configuration from the command line (which carries the
+    /// environment) and the config file it names.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(v) = &cli.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = cli.listen_http {
+            config.listen_http = v;
+        }
+        if let Some(v) = cli.listen_grpc {
+            config.listen_grpc = v;
+        }
+        if let Some(v) = cli.log_format {
+            config.log_format = v;
+        }
+        if let Some(v) = &cli.log_level {
+            config.log_level = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML config file (missing keys take their defaults).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if self.listen_http == self.listen_grpc && self.listen_http.port() != 0 {
+            return invalid("listen_grpc", "must differ from listen_http");
+        }
+        if self.limits.max_batch_bytes < 1024 {
+            return invalid("limits.max_batch_bytes", "must be at least 1024");
+        }
+        if self.limits.max_labels_per_series == 0 {
+            return invalid("limits.max_labels_per_series", "must be at least 1");
+        }
+        if self.query.lookback_delta.is_zero() {
+            return invalid("query.lookback_delta", "must be positive");
+        }
+        if self.query.timeout.is_zero() {
+            return invalid("query.timeout", "must be positive");
+        }
+        if self.query.max_samples == 0 {
+            return invalid("query.max_samples", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("sonde-aggregator").chain(args.iter().copied()))
+            .expect("valid command line")
+    }
+
+    #[test]
+    fn example_config_in_deploy_loads_and_equals_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aggregator.example.toml");
+        let config = Config::from_file(&path).expect("example config loads");
+        config.validate().expect("example config is valid");
+        assert_eq!(
+            config,
+            Config::default(),
+            "the example documents the defaults"
+        );
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\nlisten_http = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&cli(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen-http",
+            "127.0.0.1:2",
+        ]))
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.listen_http, "127.0.0.1:2".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "data_dri = \"x\"\n").unwrap();
+        let err = Config::from_file(&file).unwrap_err().to_string();
+        assert!(err.contains("data_dri"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let mut config = Config::default();
+        config.query.lookback_delta = Duration::ZERO;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("query.lookback_delta"), "{err}");
+    }
+}

@@ -1,0 +1,163 @@
+//! The aggregator's own metrics (`sonde_aggregator_*`), declared in one place and exposed on
+//! `/metrics` in the OpenMetrics text format.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+        info::Info,
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::store::Store;
+
+/// Outcome label of an ingested batch.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BatchLabels {
+    /// `ok`, `duplicate`, `rejected` or `retry`.
+    pub result: &'static str,
+}
+
+/// Labels of HTTP API requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route (e.g. `/api/v1/query`).
+    pub handler: String,
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// Labels of query timing.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// `instant` or `range`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Every metric the aggregator exports about itself.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Batches received, by outcome.
+    pub ingest_batches: Family<BatchLabels, Counter>,
+    /// Samples stored (after deduplication).
+    pub ingest_samples: Counter,
+    /// Samples ignored because the series already had a sample at that timestamp.
+    pub ingest_duplicate_samples: Counter,
+    /// Open agent streams.
+    pub ingest_streams: Gauge,
+    /// HTTP requests served.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Query evaluation time.
+    pub query_duration: Family<QueryLabels, Histogram>,
+    head_series: Gauge,
+    head_samples: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sonde_aggregator");
+        let ingest_batches = Family::<BatchLabels, Counter>::default();
+        registry.register(
+            "ingest_batches",
+            "Batches received from agents, by result",
+            ingest_batches.clone(),
+        );
+        let ingest_samples = Counter::default();
+        registry.register(
+            "ingest_samples",
+            "Samples stored from agent batches",
+            ingest_samples.clone(),
+        );
+        let ingest_duplicate_samples = Counter::default();
+        registry.register(
+            "ingest_duplicate_samples",
+            "Samples ignored because their series already had a sample at that timestamp",
+            ingest_duplicate_samples.clone(),
+        );
+        let ingest_streams = Gauge::default();
+        registry.register(
+            "ingest_streams",
+            "Agent push streams currently open",
+            ingest_streams.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests served, by handler and status code",
+            http_requests.clone(),
+        );
+        let query_duration = Family::<QueryLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 4.0, 10))
+        });
+        registry.register_with_unit(
+            "query_duration",
+            "PromQL evaluation time",
+            Unit::Seconds,
+            query_duration.clone(),
+        );
+        let head_series = Gauge::default();
+        registry.register(
+            "head_series",
+            "Series held in the head",
+            head_series.clone(),
+        );
+        let head_samples = Gauge::default();
+        registry.register(
+            "head_samples",
+            "Samples held in the head",
+            head_samples.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        Self {
+            registry,
+            ingest_batches,
+            ingest_samples,
+            ingest_duplicate_samples,
+            ingest_streams,
+            http_requests,
+            query_duration,
+            head_series,
+            head_samples,
+        }
+    }
+
+    /// Renders every metric, refreshing the gauges read from the store.
+    pub fn render(&self, store: &Store) -> String {
+        let stats = store.stats();
+        self.head_series.set(stats.series as i64);
+        self.head_samples.set(stats.samples as i64);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Counts a batch outcome.
+    pub fn batch(&self, result: &'static str) {
+        self.ingest_batches
+            .get_or_create(&BatchLabels { result })
+            .inc();
+    }
+}

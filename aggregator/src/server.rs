@@ -1,0 +1,173 @@
+//! Assembles and runs the aggregator: store, gRPC ingest, HTTP API, shutdown.
+//!
+//! Shutdown order: readiness drops, both servers stop accepting and drain in-flight requests
+//! (streams end after the batch being handled is acknowledged), then the store is dropped,
+//! releasing the data directory. Tasks that do not finish within the grace period are
+//! logged by name.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use sonde_proto::v1::ingest_server::IngestServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::Config,
+    http_api::{self, ApiState},
+    ingest::IngestService,
+    metrics::Metrics,
+    promql::Engine,
+    store::{DirError, Store},
+};
+
+/// Why the aggregator could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory is unusable.
+    #[error(transparent)]
+    Store(#[from] DirError),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Which server.
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server failed while running.
+    #[error("{what} server failed: {message}")]
+    Serve {
+        /// Which server.
+        what: &'static str,
+        /// The error.
+        message: String,
+    },
+}
+
+/// A started aggregator.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// The bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    tasks: TaskTracker,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+    store: Arc<Store>,
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, what, source })
+}
+
+/// Opens the store, binds both listeners and starts serving. Returns once listening.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, ServerError> {
+    let store = Store::open(&config.data_dir)?;
+    let metrics = Arc::new(Metrics::new());
+    let http_listener = bind(config.listen_http, "HTTP").await?;
+    let grpc_listener = bind(config.listen_grpc, "gRPC").await?;
+    let http_addr = http_listener
+        .local_addr()
+        .expect("bound socket has an address");
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .expect("bound socket has an address");
+    let ready = Arc::new(AtomicBool::new(false));
+    let tasks = TaskTracker::new();
+
+    let ingest = IngestService::new(
+        store.clone(),
+        config.limits.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let max_message = ingest.max_message_bytes();
+    let grpc_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                grpc_shutdown.clone().cancelled_owned(),
+            )
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "gRPC server failed");
+            grpc_shutdown.cancel();
+        }
+    });
+
+    let state = ApiState {
+        engine: Engine::new(store.clone(), config.query.clone()),
+        store: store.clone(),
+        metrics,
+        ready: ready.clone(),
+        started: Instant::now(),
+    };
+    let router = http_api::router(state);
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let result = axum::serve(http_listener, router)
+            .with_graceful_shutdown(http_shutdown.clone().cancelled_owned())
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "HTTP server failed");
+            http_shutdown.cancel();
+        }
+    });
+    tasks.close();
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        %http_addr,
+        %grpc_addr,
+        data_dir = %config.data_dir.display(),
+        "sonde-aggregator ready"
+    );
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        tasks,
+        ready,
+        shutdown,
+        grace: config.shutdown_grace,
+        store,
+    })
+}
+
+impl Running {
+    /// Waits for the shutdown token, then drains within the grace period.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.shutdown.cancelled().await;
+        self.ready.store(false, Ordering::Release);
+        tracing::info!("shutting down");
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                unfinished = self.tasks.len(),
+                grace = ?self.grace,
+                "tasks did not finish within the shutdown grace period"
+            );
+        }
+        let stats = self.store.stats();
+        tracing::info!(series = stats.series, samples = stats.samples, "stopped");
+        Ok(())
+    }
+}
