@@ -36,6 +36,9 @@ pub enum QueryError {
     /// The expression uses something this engine does not evaluate yet.
     #[error("unsupported PromQL: {0} is not supported by this version of Sonde")]
     Unsupported(String),
+    /// The store failed to read.
+    #[error("storage error: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// Evaluation ran past its deadline.
     #[error("query timed out in {phase}")]
     Timeout {

@@ -25,7 +25,7 @@ use crate::{
     ingest::IngestService,
     metrics::Metrics,
     promql::Engine,
-    store::{DirError, Store},
+    store::{Store, StoreError},
 };
 
 /// Why the aggregator could not start or stopped with an error.
@@ -33,7 +33,7 @@ use crate::{
 pub enum ServerError {
     /// The data directory is unusable.
     #[error(transparent)]
-    Store(#[from] DirError),
+    Store(#[from] StoreError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {

@@ -79,6 +79,14 @@ pub struct Metadata {
     pub unit: String,
 }
 
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory is unusable.
+    #[error(transparent)]
+    Dir(#[from] DirError),
+}
+
 /// The store shared by ingest and queries.
 #[derive(Debug)]
 pub struct Store {
@@ -89,7 +97,7 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`, which it locks for its lifetime.
-    pub fn open(dir: &std::path::Path) -> Result<Arc<Self>, DirError> {
+    pub fn open(dir: &std::path::Path) -> Result<Arc<Self>, StoreError> {
         let dir = DataDir::open(dir)?;
         Ok(Arc::new(Self {
             head: RwLock::new(Head::default()),
@@ -105,8 +113,8 @@ impl Store {
 
     /// Appends samples for one series. Samples at a timestamp the series already has are
     /// ignored (first write wins) and counted as duplicates.
-    pub fn append(&self, labels: Labels, samples: &[Sample]) -> AppendOutcome {
-        self.head_write().append(labels, samples)
+    pub fn append(&self, labels: Labels, samples: &[Sample]) -> Result<AppendOutcome, StoreError> {
+        Ok(self.head_write().append(labels, samples))
     }
 
     /// Records a metric family's metadata (last write wins).
@@ -126,19 +134,34 @@ impl Store {
     }
 
     /// Series matching all `matchers`, with their samples in `[mint, maxt]` (milliseconds).
-    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        self.head_read().select(matchers, mint, maxt)
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        Ok(self.head_read().select(matchers, mint, maxt))
     }
 
     /// Label sets of the series matching any of `selectors` (each a conjunction of
     /// matchers) with a sample in `[mint, maxt]`; every series when `selectors` is empty.
-    pub fn series(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
-        self.head_read().series(selectors, mint, maxt)
+    pub fn series(
+        &self,
+        selectors: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, StoreError> {
+        Ok(self.head_read().series(selectors, mint, maxt))
     }
 
     /// Sorted label names of the series matching any of `selectors`.
-    pub fn label_names(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<String> {
-        self.head_read().label_names(selectors, mint, maxt)
+    pub fn label_names(
+        &self,
+        selectors: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self.head_read().label_names(selectors, mint, maxt))
     }
 
     /// Sorted values of label `name` over the series matching any of `selectors`.
@@ -148,8 +171,8 @@ impl Store {
         selectors: &[Vec<Matcher>],
         mint: i64,
         maxt: i64,
-    ) -> Vec<String> {
-        self.head_read().label_values(name, selectors, mint, maxt)
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self.head_read().label_values(name, selectors, mint, maxt))
     }
 
     /// Number of series and samples held.

@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::promql::QueryError;
+use crate::{promql::QueryError, store::StoreError};
 
 /// Prometheus' error types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +83,12 @@ impl ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::internal(format!("storage error: {error}"))
+    }
+}
+
 impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         let kind = match &error {
@@ -91,6 +97,7 @@ impl From<QueryError> for ApiError {
             | QueryError::Unsupported(_)
             | QueryError::TooManySamples { .. } => ErrorType::Execution,
             QueryError::Timeout { .. } => ErrorType::Timeout,
+            QueryError::Store(_) => ErrorType::Internal,
         };
         let message = match &error {
             QueryError::Parse(m) => format!("invalid parameter \"query\": {m}"),

@@ -54,7 +54,7 @@ fn truncate<T>(mut items: Vec<T>, limit: Option<usize>) -> Vec<T> {
 pub async fn labels(State(state): State<ApiState>, params: Params) -> Result<Response, ApiError> {
     let selectors = selectors(&params)?;
     let (start, end) = time_range(&params)?;
-    let names = state.store.label_names(&selectors, start, end);
+    let names = state.store.label_names(&selectors, start, end)?;
     Ok(json::success_json(&truncate(names, limit(&params)?)))
 }
 
@@ -69,7 +69,7 @@ pub async fn label_values(
     }
     let selectors = selectors(&params)?;
     let (start, end) = time_range(&params)?;
-    let values = state.store.label_values(&name, &selectors, start, end);
+    let values = state.store.label_values(&name, &selectors, start, end)?;
     Ok(json::success_json(&truncate(values, limit(&params)?)))
 }
 
@@ -80,7 +80,7 @@ pub async fn series(State(state): State<ApiState>, params: Params) -> Result<Res
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
     let (start, end) = time_range(&params)?;
-    let series = truncate(state.store.series(&selectors, start, end), limit(&params)?);
+    let series = truncate(state.store.series(&selectors, start, end)?, limit(&params)?);
     let mut out = String::from("[");
     for (i, labels) in series.iter().enumerate() {
         if i > 0 {

@@ -111,9 +111,25 @@ impl Shared {
         }
         let (mut stored, mut duplicates) = (0u64, 0u64);
         for (labels, samples) in converted.series {
-            let outcome = self.store.append(labels, &samples);
-            stored += outcome.appended as u64;
-            duplicates += outcome.duplicates as u64;
+            match self.store.append(labels, &samples) {
+                Ok(outcome) => {
+                    stored += outcome.appended as u64;
+                    duplicates += outcome.duplicates as u64;
+                }
+                Err(error) => {
+                    // Part of the batch may be stored; a resend is safe because samples are
+                    // first-write-wins per series and timestamp.
+                    tracing::warn!(agent = %batch.agent_id, sequence, %error, "batch not stored; agent will retry");
+                    self.metrics.batch("retry");
+                    self.metrics.ingest_samples.inc_by(stored);
+                    return Ack {
+                        sequence,
+                        status: AckStatus::Retry as i32,
+                        error: error.to_string(),
+                        ..Default::default()
+                    };
+                }
+            }
         }
         self.streams
             .lock()

@@ -188,7 +188,7 @@ impl<'a> Evaluator<'a> {
         let groups = matcher_groups(vs)?;
         let mut out: Vec<SeriesSamples> = Vec::new();
         for group in &groups {
-            out.extend(self.store.select(group, mint, maxt));
+            out.extend(self.store.select(group, mint, maxt)?);
         }
         if groups.len() > 1 {
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -470,15 +470,18 @@ mod tests {
         store.append(
             Labels::from_pairs([("__name__", "up"), ("job", "a")]),
             &[s(0, 1.0), s(60_000, 1.0), s(120_000, 0.0)],
-        );
+        )
+        .unwrap();
         store.append(
             Labels::from_pairs([("__name__", "up"), ("job", "b")]),
             &[s(0, 1.0), s(60_000, f64::from_bits(STALE_NAN_BITS))],
-        );
+        )
+        .unwrap();
         store.append(
             Labels::from_pairs([("__name__", "load"), ("job", "a")]),
             &[s(0, 2.0), s(60_000, 4.0)],
-        );
+        )
+        .unwrap();
         (Engine::new(store, QueryConfig::default()), dir)
     }
 
