@@ -19,7 +19,7 @@ use crate::{
     collect::{Collector, Emitter, exec::ExecCollector, node::NodeCollector},
     config::Config,
     ebpf::{self, Probes, exec::ExecStats},
-    export::Exporter,
+    export::{BufferOptions, Exporter},
     http,
     metrics::{CollectorLabels, Metrics, ProgramLabels},
 };
@@ -27,6 +27,9 @@ use crate::{
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The disk buffer could not be opened.
+    #[error(transparent)]
+    Buffer(#[from] crate::export::BufferError),
     /// The metrics address could not be bound.
     #[error("cannot listen on {addr} (metrics): {source}")]
     Bind {
@@ -90,14 +93,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let agent_id = config.effective_agent_id();
     let exporter = Exporter::start(
-        agent_id.clone(),
-        &config.aggregators,
-        config.max_buffered_batches,
-        config.compression_level,
+        BufferOptions {
+            dir: config.transport.buffer_dir.clone(),
+            max_bytes: config.transport.buffer_max_bytes,
+            fsync: config.transport.buffer_fsync,
+            replicas: config.aggregators.clone(),
+            write_quorum: config.transport.quorum(config.aggregators.len()),
+            agent_id: agent_id.clone(),
+            compression_level: config.compression_level,
+        },
+        config.security(),
         metrics.clone(),
         &tasks,
         stop.clone(),
-    );
+    )?;
     tracing::info!(
         %agent_id,
         %metrics_addr,
@@ -116,7 +125,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 async fn main_loop(
     config: Config,
     mut collectors: Vec<Box<dyn Collector>>,
-    mut exporter: Exporter,
+    exporter: Exporter,
     metrics: Arc<Metrics>,
     probes: Option<Probes>,
     tasks: TaskTracker,
@@ -132,15 +141,19 @@ async fn main_loop(
         }
         let (returned, payload) = collect(collectors, metrics.clone()).await;
         collectors = returned;
-        exporter.submit(&payload);
+        exporter.submit(payload).await;
     }
 
     tracing::info!("shutting down: final collection and flush");
     let (_, payload) = collect(collectors, metrics.clone()).await;
-    exporter.submit(&payload);
-    let left = exporter.flush(config.shutdown_grace).await;
-    for (aggregator, batches) in &left {
-        tracing::warn!(%aggregator, batches, "batches not delivered before shutdown");
+    exporter.submit(payload).await;
+    let (unacked, below_quorum) = exporter.flush(config.shutdown_grace).await;
+    if unacked > 0 {
+        tracing::warn!(
+            unacked,
+            below_quorum,
+            "batches not acknowledged by every aggregator stay in the buffer and are resent at the next start"
+        );
     }
     stop.cancel();
     tasks.close();

@@ -72,9 +72,6 @@ pub struct Config {
     pub interval: Duration,
     /// zstd level for batch payloads (0 disables compression).
     pub compression_level: i32,
-    /// Most batches kept per aggregator while it is unreachable; the oldest are dropped (and
-    /// counted) beyond this.
-    pub max_buffered_batches: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (`tracing` directives).
@@ -84,6 +81,67 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// eBPF settings.
     pub ebpf: EbpfConfig,
+    /// Delivery to the aggregators: disk buffer, quorum, security.
+    pub transport: TransportConfig,
+}
+
+/// Delivery settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// Directory of the disk buffer (batches not yet acknowledged by every aggregator).
+    pub buffer_dir: PathBuf,
+    /// Largest size of the disk buffer; beyond it the oldest batches are dropped and counted.
+    pub buffer_max_bytes: u64,
+    /// fsync the buffer after every batch.
+    pub buffer_fsync: bool,
+    /// Acknowledgements that make a batch delivered; 0 means a majority of the aggregators.
+    pub write_quorum: usize,
+    /// Allow `http://` (plaintext) URLs to hosts other than loopback.
+    pub allow_plaintext: bool,
+    /// TLS toward `https://` aggregators.
+    pub tls: TlsConfig,
+    /// File holding a bearer token sent with every stream.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// TLS files (PEM). Read at every connection, so rotations apply without a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// CA certificate(s) that sign the aggregators' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate, for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client private key, for mutual TLS.
+    pub key_file: Option<PathBuf>,
+    /// Name expected in the aggregator's certificate, when it differs from the URL's host.
+    pub server_name: Option<String>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            buffer_dir: PathBuf::from("/var/lib/sonde-agent/buffer"),
+            buffer_max_bytes: 512 << 20,
+            buffer_fsync: true,
+            write_quorum: 0,
+            allow_plaintext: false,
+            tls: TlsConfig::default(),
+            bearer_token_file: None,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// The write quorum for `replicas` aggregators (a majority when unset).
+    pub fn quorum(&self, replicas: usize) -> usize {
+        if self.write_quorum == 0 {
+            replicas / 2 + 1
+        } else {
+            self.write_quorum
+        }
+    }
 }
 
 /// eBPF settings.
@@ -105,11 +163,11 @@ impl Default for Config {
             listen_metrics: SocketAddr::from(([0, 0, 0, 0], 9182)),
             interval: Duration::from_secs(15),
             compression_level: 3,
-            max_buffered_batches: 10_000,
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             shutdown_grace: Duration::from_secs(10),
             ebpf: EbpfConfig::default(),
+            transport: TransportConfig::default(),
         }
     }
 }
@@ -159,6 +217,12 @@ pub struct Cli {
     /// Do not load eBPF programs.
     #[arg(long, env = "SONDE_AGENT_NO_EBPF")]
     pub no_ebpf: bool,
+    /// Directory of the disk buffer [default: /var/lib/sonde-agent/buffer].
+    #[arg(long, env = "SONDE_AGENT_BUFFER_DIR", value_name = "DIR")]
+    pub buffer_dir: Option<PathBuf>,
+    /// Largest size of the disk buffer in bytes [default: 536870912 (512 MiB)].
+    #[arg(long, env = "SONDE_AGENT_BUFFER_MAX_BYTES", value_name = "BYTES")]
+    pub buffer_max_bytes: Option<u64>,
     /// Log format [default: text].
     #[arg(long, env = "SONDE_AGENT_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -193,6 +257,12 @@ impl Config {
         if cli.no_ebpf {
             config.ebpf.enabled = false;
         }
+        if let Some(v) = &cli.buffer_dir {
+            config.transport.buffer_dir = v.clone();
+        }
+        if let Some(v) = cli.buffer_max_bytes {
+            config.transport.buffer_max_bytes = v;
+        }
         if let Some(v) = cli.log_format {
             config.log_format = v;
         }
@@ -225,18 +295,28 @@ impl Config {
             );
         }
         for url in &self.aggregators {
-            if url.starts_with("https://") {
+            let (plaintext, rest) =
+                match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+                    (Some(rest), _) => (true, rest),
+                    (_, Some(rest)) => (false, rest),
+                    _ => {
+                        return invalid(
+                            "aggregators",
+                            format!("entry {url:?} is not an http:// or https:// URL"),
+                        );
+                    }
+                };
+            let host = rest.split(['/', '?']).next().unwrap_or("");
+            if host.is_empty() {
+                return invalid("aggregators", format!("entry {url:?} has no host"));
+            }
+            if plaintext && !self.transport.allow_plaintext && !is_loopback(host) {
                 return invalid(
                     "aggregators",
                     format!(
-                        "entry {url:?}: TLS to aggregators is not supported by this version; use http://"
+                        "entry {url:?} is plaintext to a non-loopback host: use https:// (with \
+                         [transport.tls]) or set transport.allow_plaintext = true explicitly"
                     ),
-                );
-            }
-            if url.strip_prefix("http://").is_none_or(str::is_empty) {
-                return invalid(
-                    "aggregators",
-                    format!("entry {url:?} is not an http:// URL"),
                 );
             }
         }
@@ -252,10 +332,45 @@ impl Config {
                 format!("{} is outside 0..=22", self.compression_level),
             );
         }
-        if self.max_buffered_batches == 0 {
-            return invalid("max_buffered_batches", "must be at least 1".to_owned());
+        let t = &self.transport;
+        if t.buffer_max_bytes < 64 << 10 {
+            return invalid(
+                "transport.buffer_max_bytes",
+                format!("{} is below the minimum of 64 KiB", t.buffer_max_bytes),
+            );
+        }
+        if t.buffer_dir.as_os_str().is_empty() {
+            return invalid("transport.buffer_dir", "must not be empty".to_owned());
+        }
+        if t.write_quorum > self.aggregators.len() {
+            return invalid(
+                "transport.write_quorum",
+                format!(
+                    "{} exceeds the number of aggregators ({})",
+                    t.write_quorum,
+                    self.aggregators.len()
+                ),
+            );
+        }
+        if t.tls.cert_file.is_some() != t.tls.key_file.is_some() {
+            return invalid(
+                "transport.tls",
+                "cert_file and key_file must be set together (mutual TLS)".to_owned(),
+            );
         }
         Ok(())
+    }
+
+    /// Delivery settings as the exporter takes them.
+    pub fn security(&self) -> crate::export::Security {
+        let t = &self.transport;
+        crate::export::Security {
+            ca_file: t.tls.ca_file.clone(),
+            cert_file: t.tls.cert_file.clone(),
+            key_file: t.tls.key_file.clone(),
+            server_name: t.tls.server_name.clone(),
+            bearer_token_file: t.bearer_token_file.clone(),
+        }
     }
 
     /// The agent id to use: the configured one, or the host name.
@@ -269,6 +384,19 @@ impl Config {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "unknown-host".to_owned())
     }
+}
+
+/// Whether a URL host (with optional port) is a loopback address.
+fn is_loopback(host_port: &str) -> bool {
+    let host = if let Some(rest) = host_port.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -305,13 +433,35 @@ mod tests {
             "--config",
             file.to_str().unwrap(),
             "--aggregator",
-            "http://a:1",
+            "http://127.0.0.1:1",
             "--aggregator",
-            "http://b:2",
+            "https://b:2",
         ]))
         .unwrap();
-        assert_eq!(config.aggregators, ["http://a:1", "http://b:2"]);
+        assert_eq!(config.aggregators, ["http://127.0.0.1:1", "https://b:2"]);
         assert_eq!(config.interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn plaintext_only_to_loopback_unless_allowed() {
+        for ok in [
+            "http://127.0.0.1:9181",
+            "http://localhost:1",
+            "http://[::1]:9181",
+            "https://x:1",
+        ] {
+            assert!(Config::load(&cli(&["--aggregator", ok])).is_ok(), "{ok}");
+        }
+        let err = Config::load(&cli(&["--aggregator", "http://10.0.0.1:9181"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transport.allow_plaintext"), "{err}");
+        let mut config = Config {
+            aggregators: vec!["http://10.0.0.1:9181".into()],
+            ..Config::default()
+        };
+        config.transport.allow_plaintext = true;
+        config.validate().unwrap();
     }
 
     #[test]

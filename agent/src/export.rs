@@ -1,79 +1,80 @@
 //! Delivery of batches to the aggregator replicas over `sonde.v1.Ingest/Push`.
 //!
-//! Owns: sequence numbering ([`Exporter::submit`]), one bounded queue per replica
-//! ([`queue`]) and one connection task per replica ([`replica`]) that sends queued batches,
-//! pipelined, and removes each one when its acknowledgement arrives.
+//! Owns: the disk [`buffer`] (every batch is appended there first, with its sequence number),
+//! one connection task per replica ([`replica`]) that streams what that replica has not
+//! acknowledged, and delivery accounting against the write quorum. TLS, mutual TLS and the
+//! bearer token are applied per connection ([`security`]).
 //! Must not: collect metrics or know what a batch contains.
 //!
-//! Invariants: every replica receives every batch, in sequence order; a batch leaves a
-//! replica's queue only when that replica acknowledged it (`OK`, or `REJECTED`, which is
-//! counted and logged); a full queue drops its oldest batch and counts what was dropped.
-//! The queue lives in memory: batches still queued when the agent stops are lost (and
-//! counted in the shutdown log line).
+//! Invariants: every replica receives every batch, in sequence order, from the buffer; a batch
+//! stays buffered until every replica acknowledged it (OK, or REJECTED which is counted and
+//! logged) or the size bound drops it (counted per replica in
+//! `sonde_agent_buffer_dropped_samples_total`). A batch is *delivered* once `write_quorum`
+//! replicas acknowledged it (default: a majority). An agent restart resends what is buffered.
 
-pub mod queue;
+pub mod buffer;
 pub mod replica;
+pub mod security;
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use sonde_proto::{codec, v1::BatchPayload};
+use sonde_proto::v1::BatchPayload;
+use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use self::{queue::Queue, replica::Replica};
+use self::replica::Replica;
+pub use self::{
+    buffer::{Buffer, BufferError, Options as BufferOptions},
+    security::Security,
+};
 use crate::metrics::Metrics;
 
-/// Numbers batches and hands each to every replica's queue.
+/// Appends batches to the buffer and wakes the replica tasks.
 #[derive(Debug)]
 pub struct Exporter {
-    agent_id: String,
-    stream_epoch: u64,
-    next_sequence: u64,
-    compression_level: i32,
-    queues: Vec<Arc<Queue>>,
+    buffer: Arc<Buffer>,
+    appended: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Exporter {
-    /// Starts one connection task per aggregator URL on `tasks`. The tasks stop when `stop`
-    /// is cancelled; call [`Exporter::flush`] first to deliver what is queued.
+    /// Opens the buffer and starts one connection task per replica on `tasks`; they stop when
+    /// `stop` is cancelled (call [`Exporter::flush`] first).
     pub fn start(
-        agent_id: String,
-        aggregators: &[String],
-        max_buffered_batches: usize,
-        compression_level: i32,
+        options: BufferOptions,
+        security: Security,
         metrics: Arc<Metrics>,
         tasks: &TaskTracker,
         stop: CancellationToken,
-    ) -> Self {
-        let mut queues = Vec::with_capacity(aggregators.len());
-        for url in aggregators {
-            let queue = Arc::new(Queue::new(
-                url.clone(),
-                max_buffered_batches,
+    ) -> Result<Self, BufferError> {
+        let replicas = options.replicas.clone();
+        let buffer = Arc::new(Buffer::open(options, metrics.clone())?);
+        let (appended, _) = watch::channel(0u64);
+        for (index, url) in replicas.into_iter().enumerate() {
+            let replica = Replica::new(
+                index,
+                url,
+                buffer.clone(),
+                appended.subscribe(),
+                security.clone(),
                 metrics.clone(),
-            ));
-            let replica = Replica::new(url.clone(), queue.clone(), metrics.clone());
+            );
             tasks.spawn(replica.run(stop.clone()));
-            queues.push(queue);
         }
-        // A new epoch per process: sequence numbers restart at 1 with every start.
-        let stream_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        Self {
-            agent_id,
-            stream_epoch,
-            next_sequence: 1,
-            compression_level,
-            queues,
-        }
+        Ok(Self {
+            buffer,
+            appended,
+            metrics,
+        })
     }
 
-    /// Encodes a payload as the next batch and queues it for every replica.
-    pub fn submit(&mut self, payload: &BatchPayload) {
-        let samples: usize = payload
+    /// Appends a payload as the next batch. A buffer that cannot be written (disk full,
+    /// I/O error) loses this batch: it is logged and counted, and the agent goes on.
+    pub async fn submit(&self, payload: BatchPayload) {
+        let samples = (payload
             .series
             .iter()
             .map(|s| s.samples.len())
@@ -82,31 +83,41 @@ impl Exporter {
                 .histograms
                 .iter()
                 .map(|h| h.points.len())
-                .sum::<usize>();
-        let batch = Arc::new(codec::encode_batch(
-            &self.agent_id,
-            self.stream_epoch,
-            self.next_sequence,
-            payload,
-            self.compression_level,
-        ));
-        self.next_sequence += 1;
-        for queue in &self.queues {
-            queue.push(batch.clone(), samples);
+                .sum::<usize>()) as u32;
+        let buffer = self.buffer.clone();
+        let result = tokio::task::spawn_blocking(move || buffer.append(&payload, samples)).await;
+        match result {
+            Ok(Ok(sequence)) => {
+                self.metrics.appended(u64::from(samples));
+                self.appended.send_replace(sequence);
+            }
+            Ok(Err(error)) => {
+                self.metrics.buffer_write_failed(u64::from(samples));
+                tracing::error!(%error, samples, "cannot write the batch to the buffer; dropped");
+            }
+            Err(error) => tracing::error!(%error, "buffer append panicked"),
         }
     }
 
-    /// Waits until every queue is empty or `grace` has passed; returns the batches still
-    /// queued per replica.
-    pub async fn flush(&self, grace: Duration) -> Vec<(String, usize)> {
+    /// Waits until every buffered batch reached the write quorum, or `grace` passed; then
+    /// persists the cursors. Returns `(not acknowledged by every replica, below quorum)`.
+    pub async fn flush(&self, grace: Duration) -> (usize, usize) {
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && self.queues.iter().any(|q| !q.is_empty()) {
+        loop {
+            let buffer = self.buffer.clone();
+            let (unacked, below_quorum) = tokio::task::spawn_blocking(move || buffer.pending())
+                .await
+                .unwrap_or((0, 0));
+            if below_quorum == 0 || Instant::now() >= deadline {
+                let buffer = self.buffer.clone();
+                match tokio::task::spawn_blocking(move || buffer.close()).await {
+                    Ok(Err(error)) => tracing::error!(%error, "cannot persist buffer cursors"),
+                    Err(error) => tracing::error!(%error, "buffer close panicked"),
+                    Ok(Ok(())) => {}
+                }
+                return (unacked, below_quorum);
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.queues
-            .iter()
-            .map(|q| (q.url().to_owned(), q.len()))
-            .filter(|(_, n)| *n > 0)
-            .collect()
     }
 }

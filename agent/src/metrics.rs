@@ -75,6 +75,11 @@ pub struct Metrics {
     buffer_dropped_batches: Family<AggregatorLabels, Counter>,
     buffer_dropped_samples: Family<AggregatorLabels, Counter>,
     connected: Family<AggregatorLabels, Gauge>,
+    buffer_bytes: Gauge,
+    buffer_write_failed_samples: Counter,
+    delivered: Counter,
+    appended_samples: Counter,
+    next_sequence: Gauge,
     /// Collection time per collector.
     pub collect_duration: Family<CollectorLabels, Histogram>,
     /// Collection failures per collector.
@@ -105,19 +110,19 @@ impl Metrics {
         let buffer_batches = Family::<AggregatorLabels, Gauge>::default();
         registry.register(
             "buffer_batches",
-            "Batches waiting for an aggregator's acknowledgement",
+            "Buffered batches the aggregator has not acknowledged",
             buffer_batches.clone(),
         );
         let buffer_dropped_batches = Family::<AggregatorLabels, Counter>::default();
         registry.register(
             "buffer_dropped_batches",
-            "Batches dropped because an aggregator's queue was full",
+            "Batches dropped by the disk buffer's size bound before the aggregator acknowledged them",
             buffer_dropped_batches.clone(),
         );
         let buffer_dropped_samples = Family::<AggregatorLabels, Counter>::default();
         registry.register(
             "buffer_dropped_samples",
-            "Samples dropped because an aggregator's queue was full",
+            "Samples dropped by the disk buffer's size bound before the aggregator acknowledged them",
             buffer_dropped_samples.clone(),
         );
         let connected = Family::<AggregatorLabels, Gauge>::default();
@@ -125,6 +130,37 @@ impl Metrics {
             "aggregator_connected",
             "1 while a push stream to the aggregator is open",
             connected.clone(),
+        );
+        let buffer_bytes = Gauge::default();
+        registry.register_with_unit(
+            "buffer",
+            "Size of the disk buffer's segment files",
+            Unit::Bytes,
+            buffer_bytes.clone(),
+        );
+        let buffer_write_failed_samples = Counter::default();
+        registry.register(
+            "buffer_write_failed_samples",
+            "Samples lost because their batch could not be written to the disk buffer",
+            buffer_write_failed_samples.clone(),
+        );
+        let delivered = Counter::default();
+        registry.register(
+            "batches_delivered",
+            "Batches acknowledged by the write quorum of aggregators",
+            delivered.clone(),
+        );
+        let appended_samples = Counter::default();
+        registry.register(
+            "buffer_appended_samples",
+            "Samples written to the disk buffer (everything the agent produced for delivery)",
+            appended_samples.clone(),
+        );
+        let next_sequence = Gauge::default();
+        registry.register(
+            "buffer_next_sequence",
+            "Sequence number the next batch will get (batches ever appended + 1; survives restarts)",
+            next_sequence.clone(),
         );
         let collect_duration = Family::<CollectorLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 4.0, 9))
@@ -173,6 +209,11 @@ impl Metrics {
             buffer_dropped_batches,
             buffer_dropped_samples,
             connected,
+            buffer_bytes,
+            buffer_write_failed_samples,
+            delivered,
+            appended_samples,
+            next_sequence,
             collect_duration,
             collector_errors,
             ebpf_program_attached,
@@ -237,15 +278,38 @@ impl Metrics {
             .set(batches as i64);
     }
 
-    /// Counts a batch dropped from a full queue.
-    pub fn buffer_dropped(&self, aggregator: &str, samples: usize) {
+    /// Counts batches dropped by the buffer's size bound before `aggregator` acknowledged them.
+    pub fn buffer_dropped(&self, aggregator: &str, batches: usize, samples: u64) {
         let labels = AggregatorLabels {
             aggregator: aggregator.to_owned(),
         };
-        self.buffer_dropped_batches.get_or_create(&labels).inc();
+        self.buffer_dropped_batches
+            .get_or_create(&labels)
+            .inc_by(batches as u64);
         self.buffer_dropped_samples
             .get_or_create(&labels)
-            .inc_by(samples as u64);
+            .inc_by(samples);
+    }
+
+    /// Records the disk buffer's size and next sequence number.
+    pub fn buffer_state(&self, bytes: u64, next_sequence: u64) {
+        self.buffer_bytes.set(bytes as i64);
+        self.next_sequence.set(next_sequence as i64);
+    }
+
+    /// Counts samples lost to a failed buffer write.
+    pub fn buffer_write_failed(&self, samples: u64) {
+        self.buffer_write_failed_samples.inc_by(samples);
+    }
+
+    /// Counts samples appended to the buffer.
+    pub fn appended(&self, samples: u64) {
+        self.appended_samples.inc_by(samples);
+    }
+
+    /// Counts a batch that reached the write quorum.
+    pub fn delivered(&self) {
+        self.delivered.inc();
     }
 
     /// Records whether a stream to the aggregator is open.

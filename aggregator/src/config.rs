@@ -77,6 +77,34 @@ pub struct Config {
     pub limits: Limits,
     /// Query settings.
     pub query: QueryConfig,
+    /// Security of the gRPC ingest endpoint.
+    pub grpc: GrpcConfig,
+}
+
+/// Security of the gRPC ingest endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Serve plaintext gRPC on a non-loopback address. Without TLS and without this, the
+    /// aggregator refuses to start (plaintext only when configured explicitly).
+    pub allow_plaintext: bool,
+    /// Serve TLS with these files (reloaded when they change).
+    pub tls: Option<GrpcTlsConfig>,
+    /// Require `authorization: Bearer <token>` with the token in this file (reloaded when it
+    /// changes).
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// TLS files of the gRPC endpoint (PEM).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    /// Server certificate chain.
+    pub cert_file: PathBuf,
+    /// Server private key.
+    pub key_file: PathBuf,
+    /// CA that signs client certificates; when set, clients must present one (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Limits applied to every ingested batch; violations are rejected with a precise error.
@@ -91,6 +119,9 @@ pub struct Limits {
     pub max_label_name_bytes: usize,
     /// Longest label value, in bytes.
     pub max_label_value_bytes: usize,
+    /// Most distinct series one agent may create (cardinality guard); batches that would
+    /// exceed it are rejected.
+    pub max_series_per_agent: usize,
 }
 
 /// Query evaluation settings.
@@ -112,12 +143,13 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("data"),
             listen_http: SocketAddr::from(([0, 0, 0, 0], 9180)),
-            listen_grpc: SocketAddr::from(([0, 0, 0, 0], 9181)),
+            listen_grpc: SocketAddr::from(([127, 0, 0, 1], 9181)),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
             query: QueryConfig::default(),
+            grpc: GrpcConfig::default(),
         }
     }
 }
@@ -129,6 +161,7 @@ impl Default for Limits {
             max_labels_per_series: 64,
             max_label_name_bytes: 256,
             max_label_value_bytes: 4096,
+            max_series_per_agent: 1_000_000,
         }
     }
 }
@@ -163,7 +196,8 @@ pub struct Cli {
     /// HTTP listen address (Prometheus API, /metrics, health) [default: 0.0.0.0:9180].
     #[arg(long, env = "SONDE_AGGREGATOR_LISTEN_HTTP", value_name = "ADDR")]
     pub listen_http: Option<SocketAddr>,
-    /// gRPC listen address for agents [default: 0.0.0.0:9181].
+    /// gRPC listen address for agents [default: 127.0.0.1:9181; a non-loopback address needs
+    /// TLS or grpc.allow_plaintext].
     #[arg(long, env = "SONDE_AGGREGATOR_LISTEN_GRPC", value_name = "ADDR")]
     pub listen_grpc: Option<SocketAddr>,
     /// Log format [default: text].
@@ -239,6 +273,22 @@ impl Config {
         }
         if self.limits.max_batch_bytes < 1024 {
             return invalid("limits.max_batch_bytes", "must be at least 1024");
+        }
+        if self.grpc.tls.is_none()
+            && !self.grpc.allow_plaintext
+            && !self.listen_grpc.ip().is_loopback()
+        {
+            return Err(ConfigError::Invalid {
+                key: "grpc.allow_plaintext",
+                problem: format!(
+                    "must be true to serve plaintext gRPC on the non-loopback address {} \
+                     (or configure [grpc.tls])",
+                    self.listen_grpc
+                ),
+            });
+        }
+        if self.limits.max_series_per_agent == 0 {
+            return invalid("limits.max_series_per_agent", "must be at least 1");
         }
         if self.limits.max_labels_per_series == 0 {
             return invalid("limits.max_labels_per_series", "must be at least 1");

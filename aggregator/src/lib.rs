@@ -11,6 +11,7 @@ pub mod http_api;
 pub mod ingest;
 pub mod metrics;
 pub mod promql;
+pub mod remote_write;
 pub mod server;
 pub mod store;
 pub mod telemetry;

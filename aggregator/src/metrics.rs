@@ -31,6 +31,13 @@ pub struct HttpLabels {
     pub code: u16,
 }
 
+/// `code` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// HTTP status code.
+    pub code: u16,
+}
+
 /// Labels of query timing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
@@ -57,6 +64,8 @@ pub struct Metrics {
     pub ingest_streams: Gauge,
     /// HTTP requests served.
     pub http_requests: Family<HttpLabels, Counter>,
+    remote_write_requests: Family<CodeLabels, Counter>,
+    remote_write_samples: Counter,
     /// Query evaluation time.
     pub query_duration: Family<QueryLabels, Histogram>,
     head_series: Gauge,
@@ -103,6 +112,18 @@ impl Metrics {
             "HTTP requests served, by handler and status code",
             http_requests.clone(),
         );
+        let remote_write_requests = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "remote_write_requests",
+            "Prometheus remote write requests, by response code",
+            remote_write_requests.clone(),
+        );
+        let remote_write_samples = Counter::default();
+        registry.register(
+            "remote_write_samples",
+            "Float samples received over Prometheus remote write",
+            remote_write_samples.clone(),
+        );
         let query_duration = Family::<QueryLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 4.0, 10))
         });
@@ -138,6 +159,8 @@ impl Metrics {
             ingest_duplicate_samples,
             ingest_streams,
             http_requests,
+            remote_write_requests,
+            remote_write_samples,
             query_duration,
             head_series,
             head_samples,
@@ -152,6 +175,18 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// Counts a remote write request by response code.
+    pub fn remote_write_request(&self, code: u16) {
+        self.remote_write_requests
+            .get_or_create(&CodeLabels { code })
+            .inc();
+    }
+
+    /// Counts samples received over remote write.
+    pub fn remote_write_samples(&self, samples: u64) {
+        self.remote_write_samples.inc_by(samples);
     }
 
     /// Counts a batch outcome.

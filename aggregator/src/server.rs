@@ -18,13 +18,20 @@ use sonde_proto::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::service::interceptor::InterceptedService;
 
 use crate::{
     config::Config,
     http_api::{self, ApiState},
-    ingest::IngestService,
+    ingest::{
+        Applier, IngestService,
+        security::{
+            ReloadingTls, ReloadingToken, SecurityError, TlsFiles, check_token, tls_incoming,
+        },
+    },
     metrics::Metrics,
     promql::Engine,
+    remote_write,
     store::{Store, StoreError},
 };
 
@@ -34,6 +41,9 @@ pub enum ServerError {
     /// The data directory is unusable.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// TLS files or the bearer token file are unusable.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -90,36 +100,71 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let ready = Arc::new(AtomicBool::new(false));
     let tasks = TaskTracker::new();
 
-    let ingest = IngestService::new(
+    let applier = Arc::new(Applier::new(
         store.clone(),
         config.limits.clone(),
         metrics.clone(),
-        shutdown.clone(),
-    );
+    ));
+    let ingest = IngestService::new(applier.clone(), metrics.clone(), shutdown.clone());
     let max_message = ingest.max_message_bytes();
+    let token = config
+        .grpc
+        .bearer_token_file
+        .as_deref()
+        .map(ReloadingToken::token)
+        .transpose()?
+        .map(Arc::new);
+    let service = InterceptedService::new(
+        IngestServer::new(ingest).max_decoding_message_size(max_message),
+        move |request: tonic::Request<()>| match &token {
+            Some(token) => check_token(token, &request).map(|()| request),
+            None => Ok(request),
+        },
+    );
     let grpc_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
-                grpc_shutdown.clone().cancelled_owned(),
-            )
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "gRPC server failed");
-            grpc_shutdown.cancel();
+    let router = tonic::transport::Server::builder().add_service(service);
+    match &config.grpc.tls {
+        Some(files) => {
+            let tls = Arc::new(ReloadingTls::tls(&TlsFiles {
+                cert: files.cert_file.clone(),
+                key: files.key_file.clone(),
+                client_ca: files.client_ca_file.clone(),
+            })?);
+            let incoming = tls_incoming(grpc_listener, tls, shutdown.clone());
+            tasks.spawn(async move {
+                let result = router
+                    .serve_with_incoming_shutdown(incoming, grpc_shutdown.clone().cancelled_owned())
+                    .await;
+                if let Err(error) = result {
+                    tracing::error!(%error, "gRPC server failed");
+                    grpc_shutdown.cancel();
+                }
+            });
         }
-    });
+        None => {
+            tasks.spawn(async move {
+                let result = router
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(grpc_listener),
+                        grpc_shutdown.clone().cancelled_owned(),
+                    )
+                    .await;
+                if let Err(error) = result {
+                    tracing::error!(%error, "gRPC server failed");
+                    grpc_shutdown.cancel();
+                }
+            });
+        }
+    }
 
     let state = ApiState {
         engine: Engine::new(store.clone(), config.query.clone()),
         store: store.clone(),
-        metrics,
+        metrics: metrics.clone(),
         ready: ready.clone(),
         started: Instant::now(),
     };
-    let router = http_api::router(state);
+    let router = http_api::router(state).merge(remote_write::router(applier, metrics));
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let result = axum::serve(http_listener, router)

@@ -9,11 +9,18 @@
 //! depend on this crate; it depends on neither.
 
 pub mod codec;
+pub mod sequence;
 
 /// The `sonde.v1` package: generated messages, `ingest_client` and `ingest_server`.
 #[allow(clippy::all, missing_docs, unused_qualifications)]
 pub mod v1 {
     include!("gen/sonde.v1.rs");
+}
+
+/// Prometheus' remote write 1.0 messages (the subset Sonde receives).
+#[allow(clippy::all, missing_docs, unused_qualifications)]
+pub mod prometheus {
+    include!("gen/prometheus.rs");
 }
 
 /// Metric names, label names and label values Sonde itself attaches.

@@ -8,6 +8,7 @@
 //! Tests that need eBPF call [`require_root`]: it panics unless the process is root, except
 //! when `SONDE_SKIP_EBPF_TESTS=1` explicitly opts out (then the test returns early, loudly).
 
+pub mod certs;
 mod process;
 
 use std::{
@@ -296,7 +297,19 @@ impl Agent {
     /// Starts an agent sending to `aggregators` with extra arguments; waits until its
     /// /metrics answers.
     pub fn start(aggregators: &[String], args: &[&str]) -> Self {
+        Self::start_with_buffer(aggregators, None, args)
+    }
+
+    /// Like [`Agent::start`], with the disk buffer in `buffer_dir` (kept across agents, for
+    /// restart tests) instead of a fresh temporary directory.
+    pub fn start_with_buffer(
+        aggregators: &[String],
+        buffer_dir: Option<&std::path::Path>,
+        args: &[&str],
+    ) -> Self {
         let tmp = tempfile::tempdir().expect("temporary directory");
+        let buffer =
+            buffer_dir.map_or_else(|| tmp.path().join("buffer"), std::path::Path::to_owned);
         for attempt in 1..=5 {
             let metrics = free_addr();
             let mut cmd = std::process::Command::new(binary("sonde-agent"));
@@ -304,6 +317,8 @@ impl Agent {
                 cmd.args(["--aggregator", url]);
             }
             cmd.args(["--listen-metrics", &metrics.to_string()])
+                .arg("--buffer-dir")
+                .arg(&buffer)
                 .args(args);
             let mut process = Process::spawn("agent", &mut cmd, tmp.path());
             let ready = process.wait_until(Duration::from_secs(30), || {
@@ -322,6 +337,16 @@ impl Agent {
             }
         }
         unreachable!("the loop returns or panics")
+    }
+
+    /// The value of one of the agent's own metrics (first line starting with `series`,
+    /// e.g. `sonde_agent_buffer_batches{`).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics_text()
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
     }
 
     /// The agent's own metrics text.

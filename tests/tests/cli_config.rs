@@ -84,7 +84,7 @@ fn aggregator_precedence_file_env_flag() {
 fn agent_precedence_and_comma_separated_env_list() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agent.toml");
-    std::fs::write(&file, "aggregators = [\"http://file:1\"]\n").unwrap();
+    std::fs::write(&file, "aggregators = [\"https://file:1\"]\n").unwrap();
     let print = |env: Option<&str>, flags: &[&str]| {
         let mut cmd = Command::new(binary("sonde-agent"));
         cmd.env_remove("SONDE_AGENT_AGGREGATORS")
@@ -97,14 +97,14 @@ fn agent_precedence_and_comma_separated_env_list() {
         assert!(out.status.success(), "{}", stderr(&out));
         stdout(&out)
     };
-    assert!(print(None, &[]).contains("aggregators = [\"http://file:1\"]"));
+    assert!(print(None, &[]).contains("aggregators = [\"https://file:1\"]"));
     assert!(
-        print(Some("http://e:1,http://e:2"), &[])
-            .contains("aggregators = [\"http://e:1\", \"http://e:2\"]")
+        print(Some("https://e:1,https://e:2"), &[])
+            .contains("aggregators = [\"https://e:1\", \"https://e:2\"]")
     );
     assert!(
-        print(Some("http://e:1"), &["--aggregator", "http://f:1"])
-            .contains("aggregators = [\"http://f:1\"]")
+        print(Some("https://e:1"), &["--aggregator", "https://f:1"])
+            .contains("aggregators = [\"https://f:1\"]")
     );
 }
 

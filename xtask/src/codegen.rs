@@ -16,7 +16,7 @@ pub struct Options {
     pub check: bool,
 }
 
-const PROTOS: &[&str] = &["sonde/v1/ingest.proto"];
+const PROTOS: &[&str] = &["sonde/v1/ingest.proto", "prometheus/remote.proto"];
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     setup::ensure_packages(setup::CODEGEN_PACKAGES)?;

@@ -84,7 +84,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut agent = spawn(
         Command::new(bin_dir.join("sonde-agent"))
             .args(["--aggregator", &format!("http://{}", options.grpc)])
-            .args(["--listen-metrics", &options.agent_metrics]),
+            .args(["--listen-metrics", &options.agent_metrics])
+            .arg("--buffer-dir")
+            .arg(state.join("agent-buffer")),
     )?;
 
     let url = format!("http://{}", options.http);

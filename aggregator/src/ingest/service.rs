@@ -18,14 +18,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{SequenceTracker, convert_batch, validate::validate};
-use crate::{config::Limits, metrics::Metrics, store::Store};
+use sonde_proto::sequence::SequenceTracker;
+
+use super::apply::Applier;
+use crate::metrics::Metrics;
 
 /// State shared by every stream.
 #[derive(Debug)]
 struct Shared {
-    store: Arc<Store>,
-    limits: Limits,
+    applier: Arc<Applier>,
     metrics: Arc<Metrics>,
     /// (agent id, stream epoch) → stored sequences.
     streams: Mutex<HashMap<(String, u64), SequenceTracker>>,
@@ -40,16 +41,10 @@ pub struct IngestService {
 
 impl IngestService {
     /// Creates the service; streams end when `shutdown` is cancelled.
-    pub fn new(
-        store: Arc<Store>,
-        limits: Limits,
-        metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(applier: Arc<Applier>, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
         Self {
             shared: Arc::new(Shared {
-                store,
-                limits,
+                applier,
                 metrics,
                 streams: Mutex::new(HashMap::new()),
             }),
@@ -60,7 +55,7 @@ impl IngestService {
     /// The largest envelope the server accepts: the payload limit plus framing slack (zstd
     /// output can exceed its input slightly for incompressible data).
     pub fn max_message_bytes(&self) -> usize {
-        let limit = self.shared.limits.max_batch_bytes as usize;
+        let limit = self.shared.applier.limits().max_batch_bytes as usize;
         limit + limit / 64 + 64 * 1024
     }
 
@@ -98,39 +93,24 @@ impl Shared {
                 ..Default::default()
             };
         }
-        let payload = match codec::decode_payload(&batch, self.limits.max_batch_bytes) {
+        let payload = match codec::decode_payload(&batch, self.applier.limits().max_batch_bytes) {
             Ok(payload) => payload,
             Err(error) => return reject(error.to_string()),
         };
-        if let Err(error) = validate(&payload, &self.limits) {
-            return reject(error.to_string());
-        }
-        let converted = convert_batch(payload);
-        for (family, metadata) in converted.metadata {
-            self.store.set_metadata(family, metadata);
-        }
-        let (mut stored, mut duplicates) = (0u64, 0u64);
-        for (labels, samples) in converted.series {
-            match self.store.append(labels, &samples) {
-                Ok(outcome) => {
-                    stored += outcome.appended as u64;
-                    duplicates += outcome.duplicates as u64;
-                }
-                Err(error) => {
-                    // Part of the batch may be stored; a resend is safe because samples are
-                    // first-write-wins per series and timestamp.
-                    tracing::warn!(agent = %batch.agent_id, sequence, %error, "batch not stored; agent will retry");
-                    self.metrics.batch("retry");
-                    self.metrics.ingest_samples.inc_by(stored);
-                    return Ack {
-                        sequence,
-                        status: AckStatus::Retry as i32,
-                        error: error.to_string(),
-                        ..Default::default()
-                    };
-                }
+        let applied = match self.applier.apply(&batch.agent_id, payload) {
+            Ok(applied) => applied,
+            Err(error) if error.is_transient() => {
+                tracing::warn!(agent = %batch.agent_id, sequence, %error, "batch not stored; the agent will resend it");
+                self.metrics.batch("retry");
+                return Ack {
+                    sequence,
+                    status: AckStatus::Retry as i32,
+                    error: error.to_string(),
+                    ..Default::default()
+                };
             }
-        }
+            Err(error) => return reject(error.to_string()),
+        };
         self.streams
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -138,12 +118,10 @@ impl Shared {
             .or_default()
             .mark(sequence);
         self.metrics.batch("ok");
-        self.metrics.ingest_samples.inc_by(stored);
-        self.metrics.ingest_duplicate_samples.inc_by(duplicates);
         Ack {
             sequence,
             status: AckStatus::Ok as i32,
-            samples_stored: stored,
+            samples_stored: applied.stored,
             ..Default::default()
         }
     }
@@ -211,16 +189,18 @@ mod tests {
     use sonde_proto::v1::{BatchPayload, Label, Sample, Series};
 
     use super::*;
+    use crate::store::Store;
 
     fn service() -> (IngestService, Arc<Store>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let service = IngestService::new(
+        let metrics = Arc::new(Metrics::new());
+        let applier = Arc::new(Applier::new(
             store.clone(),
-            Limits::default(),
-            Arc::new(Metrics::new()),
-            CancellationToken::new(),
-        );
+            crate::config::Limits::default(),
+            metrics.clone(),
+        ));
+        let service = IngestService::new(applier, metrics, CancellationToken::new());
         (service, store, dir)
     }
 
@@ -271,5 +251,39 @@ mod tests {
         let ack = service.handle(b);
         assert_eq!(ack.status, AckStatus::Rejected as i32);
         assert!(ack.error.contains("batch 1"), "{}", ack.error);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Any mutation of a valid batch (bytes flipped, truncated, fields changed) is answered
+        /// with an ack, never a panic, and a later valid batch on the same service is stored.
+        #[test]
+        fn mutated_batches_never_break_the_service(
+            flips in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 0..8),
+            cut in 0usize..4096,
+            compression in 0i32..3,
+            declared in 0u64..(1 << 21),
+        ) {
+            let (service, store, _dir) = service();
+            let mut b = batch(1, "up", 1000);
+            let mut bytes = b.payload.to_vec();
+            for (at, x) in flips {
+                if !bytes.is_empty() {
+                    let i = at % bytes.len();
+                    bytes[i] ^= x;
+                }
+            }
+            bytes.truncate(cut.max(1));
+            b.payload = bytes::Bytes::from(bytes);
+            b.compression = compression;
+            b.uncompressed_size = declared;
+            let ack = service.handle(b);
+            proptest::prop_assert!(ack.status == AckStatus::Ok as i32 || ack.status == AckStatus::Rejected as i32);
+            let before = store.stats().samples;
+            let ack = service.handle(batch(2, "after", 2000));
+            proptest::prop_assert_eq!(ack.status, AckStatus::Ok as i32);
+            proptest::prop_assert_eq!(store.stats().samples, before + 1);
+        }
     }
 }

@@ -79,7 +79,8 @@ pub struct Sample {
     /// Milliseconds since the Unix epoch.
     #[prost(int64, tag = "1")]
     pub timestamp_ms: i64,
-    /// Bit-exact: the Prometheus stale marker (a specific NaN) is preserved.
+    /// Bit-exact, NaN payloads included (the Prometheus stale marker is a specific NaN), except
+    /// that -0.0 arrives as +0.0: proto3 does not encode a double equal to 0.
     #[prost(double, tag = "2")]
     pub value: f64,
 }

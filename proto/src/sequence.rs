@@ -1,7 +1,8 @@
-//! Replay detection: which sequence numbers of an agent stream were already stored.
+//! Which batch sequence numbers of a stream were already handled (stored by an aggregator,
+//! or acknowledged to an agent).
 //!
-//! Tracks a watermark below which every sequence was stored, plus the stored sequences above
-//! it (batches can be stored out of order when one was retried), so memory stays small and a
+//! Tracks a watermark below which every sequence was handled, plus the handled sequences above
+//! it (batches can complete out of order when one was retried), so memory stays small and a
 //! retried gap is never mistaken for a duplicate.
 
 use std::collections::BTreeSet;
@@ -32,6 +33,18 @@ impl SequenceTracker {
         }
     }
 
+    /// Records every sequence up to and including `sequence` as handled.
+    pub fn mark_through(&mut self, sequence: u64) {
+        if sequence <= self.watermark {
+            return;
+        }
+        self.watermark = sequence;
+        self.above = self.above.split_off(&(sequence + 1));
+        while self.above.remove(&(self.watermark + 1)) {
+            self.watermark += 1;
+        }
+    }
+
     /// Highest sequence below which nothing is missing.
     pub fn watermark(&self) -> u64 {
         self.watermark
@@ -54,5 +67,10 @@ mod tests {
         assert_eq!(t.watermark(), 3);
         assert!(t.seen(2));
         assert!(!t.seen(4));
+        t.mark(6);
+        t.mark(9);
+        t.mark_through(5);
+        assert_eq!(t.watermark(), 6, "5 joins the stored 6");
+        assert!(t.seen(9) && !t.seen(7));
     }
 }

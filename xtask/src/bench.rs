@@ -1,0 +1,33 @@
+//! `cargo xtask bench <name>`: whole-system benchmarks, run side by side with the real peers
+//! where one exists, each writing `bench-results/<name>.md` with the command that reproduces
+//! it.
+
+mod ingest;
+pub mod process;
+
+use clap::Subcommand;
+
+use crate::util;
+
+/// The benchmarks.
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Agent → aggregator ingest throughput: samples/s per aggregator core, CPU, RSS.
+    Ingest(ingest::Options),
+}
+
+pub fn run(bench: Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Ingest(options) => ingest::run(&options),
+    }
+}
+
+/// Writes a result file under `bench-results/` and echoes it.
+pub fn write_result(name: &str, markdown: &str) -> anyhow::Result<()> {
+    let dir = util::workspace_root().join("bench-results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.md"));
+    std::fs::write(&path, markdown)?;
+    println!("{markdown}\nwritten to {}", path.display());
+    Ok(())
+}
