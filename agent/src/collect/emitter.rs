@@ -47,6 +47,13 @@ impl Emitter {
         self.sample(name, labels, value);
     }
 
+    /// Declares an untyped metric (Prometheus "untyped", OpenMetrics "unknown") and emits one
+    /// sample of it, for sources whose type is unknown (node_exporter's netstat and vmstat).
+    pub fn untyped(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.family(name, MetricType::Unspecified, help, "");
+        self.sample(name, labels, value);
+    }
+
     /// Emits one sample of series `name{labels}`.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         let mut all = Vec::with_capacity(labels.len() + 1);
