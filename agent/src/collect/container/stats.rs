@@ -351,13 +351,13 @@ fn memory(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs) {
 fn io(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs, devices: &mut DeviceNames) {
     // device → [read bytes, written bytes, reads, writes]
     let mut per_device: Vec<(String, [u64; 4])> = Vec::new();
-    let mut slot = |dev: &str| -> usize {
+    fn slot(per_device: &mut Vec<(String, [u64; 4])>, dev: &str) -> usize {
         if let Some(i) = per_device.iter().position(|(d, _)| d == dev) {
             return i;
         }
         per_device.push((dev.to_owned(), [0; 4]));
         per_device.len() - 1
-    };
+    }
     if dirs.blkio.is_some() {
         for (file, offset) in [
             ("blkio.throttle.io_service_bytes_recursive", 0),
@@ -376,7 +376,7 @@ fn io(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs, devices: &mut Dev
                     "Write" => offset + 1,
                     _ => continue,
                 };
-                let i = slot(dev);
+                let i = slot(&mut per_device, dev);
                 per_device[i].1[index] += value;
             }
         }
@@ -384,7 +384,7 @@ fn io(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs, devices: &mut Dev
         for line in read(&dirs.v2, "io.stat").unwrap_or_default().lines() {
             let mut parts = line.split_whitespace();
             let Some(dev) = parts.next() else { continue };
-            let i = slot(dev);
+            let i = slot(&mut per_device, dev);
             for kv in parts {
                 let Some((key, value)) = kv.split_once('=') else { continue };
                 let index = match key {
