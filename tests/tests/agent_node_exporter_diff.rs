@@ -220,7 +220,7 @@ fn agent_serves_openmetrics_on_request() {
     assert!(body.contains("# TYPE node_cpu_seconds counter\n"), "counter families are named without _total");
     assert!(body.contains("\nnode_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} "));
     assert!(body.contains("# TYPE node_netstat_Tcp_CurrEstab unknown\n"));
-    assert!(body.contains("# TYPE sonde_agent_batches counter\n"), "self-metrics included");
+    assert!(body.contains("# TYPE sonde_agent_build info\n"), "self-metrics included");
     let text = http_get(&url).unwrap();
     assert!(text.body.contains("# TYPE node_cpu_seconds_total counter\n"));
     assert!(text.body.contains("# TYPE sonde_agent_last_collection_timestamp_seconds gauge\n"));
