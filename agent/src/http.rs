@@ -54,11 +54,8 @@ pub fn router(metrics: Arc<Metrics>, latest: Latest) -> Router {
 }
 
 async fn render(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
-    let format = exposition::Format::negotiate(
-        headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let format =
+        exposition::Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let AppState { metrics, latest } = state;
     // Rendering thousands of series is CPU work: keep it off the runtime threads.
     let body = tokio::task::spawn_blocking(move || {

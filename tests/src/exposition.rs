@@ -53,7 +53,11 @@ impl Exposition {
     }
 
     /// Series of `name` whose labels include `subset`.
-    pub fn find(&self, name: &str, subset: &[(&str, &str)]) -> Vec<(&BTreeMap<String, String>, f64)> {
+    pub fn find(
+        &self,
+        name: &str,
+        subset: &[(&str, &str)],
+    ) -> Vec<(&BTreeMap<String, String>, f64)> {
         self.samples
             .iter()
             .filter(|((n, labels), _)| {
@@ -70,7 +74,10 @@ impl Exposition {
 fn parse_sample(line: &str) -> (SeriesKey, f64) {
     let (name_end, mut labels) = match line.find('{') {
         Some(open) => (open, BTreeMap::new()),
-        None => (line.find(' ').unwrap_or_else(|| panic!("no value: {line}")), BTreeMap::new()),
+        None => (
+            line.find(' ').unwrap_or_else(|| panic!("no value: {line}")),
+            BTreeMap::new(),
+        ),
     };
     let name = line[..name_end].to_owned();
     let mut rest = &line[name_end..];
@@ -82,14 +89,18 @@ fn parse_sample(line: &str) -> (SeriesKey, f64) {
                 rest = after;
                 break;
             }
-            let eq = rest.find('=').unwrap_or_else(|| panic!("bad labels: {line}"));
+            let eq = rest
+                .find('=')
+                .unwrap_or_else(|| panic!("bad labels: {line}"));
             let label = rest[..eq].to_owned();
             let mut chars = rest[eq + 1..].chars();
             assert_eq!(chars.next(), Some('"'), "unquoted label value: {line}");
             let mut value = String::new();
             let mut consumed = eq + 2;
             loop {
-                let c = chars.next().unwrap_or_else(|| panic!("unterminated: {line}"));
+                let c = chars
+                    .next()
+                    .unwrap_or_else(|| panic!("unterminated: {line}"));
                 consumed += c.len_utf8();
                 match c {
                     '"' => break,
@@ -110,12 +121,17 @@ fn parse_sample(line: &str) -> (SeriesKey, f64) {
             }
         }
     }
-    let value_text = rest.split_whitespace().next().unwrap_or_else(|| panic!("no value: {line}"));
+    let value_text = rest
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no value: {line}"));
     let value = match value_text {
         "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
         "NaN" => f64::NAN,
-        v => v.parse().unwrap_or_else(|_| panic!("bad value {v:?}: {line}")),
+        v => v
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value {v:?}: {line}")),
     };
     ((name, labels), value)
 }

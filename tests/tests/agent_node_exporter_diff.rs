@@ -31,8 +31,18 @@ use std::{
 use sonde_tests::{Agent, Process, eventually, exposition::Exposition, free_addr, http_get};
 
 const COLLECTORS: &[&str] = &[
-    "cpu", "diskstats", "filefd", "filesystem", "loadavg", "meminfo", "netdev", "netstat",
-    "pressure", "stat", "uname", "vmstat",
+    "cpu",
+    "diskstats",
+    "filefd",
+    "filesystem",
+    "loadavg",
+    "meminfo",
+    "netdev",
+    "netstat",
+    "pressure",
+    "stat",
+    "uname",
+    "vmstat",
 ];
 
 /// The required families: the comparison must cover each of them.
@@ -80,7 +90,10 @@ const REQUIRED: &[&str] = &[
 const NODE_EXPORTER_ONLY: &[&str] = &["node_network_receive_nohandler_total"];
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 fn scrape(url: &str) -> Exposition {
@@ -107,7 +120,9 @@ fn start_node_exporter(dir: &std::path::Path) -> (Process, String) {
         }) {
             Ok(()) => return (process, url),
             Err(log) if log.contains("address already in use") => continue,
-            Err(log) => panic!("node_exporter did not start (is prometheus-node-exporter installed?):\n{log}"),
+            Err(log) => panic!(
+                "node_exporter did not start (is prometheus-node-exporter installed?):\n{log}"
+            ),
         }
     }
     panic!("no free port for node_exporter");
@@ -115,19 +130,29 @@ fn start_node_exporter(dir: &std::path::Path) -> (Process, String) {
 
 /// Family of a sample name, by the types declared in `e`.
 fn is_node_metric(name: &str) -> bool {
-    name.starts_with("node_") && !name.starts_with("node_scrape_") && !name.starts_with("node_exporter_")
+    name.starts_with("node_")
+        && !name.starts_with("node_scrape_")
+        && !name.starts_with("node_exporter_")
 }
 
 /// Allowed absolute deviation beyond the 1% bracket (see the module docs).
 fn slack(name: &str, labels: &BTreeMap<String, String>, ne: &Exposition) -> f64 {
     let fs_size = |metric: &str| {
-        let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let l: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         ne.get(metric, &l).unwrap_or(0.0) * 0.01
     };
     match name {
-        "node_procs_running" | "node_procs_blocked" | "node_disk_io_now" | "node_netstat_Tcp_CurrEstab" => 8.0,
+        "node_procs_running"
+        | "node_procs_blocked"
+        | "node_disk_io_now"
+        | "node_netstat_Tcp_CurrEstab" => 8.0,
         "node_filefd_allocated" => ne.get("node_filefd_maximum", &[]).unwrap_or(0.0) * 0.01,
-        "node_filesystem_free_bytes" | "node_filesystem_avail_bytes" => fs_size("node_filesystem_size_bytes"),
+        "node_filesystem_free_bytes" | "node_filesystem_avail_bytes" => {
+            fs_size("node_filesystem_size_bytes")
+        }
         "node_filesystem_files_free" => fs_size("node_filesystem_files"),
         n if n.starts_with("node_memory_") && n.ends_with("_bytes") => {
             ne.get("node_memory_MemTotal_bytes", &[]).unwrap_or(0.0) * 0.01
@@ -147,33 +172,64 @@ fn shared_families_have_identical_labels_types_and_values_within_one_percent() {
 
     let ne0 = scrape(&ne_url);
     let after = now();
-    let agent_sample = eventually(Duration::from_secs(20), "an agent tick after the first scrape", || {
-        let e = scrape(&agent_url);
-        let started = e.get("sonde_agent_last_collection_timestamp_seconds", &[])?;
-        (started >= after).then_some(e)
-    });
+    let agent_sample = eventually(
+        Duration::from_secs(20),
+        "an agent tick after the first scrape",
+        || {
+            let e = scrape(&agent_url);
+            let started = e.get("sonde_agent_last_collection_timestamp_seconds", &[])?;
+            (started >= after).then_some(e)
+        },
+    );
     let ne1 = scrape(&ne_url);
 
-    let ne_names: BTreeSet<String> = ne0.names().into_iter().filter(|n| is_node_metric(n)).collect();
-    let agent_names: BTreeSet<String> = agent_sample.names().into_iter().filter(|n| is_node_metric(n)).collect();
+    let ne_names: BTreeSet<String> = ne0
+        .names()
+        .into_iter()
+        .filter(|n| is_node_metric(n))
+        .collect();
+    let agent_names: BTreeSet<String> = agent_sample
+        .names()
+        .into_iter()
+        .filter(|n| is_node_metric(n))
+        .collect();
     let shared: BTreeSet<&String> = ne_names.intersection(&agent_names).collect();
     let ne_only: Vec<&String> = ne_names.difference(&agent_names).collect();
     let agent_only: Vec<&String> = agent_names.difference(&ne_names).collect();
-    eprintln!("{} shared families; node_exporter only: {ne_only:?}; agent only: {agent_only:?}", shared.len());
+    eprintln!(
+        "{} shared families; node_exporter only: {ne_only:?}; agent only: {agent_only:?}",
+        shared.len()
+    );
     for name in REQUIRED {
-        assert!(shared.contains(&name.to_string()), "{name} is not exposed by both (agent has it: {}, node_exporter: {})", agent_names.contains(*name), ne_names.contains(*name));
+        assert!(
+            shared.contains(&name.to_string()),
+            "{name} is not exposed by both (agent has it: {}, node_exporter: {})",
+            agent_names.contains(*name),
+            ne_names.contains(*name)
+        );
     }
     for name in &ne_only {
-        assert!(NODE_EXPORTER_ONLY.contains(&name.as_str()), "node_exporter exposes {name} and the agent does not");
+        assert!(
+            NODE_EXPORTER_ONLY.contains(&name.as_str()),
+            "node_exporter exposes {name} and the agent does not"
+        );
     }
 
     let mut failures = Vec::new();
     let mut compared = 0;
     for name in &shared {
         // Types: the header names the sample in the 0.0.4 format.
-        assert_eq!(agent_sample.types.get(*name), ne0.types.get(*name), "# TYPE of {name}");
+        assert_eq!(
+            agent_sample.types.get(*name),
+            ne0.types.get(*name),
+            "# TYPE of {name}"
+        );
         let labels_of = |e: &Exposition| -> BTreeSet<BTreeMap<String, String>> {
-            e.samples.keys().filter(|(n, _)| n == *name).map(|(_, l)| l.clone()).collect()
+            e.samples
+                .keys()
+                .filter(|(n, _)| n == *name)
+                .map(|(_, l)| l.clone())
+                .collect()
         };
         let (a, b) = (labels_of(&agent_sample), labels_of(&ne0));
         if a != b {
@@ -186,7 +242,11 @@ fn shared_families_have_identical_labels_types_and_values_within_one_percent() {
         }
         for labels in a {
             let key = ((*name).clone(), labels.clone());
-            let (v0, v1, got) = (ne0.samples[&key], ne1.samples.get(&key).copied().unwrap_or(ne0.samples[&key]), agent_sample.samples[&key]);
+            let (v0, v1, got) = (
+                ne0.samples[&key],
+                ne1.samples.get(&key).copied().unwrap_or(ne0.samples[&key]),
+                agent_sample.samples[&key],
+            );
             let (lo, hi) = (v0.min(v1), v0.max(v1));
             let tolerance = 0.01 * lo.abs().max(hi.abs()) + slack(name, &labels, &ne0);
             compared += 1;
@@ -196,7 +256,12 @@ fn shared_families_have_identical_labels_types_and_values_within_one_percent() {
         }
     }
     assert!(compared > 200, "only {compared} series compared");
-    assert!(failures.is_empty(), "{} of {compared} series differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {compared} series differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     eprintln!("{compared} series in {} families agree", shared.len());
 }
 
@@ -210,20 +275,48 @@ fn agent_serves_openmetrics_on_request() {
     });
     let started = Instant::now();
     let mut response = ureq::get(&url)
-        .header("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
         .call()
         .expect("openmetrics scrape");
-    let content_type = response.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body = response.body_mut().read_to_string().unwrap();
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
-    assert!(body.ends_with("# EOF\n"), "{}", &body[body.len().saturating_sub(200)..]);
-    assert!(body.contains("# TYPE node_cpu_seconds counter\n"), "counter families are named without _total");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(
+        body.ends_with("# EOF\n"),
+        "{}",
+        &body[body.len().saturating_sub(200)..]
+    );
+    assert!(
+        body.contains("# TYPE node_cpu_seconds counter\n"),
+        "counter families are named without _total"
+    );
     assert!(body.contains("\nnode_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} "));
     assert!(body.contains("# TYPE node_netstat_Tcp_CurrEstab unknown\n"));
-    assert!(body.contains("# TYPE sonde_agent_build info\n"), "self-metrics included");
+    assert!(
+        body.contains("# TYPE sonde_agent_build info\n"),
+        "self-metrics included"
+    );
     let text = http_get(&url).unwrap();
-    assert!(text.body.contains("# TYPE node_cpu_seconds_total counter\n"));
-    assert!(text.body.contains("# TYPE sonde_agent_last_collection_timestamp_seconds gauge\n"));
+    assert!(
+        text.body
+            .contains("# TYPE node_cpu_seconds_total counter\n")
+    );
+    assert!(
+        text.body
+            .contains("# TYPE sonde_agent_last_collection_timestamp_seconds gauge\n")
+    );
     assert!(!text.body.contains("# EOF"));
     assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -224,7 +224,10 @@ impl NodeConfig {
             "node.filesystem.fs_types_exclude",
             &self.filesystem.fs_types_exclude,
         )?;
-        check_regex("node.diskstats.device_exclude", &self.diskstats.device_exclude)?;
+        check_regex(
+            "node.diskstats.device_exclude",
+            &self.diskstats.device_exclude,
+        )?;
         check_regex("node.netdev.device_exclude", &self.netdev.device_exclude)?;
         check_regex("node.netstat.fields", &self.netstat.fields)?;
         check_regex("node.vmstat.fields", &self.vmstat.fields)
@@ -279,7 +282,12 @@ mod tests {
     fn bad_values_name_the_key() {
         let mut node = NodeConfig::default();
         node.collectors.push("bogus".into());
-        assert!(node.validate().unwrap_err().to_string().contains("node.collectors"));
+        assert!(
+            node.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("node.collectors")
+        );
         let mut node = NodeConfig::default();
         node.netdev.device_exclude = "(".into();
         assert!(

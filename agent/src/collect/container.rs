@@ -184,7 +184,9 @@ impl ContainerCollector {
             .or(dirs.cpu.as_ref())?;
         let procs = std::fs::read_to_string(procs_dir.join("cgroup.procs")).ok()?;
         let pid = procs.lines().next()?.trim();
-        let netns = std::fs::metadata(self.procfs.join(pid).join("ns/net")).ok()?.ino();
+        let netns = std::fs::metadata(self.procfs.join(pid).join("ns/net"))
+            .ok()?
+            .ino();
         if Some(netns) == self.host_netns {
             return None;
         }
@@ -193,7 +195,11 @@ impl ContainerCollector {
         Some(
             devices
                 .into_iter()
-                .filter(|d| !["lo", "veth", "docker"].iter().any(|p| d.name.starts_with(p)))
+                .filter(|d| {
+                    !["lo", "veth", "docker"]
+                        .iter()
+                        .any(|p| d.name.starts_with(p))
+                })
                 .collect(),
         )
     }
@@ -284,12 +290,19 @@ mod tests {
         let p = e.finish();
         let id = format!("/docker/{ID}");
         let labels = [("id", id.as_str()), ("container_id", ID), ("cpu", "total")];
-        assert_eq!(testutil::value(&p, "container_cpu_usage_seconds_total", &labels), Some(1.0));
+        assert_eq!(
+            testutil::value(&p, "container_cpu_usage_seconds_total", &labels),
+            Some(1.0)
+        );
         assert_eq!(
             testutil::value(&p, "container_memory_usage_bytes", &[("id", id.as_str())]),
             Some(4096.0)
         );
-        assert_eq!(testutil::count(&p, "container_cpu_usage_seconds_total"), 1, "only the container");
+        assert_eq!(
+            testutil::count(&p, "container_cpu_usage_seconds_total"),
+            1,
+            "only the container"
+        );
         assert_eq!(c.discovery.as_ref().unwrap().rescans, 0);
     }
 

@@ -76,7 +76,9 @@ pub(crate) mod testutil {
             .series
             .iter()
             .find(|s| {
-                s.labels.iter().any(|l| l.name == "__name__" && l.value == name)
+                s.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == name)
                     && labels
                         .iter()
                         .all(|(n, v)| s.labels.iter().any(|l| l.name == *n && l.value == *v))
@@ -89,7 +91,11 @@ pub(crate) mod testutil {
         payload
             .series
             .iter()
-            .filter(|s| s.labels.iter().any(|l| l.name == "__name__" && l.value == name))
+            .filter(|s| {
+                s.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == name)
+            })
             .count()
     }
 

@@ -30,7 +30,11 @@ impl Format {
                     && !params.any(|p| p.replace(' ', "") == "q=0" || p == "q=0.0")
             })
         });
-        if wants { Self::OpenMetrics } else { Self::Prometheus }
+        if wants {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
+        }
     }
 
     /// The `Content-Type` of a response in this format.
@@ -93,7 +97,13 @@ pub fn write_value(value: f64, out: &mut String) {
     }
 }
 
-fn write_sample(name: &str, labels: &[Label], extra: Option<(&str, &str)>, value: f64, out: &mut String) {
+fn write_sample(
+    name: &str,
+    labels: &[Label],
+    extra: Option<(&str, &str)>,
+    value: f64,
+    out: &mut String,
+) {
     out.push_str(name);
     let mut first = true;
     let pairs = labels
@@ -161,7 +171,13 @@ pub fn render(payload: &BatchPayload, format: Format, out: &mut String) {
         for i in members {
             let series = &payload.series[i];
             if let Some(sample) = series.samples.last() {
-                write_sample(metric_name(&series.labels), &series.labels, None, sample.value, out);
+                write_sample(
+                    metric_name(&series.labels),
+                    &series.labels,
+                    None,
+                    sample.value,
+                    out,
+                );
             }
         }
     }
@@ -175,8 +191,14 @@ pub fn render(payload: &BatchPayload, format: Format, out: &mut String) {
     for family in histogram_families {
         let help = meta.get(family).map_or("", |m| m.1);
         write_header(family, MetricType::Histogram, help, format, out);
-        for h in payload.histograms.iter().filter(|h| metric_name(&h.labels) == family) {
-            let Some(point) = h.points.last() else { continue };
+        for h in payload
+            .histograms
+            .iter()
+            .filter(|h| metric_name(&h.labels) == family)
+        {
+            let Some(point) = h.points.last() else {
+                continue;
+            };
             let bucket = format!("{family}_bucket");
             let mut le = String::new();
             for (bound, count) in h.upper_bounds.iter().zip(&point.bucket_counts) {
@@ -184,9 +206,21 @@ pub fn render(payload: &BatchPayload, format: Format, out: &mut String) {
                 write_value(*bound, &mut le);
                 write_sample(&bucket, &h.labels, Some(("le", &le)), *count as f64, out);
             }
-            write_sample(&bucket, &h.labels, Some(("le", "+Inf")), point.count as f64, out);
+            write_sample(
+                &bucket,
+                &h.labels,
+                Some(("le", "+Inf")),
+                point.count as f64,
+                out,
+            );
             write_sample(&format!("{family}_sum"), &h.labels, None, point.sum, out);
-            write_sample(&format!("{family}_count"), &h.labels, None, point.count as f64, out);
+            write_sample(
+                &format!("{family}_count"),
+                &h.labels,
+                None,
+                point.count as f64,
+                out,
+            );
         }
     }
 }
@@ -247,16 +281,39 @@ mod tests {
 
     fn payload() -> BatchPayload {
         let mut e = Emitter::new(1000);
-        e.counter("node_cpu_seconds_total", "Seconds.", &[("cpu", "0"), ("mode", "idle")], 10.5);
+        e.counter(
+            "node_cpu_seconds_total",
+            "Seconds.",
+            &[("cpu", "0"), ("mode", "idle")],
+            10.5,
+        );
         e.gauge("node_load1", "1m load average.", &[], 0.25);
-        e.counter("node_cpu_seconds_total", "Seconds.", &[("cpu", "1"), ("mode", "idle")], 11.0);
-        e.untyped("node_netstat_Tcp_CurrEstab", "Statistic TcpCurrEstab.", &[], 5.0);
+        e.counter(
+            "node_cpu_seconds_total",
+            "Seconds.",
+            &[("cpu", "1"), ("mode", "idle")],
+            11.0,
+        );
+        e.untyped(
+            "node_netstat_Tcp_CurrEstab",
+            "Statistic TcpCurrEstab.",
+            &[],
+            5.0,
+        );
         e.gauge("x_info", "Odd \"value\".", &[("v", "a\"b\\c\nd")], 1.0);
         let mut p = e.finish();
         p.histograms.push(HistogramSeries {
-            labels: vec![Label { name: "__name__".into(), value: "lat_seconds".into() }],
+            labels: vec![Label {
+                name: "__name__".into(),
+                value: "lat_seconds".into(),
+            }],
             upper_bounds: vec![0.1, 1.0],
-            points: vec![HistogramPoint { timestamp_ms: 1000, bucket_counts: vec![1, 3], count: 4, sum: 2.5 }],
+            points: vec![HistogramPoint {
+                timestamp_ms: 1000,
+                bucket_counts: vec![1, 3],
+                count: 4,
+                sum: 2.5,
+            }],
             exemplars: vec![],
         });
         p
@@ -294,7 +351,11 @@ lat_seconds_count 4
     fn openmetrics_names_families_and_ends_with_eof() {
         let mut out = String::new();
         render(&payload(), Format::OpenMetrics, &mut out);
-        append_self_metrics("# HELP a_b Help.\n# TYPE a_b counter\na_b_total 1\n# EOF\n", Format::OpenMetrics, &mut out);
+        append_self_metrics(
+            "# HELP a_b Help.\n# TYPE a_b counter\na_b_total 1\n# EOF\n",
+            Format::OpenMetrics,
+            &mut out,
+        );
         assert!(out.contains("# TYPE node_cpu_seconds counter\nnode_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 10.5\n"), "{out}");
         assert!(out.contains("# TYPE node_netstat_Tcp_CurrEstab unknown\n"));
         assert!(out.contains("# HELP x_info Odd \\\"value\\\".\n"));
@@ -321,9 +382,14 @@ lat_seconds_count 4
         assert_eq!(Format::negotiate(None), Format::Prometheus);
         assert_eq!(Format::negotiate(Some("text/plain")), Format::Prometheus);
         assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            )),
             Format::OpenMetrics
         );
-        assert_eq!(Format::negotiate(Some("application/openmetrics-text; q=0")), Format::Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; q=0")),
+            Format::Prometheus
+        );
     }
 }

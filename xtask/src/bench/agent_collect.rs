@@ -62,7 +62,10 @@ impl Drop for Containers {
 }
 
 fn create_containers(n: usize) -> anyhow::Result<Containers> {
-    let mut c = Containers { dirs: Vec::new(), sleepers: Vec::new() };
+    let mut c = Containers {
+        dirs: Vec::new(),
+        sleepers: Vec::new(),
+    };
     let prefix = format!("sonde-bench-{}", std::process::id());
     for h in HIERARCHIES {
         let root = Path::new(CGROUPFS).join(h);
@@ -76,7 +79,11 @@ fn create_containers(n: usize) -> anyhow::Result<Containers> {
     }
     for i in 0..n {
         let id = format!("{:064x}", 0x5eed_0000_u64 + i as u64);
-        let sleeper = Command::new("sleep").arg("100000").stdin(Stdio::null()).spawn().context("spawn sleep")?;
+        let sleeper = Command::new("sleep")
+            .arg("100000")
+            .stdin(Stdio::null())
+            .spawn()
+            .context("spawn sleep")?;
         let pid = sleeper.id();
         c.sleepers.push(sleeper);
         for h in HIERARCHIES {
@@ -113,7 +120,10 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     Ok(body)
@@ -166,10 +176,17 @@ fn phase(agent_bin: &Path, interval: Duration, duration: Duration) -> anyhow::Re
     wait_http(ne_addr, "node_exporter")?;
     // Let the agent's first tick (and its initial cgroup walk) pass before measuring.
     std::thread::sleep(Duration::from_secs(2));
-    let count = |text: &str, prefix: &str| text.lines().filter(|l| !l.starts_with('#') && l.starts_with(prefix)).count();
+    let count = |text: &str, prefix: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+            .count()
+    };
     let agent_text = get(agent_addr, "/metrics")?;
     let agent_samples = count(&agent_text, "node_") + count(&agent_text, "container_");
-    let containers = agent_text.lines().filter(|l| l.starts_with("container_cpu_usage_seconds_total{")).count();
+    let containers = agent_text
+        .lines()
+        .filter(|l| l.starts_with("container_cpu_usage_seconds_total{"))
+        .count();
     let ticks_before = tick_count(&agent_text);
     let (a0, n0) = (cpu_seconds(agent.0.id())?, cpu_seconds(ne.0.id())?);
     let started = Instant::now();
@@ -201,7 +218,9 @@ fn phase(agent_bin: &Path, interval: Duration, duration: Duration) -> anyhow::Re
 /// Collection ticks so far (the container collector's duration histogram count).
 fn tick_count(text: &str) -> f64 {
     text.lines()
-        .find(|l| l.starts_with("sonde_agent_collect_duration_seconds_count{collector=\"container\"}"))
+        .find(|l| {
+            l.starts_with("sonde_agent_collect_duration_seconds_count{collector=\"container\"}")
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
@@ -232,9 +251,17 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     eprintln!("creating {} containers…", options.containers);
     let containers = create_containers(options.containers)?;
     eprintln!("phase 1: 15 s interval for {} s", options.seconds);
-    let slow = phase(&agent_bin, Duration::from_secs(15), Duration::from_secs(options.seconds))?;
+    let slow = phase(
+        &agent_bin,
+        Duration::from_secs(15),
+        Duration::from_secs(options.seconds),
+    )?;
     eprintln!("phase 2: 1 s interval for {} s", options.fast_seconds);
-    let fast = phase(&agent_bin, Duration::from_secs(1), Duration::from_secs(options.fast_seconds))?;
+    let fast = phase(
+        &agent_bin,
+        Duration::from_secs(1),
+        Duration::from_secs(options.fast_seconds),
+    )?;
     drop(containers);
 
     let pct = |cpu: f64, secs: f64| 100.0 * cpu / secs;
@@ -242,26 +269,66 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let agent_tick_ms = per(fast.agent_cpu, fast.ticks);
     let ne_scrape_ms = per(fast.ne_cpu, fast.scrapes as f64);
     let mut md = String::new();
-    let _ = writeln!(md, "# agent-collect: collection cost, agent vs node_exporter\n");
-    let _ = writeln!(md, "Reproduce (root): `cargo xtask bench agent-collect --containers {} --seconds {} --fast-seconds {}`\n", options.containers, options.seconds, options.fast_seconds);
-    let _ = writeln!(md, "Host: {} CPUs, kernel {}, cgroups hybrid (v1 cpu, cpuacct, memory, blkio, pids + v2 unified). \
+    let _ = writeln!(
+        md,
+        "# agent-collect: collection cost, agent vs node_exporter\n"
+    );
+    let _ = writeln!(
+        md,
+        "Reproduce (root): `cargo xtask bench agent-collect --containers {} --seconds {} --fast-seconds {}`\n",
+        options.containers, options.seconds, options.fast_seconds
+    );
+    let _ = writeln!(
+        md,
+        "Host: {} CPUs, kernel {}, cgroups hybrid (v1 cpu, cpuacct, memory, blkio, pids + v2 unified). \
         Each simulated container is a docker-style cgroup `/sonde-bench-<pid>/docker/<64 hex>` in all {} hierarchies with one sleeping process. \
         The agent runs with its defaults (all node collectors, every cgroup of the host reported, `--no-ebpf`); node_exporter 1.5 (Debian) with its defaults. \
         Both run at the same time; CPU is user+system time of the whole process from /proc/<pid>/stat (10 ms resolution). \
         The host is shared with other builds, so figures carry noise.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        HIERARCHIES.len());
-    let _ = writeln!(md, "| | agent (node + containers) | node_exporter (node only) |");
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        HIERARCHIES.len()
+    );
+    let _ = writeln!(
+        md,
+        "| | agent (node + containers) | node_exporter (node only) |"
+    );
     let _ = writeln!(md, "|---|---|---|");
-    let _ = writeln!(md, "| series per collection | {} ({} cgroups with `container_cpu_usage_seconds_total`) | {} |", fast.agent_samples, fast.containers, fast.ne_samples);
-    let _ = writeln!(md, "| 15 s interval, {:.0} s: CPU time | {:.3} s over {} ticks | {:.3} s over {} scrapes |", slow.elapsed, slow.agent_cpu, slow.ticks, slow.ne_cpu, slow.scrapes);
-    let _ = writeln!(md, "| 15 s interval: share of one core | **{:.3} %** | {:.3} % |", pct(slow.agent_cpu, slow.elapsed), pct(slow.ne_cpu, slow.elapsed));
-    let _ = writeln!(md, "| 1 s interval, {:.0} s: CPU per collection | {:.1} ms per tick ({} ticks) | {:.1} ms per scrape ({} scrapes) |", fast.elapsed, agent_tick_ms, fast.ticks, ne_scrape_ms, fast.scrapes);
-    let _ = writeln!(md, "| per-collection cost projected to 15 s | {:.3} % of a core | {:.3} % of a core |\n", agent_tick_ms / 15_000.0 * 100.0, ne_scrape_ms / 15_000.0 * 100.0);
-    let _ = writeln!(md, "Target (issue 3): < 0.5 % of one core for 200 containers at 15 s (cAdvisor: 3–7 % for ~30 containers). \
+    let _ = writeln!(
+        md,
+        "| series per collection | {} ({} cgroups with `container_cpu_usage_seconds_total`) | {} |",
+        fast.agent_samples, fast.containers, fast.ne_samples
+    );
+    let _ = writeln!(
+        md,
+        "| 15 s interval, {:.0} s: CPU time | {:.3} s over {} ticks | {:.3} s over {} scrapes |",
+        slow.elapsed, slow.agent_cpu, slow.ticks, slow.ne_cpu, slow.scrapes
+    );
+    let _ = writeln!(
+        md,
+        "| 15 s interval: share of one core | **{:.3} %** | {:.3} % |",
+        pct(slow.agent_cpu, slow.elapsed),
+        pct(slow.ne_cpu, slow.elapsed)
+    );
+    let _ = writeln!(
+        md,
+        "| 1 s interval, {:.0} s: CPU per collection | {:.1} ms per tick ({} ticks) | {:.1} ms per scrape ({} scrapes) |",
+        fast.elapsed, agent_tick_ms, fast.ticks, ne_scrape_ms, fast.scrapes
+    );
+    let _ = writeln!(
+        md,
+        "| per-collection cost projected to 15 s | {:.3} % of a core | {:.3} % of a core |\n",
+        agent_tick_ms / 15_000.0 * 100.0,
+        ne_scrape_ms / 15_000.0 * 100.0
+    );
+    let _ = writeln!(
+        md,
+        "Target (issue 3): < 0.5 % of one core for 200 containers at 15 s (cAdvisor: 3–7 % for ~30 containers). \
         The agent's figure includes its idle runtime and the `/metrics` scrapes made by the benchmark; node_exporter's includes its Go runtime. \
-        Discovery is by inotify: no cgroup rescans happen between ticks.");
+        Discovery is by inotify: no cgroup rescans happen between ticks."
+    );
     let out = util::workspace_root().join("bench-results/agent-collect.md");
     std::fs::create_dir_all(out.parent().unwrap())?;
     std::fs::write(&out, &md)?;

@@ -227,14 +227,22 @@ fn parse_events(buf: &[u8]) -> Vec<(i32, u32, String)> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + HEADER <= buf.len() {
-        let word = |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().expect("4 bytes"));
+        let word =
+            |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().expect("4 bytes"));
         let wd = word(0) as i32;
         let mask = word(4);
         let len = word(12) as usize;
         let end = (at + HEADER + len).min(buf.len());
         let name_bytes = &buf[at + HEADER..end];
-        let name_len = name_bytes.iter().position(|b| *b == 0).unwrap_or(name_bytes.len());
-        out.push((wd, mask, String::from_utf8_lossy(&name_bytes[..name_len]).into_owned()));
+        let name_len = name_bytes
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(name_bytes.len());
+        out.push((
+            wd,
+            mask,
+            String::from_utf8_lossy(&name_bytes[..name_len]).into_owned(),
+        ));
         at = end;
     }
     out
@@ -265,13 +273,19 @@ mod tests {
         assert_eq!(d.rescans, 0);
         // Watches of removed directories are released (IN_IGNORED).
         let watched = d.watch_count();
-        assert_eq!(watched, 5, "/ and /docker in a; /, /docker, /docker/c1 in b");
+        assert_eq!(
+            watched, 5,
+            "/ and /docker in a; /, /docker, /docker/c1 in b"
+        );
     }
 
     #[test]
     fn event_records_are_split() {
         let mut buf = Vec::new();
-        for (wd, mask, name) in [(1i32, libc::IN_CREATE | libc::IN_ISDIR, "abc"), (2, libc::IN_IGNORED, "")] {
+        for (wd, mask, name) in [
+            (1i32, libc::IN_CREATE | libc::IN_ISDIR, "abc"),
+            (2, libc::IN_IGNORED, ""),
+        ] {
             buf.extend_from_slice(&wd.to_ne_bytes());
             buf.extend_from_slice(&mask.to_ne_bytes());
             buf.extend_from_slice(&0u32.to_ne_bytes());

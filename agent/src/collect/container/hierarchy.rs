@@ -81,7 +81,13 @@ pub fn detect(cgroupfs: &Path) -> Vec<Hierarchy> {
             continue;
         }
         if real.join("cgroup.controllers").exists() {
-            out.insert(0, Hierarchy { root: path, v1: None });
+            out.insert(
+                0,
+                Hierarchy {
+                    root: path,
+                    v1: None,
+                },
+            );
             continue;
         }
         let real_name = real

@@ -41,7 +41,9 @@ impl Identity {
 }
 
 fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 fn pod_uid(s: &str) -> Option<String> {
@@ -109,7 +111,10 @@ mod tests {
     #[test]
     fn runtimes_and_drivers() {
         let some = || Some(ID.to_owned());
-        assert_eq!(id(&format!("/docker/{ID}")), (some(), Some(Runtime::Docker), None));
+        assert_eq!(
+            id(&format!("/docker/{ID}")),
+            (some(), Some(Runtime::Docker), None)
+        );
         assert_eq!(
             id(&format!("/system.slice/docker-{ID}.scope")),
             (some(), Some(Runtime::Docker), None)

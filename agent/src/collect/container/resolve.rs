@@ -96,7 +96,12 @@ impl Resolver {
     /// The cached names of a container or pod; asks for them (once) when unknown.
     pub fn lookup(&mut self, identity: &Identity) -> Option<Meta> {
         let key = key(identity)?;
-        if let Some(meta) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(meta) = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Some(meta.clone());
         }
         if self.requested.insert(key.clone()) {
@@ -200,5 +205,98 @@ fn run(endpoints: Endpoints, rx: Receiver<Request>, cache: Cache) {
         if !pending.is_empty() {
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        os::unix::net::UnixListener,
+        path::Path,
+    };
+
+    use super::*;
+
+    const ID: &str = "3f9a1c0e5b7d2a4c6e8f0a1b3c5d7e9f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9d";
+
+    fn docker_identity() -> Identity {
+        Identity {
+            container_id: Some(ID.to_owned()),
+            runtime: Some(Runtime::Docker),
+            pod_uid: None,
+        }
+    }
+
+    fn wait_for(resolver: &mut Resolver, identity: &Identity) -> Option<Meta> {
+        for _ in 0..100 {
+            if let Some(meta) = resolver.lookup(identity) {
+                return Some(meta);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    #[test]
+    fn names_arrive_in_the_background_from_a_docker_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let body = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/runtime/docker-inspect.json"),
+        )
+        .unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = [0u8; 2048];
+                let _ = conn.read(&mut buf);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(&body);
+            }
+        });
+        let mut resolver = Resolver::start(Endpoints {
+            docker_socket: socket,
+            kubelet_url: String::new(),
+            timeout: Duration::from_secs(2),
+        });
+        let identity = docker_identity();
+        assert_eq!(
+            resolver.lookup(&identity),
+            None,
+            "the first lookup never waits"
+        );
+        let meta = wait_for(&mut resolver, &identity).expect("resolved in the background");
+        assert_eq!(meta.name.as_deref(), Some("web-1"));
+        assert_eq!(meta.image.as_deref(), Some("nginx:1.25"));
+        // Gone containers are forgotten.
+        resolver.retain(&HashSet::new());
+        assert!(resolver.cache.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn unreachable_runtimes_leave_ids_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        drop(UnixListener::bind(&socket).unwrap()); // exists, nobody listens
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut resolver = Resolver::start(Endpoints {
+            docker_socket: socket,
+            kubelet_url: format!("http://127.0.0.1:{port}"),
+            timeout: Duration::from_millis(300),
+        });
+        let mut identity = docker_identity();
+        identity.pod_uid = Some("5f1d7c2a-93b4-4e0a-9c61-2b8e4f7a1d30".to_owned());
+        assert_eq!(wait_for(&mut resolver, &identity), None);
     }
 }

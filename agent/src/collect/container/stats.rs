@@ -6,7 +6,10 @@
 //! A file that is absent is skipped (the cgroup may have just gone away, or the controller
 //! is not enabled for it): its metrics are simply not emitted. Must not: log per file.
 
-use std::{collections::HashMap, path::{Path, PathBuf}};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use crate::collect::{Emitter, node::pressure};
 
@@ -91,8 +94,8 @@ pub fn emit(
     memory(out, labels, dirs);
     io(out, labels, dirs, devices);
     pressure_stats(out, labels, dirs);
-    if let Some(pids) = read_u64(&dirs.pids, "pids.current")
-        .or_else(|| read_u64(&dirs.v2, "pids.current"))
+    if let Some(pids) =
+        read_u64(&dirs.pids, "pids.current").or_else(|| read_u64(&dirs.v2, "pids.current"))
     {
         out.gauge(
             "container_processes",
@@ -103,7 +106,10 @@ pub fn emit(
     }
 }
 
-fn with<'a>(labels: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+fn with<'a>(
+    labels: &[(&'a str, &'a str)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
     let mut all = labels.to_vec();
     all.extend_from_slice(extra);
     all
@@ -200,7 +206,10 @@ fn cpu(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs, user_hz: f64) {
             Some(text) => {
                 let mut parts = text.split_whitespace();
                 let quota = parts.next().and_then(|q| q.parse::<i64>().ok());
-                (quota.or(Some(-1)), parts.next().and_then(|p| p.parse().ok()))
+                (
+                    quota.or(Some(-1)),
+                    parts.next().and_then(|p| p.parse().ok()),
+                )
             }
             None => (None, None),
         }
@@ -272,7 +281,11 @@ fn memory(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs) {
                 ("pgfault", "container", stat.get("pgfault").copied()),
                 ("pgmajfault", "container", stat.get("pgmajfault").copied()),
                 ("pgfault", "hierarchy", stat.get("total_pgfault").copied()),
-                ("pgmajfault", "hierarchy", stat.get("total_pgmajfault").copied()),
+                (
+                    "pgmajfault",
+                    "hierarchy",
+                    stat.get("total_pgmajfault").copied(),
+                ),
             ],
             oom_kills: flat_keyed(&oom).get("oom_kill").copied(),
         }
@@ -316,13 +329,37 @@ fn memory(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs) {
         mem.usage.saturating_sub(mem.inactive_file) as f64,
     );
     for (name, help, value) in [
-        ("container_memory_max_usage_bytes", "Maximum memory usage recorded in bytes", mem.max_usage),
+        (
+            "container_memory_max_usage_bytes",
+            "Maximum memory usage recorded in bytes",
+            mem.max_usage,
+        ),
         ("container_memory_rss", "Size of RSS in bytes.", mem.rss),
-        ("container_memory_cache", "Number of bytes of page cache memory.", mem.cache),
-        ("container_memory_mapped_file", "Size of memory mapped files in bytes.", mem.mapped),
-        ("container_memory_swap", "Container swap usage in bytes.", mem.swap),
-        ("container_memory_failcnt", "Number of memory usage hits limits", mem.failcnt),
-        ("container_spec_memory_limit_bytes", "Memory limit for the container.", mem.limit),
+        (
+            "container_memory_cache",
+            "Number of bytes of page cache memory.",
+            mem.cache,
+        ),
+        (
+            "container_memory_mapped_file",
+            "Size of memory mapped files in bytes.",
+            mem.mapped,
+        ),
+        (
+            "container_memory_swap",
+            "Container swap usage in bytes.",
+            mem.swap,
+        ),
+        (
+            "container_memory_failcnt",
+            "Number of memory usage hits limits",
+            mem.failcnt,
+        ),
+        (
+            "container_spec_memory_limit_bytes",
+            "Memory limit for the container.",
+            mem.limit,
+        ),
     ] {
         if let Some(value) = value {
             out.gauge(name, help, labels, value as f64);
@@ -386,7 +423,9 @@ fn io(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs, devices: &mut Dev
             let Some(dev) = parts.next() else { continue };
             let i = slot(&mut per_device, dev);
             for kv in parts {
-                let Some((key, value)) = kv.split_once('=') else { continue };
+                let Some((key, value)) = kv.split_once('=') else {
+                    continue;
+                };
                 let index = match key {
                     "rbytes" => 0,
                     "wbytes" => 1,
@@ -402,10 +441,26 @@ fn io(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs, devices: &mut Dev
         let name = devices.name(&dev);
         let labels = with(labels, &[("device", &name)]);
         for (metric, help, value) in [
-            ("container_fs_reads_bytes_total", "Cumulative count of bytes read", rbytes),
-            ("container_fs_writes_bytes_total", "Cumulative count of bytes written", wbytes),
-            ("container_fs_reads_total", "Cumulative count of reads completed", rios),
-            ("container_fs_writes_total", "Cumulative count of writes completed", wios),
+            (
+                "container_fs_reads_bytes_total",
+                "Cumulative count of bytes read",
+                rbytes,
+            ),
+            (
+                "container_fs_writes_bytes_total",
+                "Cumulative count of bytes written",
+                wbytes,
+            ),
+            (
+                "container_fs_reads_total",
+                "Cumulative count of reads completed",
+                rios,
+            ),
+            (
+                "container_fs_writes_total",
+                "Cumulative count of writes completed",
+                wios,
+            ),
         ] {
             out.counter(metric, help, &labels, value as f64);
         }
@@ -449,7 +504,10 @@ mod tests {
         let dir = testutil::root(&[
             ("cpuacct/cpuacct.usage", "2500000000\n"),
             ("cpuacct/cpuacct.stat", "user 150\nsystem 50\n"),
-            ("cpu/cpu.stat", "nr_periods 10\nnr_throttled 4\nthrottled_time 2000000000\n"),
+            (
+                "cpu/cpu.stat",
+                "nr_periods 10\nnr_throttled 4\nthrottled_time 2000000000\n",
+            ),
             ("cpu/cpu.cfs_quota_us", "50000\n"),
             ("cpu/cpu.cfs_period_us", "100000\n"),
             ("cpu/cpu.shares", "1024\n"),
@@ -457,12 +515,30 @@ mod tests {
             ("memory/memory.max_usage_in_bytes", "2000000\n"),
             ("memory/memory.limit_in_bytes", "9223372036854771712\n"),
             ("memory/memory.failcnt", "0\n"),
-            ("memory/memory.stat", "cache 1\nrss 2\npgfault 9\ntotal_cache 300000\ntotal_rss 600000\ntotal_inactive_file 250000\ntotal_pgfault 11\n"),
-            ("memory/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
-            ("blkio/blkio.throttle.io_service_bytes_recursive", "254:0 Read 4096\n254:0 Write 8192\n254:0 Sync 0\nTotal 12288\n"),
-            ("blkio/blkio.throttle.io_serviced_recursive", "254:0 Read 1\n254:0 Write 2\nTotal 3\n"),
-            ("v2/cpu.pressure", "some avg10=0 avg60=0 avg300=0 total=1500000\nfull avg10=0 avg60=0 avg300=0 total=500000\n"),
-            ("sys/dev/block/254:0/uevent", "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n"),
+            (
+                "memory/memory.stat",
+                "cache 1\nrss 2\npgfault 9\ntotal_cache 300000\ntotal_rss 600000\ntotal_inactive_file 250000\ntotal_pgfault 11\n",
+            ),
+            (
+                "memory/memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+            ),
+            (
+                "blkio/blkio.throttle.io_service_bytes_recursive",
+                "254:0 Read 4096\n254:0 Write 8192\n254:0 Sync 0\nTotal 12288\n",
+            ),
+            (
+                "blkio/blkio.throttle.io_serviced_recursive",
+                "254:0 Read 1\n254:0 Write 2\nTotal 3\n",
+            ),
+            (
+                "v2/cpu.pressure",
+                "some avg10=0 avg60=0 avg300=0 total=1500000\nfull avg10=0 avg60=0 avg300=0 total=500000\n",
+            ),
+            (
+                "sys/dev/block/254:0/uevent",
+                "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n",
+            ),
         ]);
         let p = dir.path();
         let dirs = Dirs {
@@ -474,12 +550,24 @@ mod tests {
             pids: None,
         };
         let mut e = Emitter::new(0);
-        emit(&mut e, &[("id", "/x")], &dirs, 100.0, &mut DeviceNames::new(&p.join("sys")));
+        emit(
+            &mut e,
+            &[("id", "/x")],
+            &dirs,
+            100.0,
+            &mut DeviceNames::new(&p.join("sys")),
+        );
         let pl = e.finish();
         let v = |n, l: &[(&str, &str)]| testutil::value(&pl, n, l);
-        assert_eq!(v("container_cpu_usage_seconds_total", &[("cpu", "total")]), Some(2.5));
+        assert_eq!(
+            v("container_cpu_usage_seconds_total", &[("cpu", "total")]),
+            Some(2.5)
+        );
         assert_eq!(v("container_cpu_user_seconds_total", &[]), Some(1.5));
-        assert_eq!(v("container_cpu_cfs_throttled_seconds_total", &[]), Some(2.0));
+        assert_eq!(
+            v("container_cpu_cfs_throttled_seconds_total", &[]),
+            Some(2.0)
+        );
         assert_eq!(v("container_spec_cpu_quota", &[]), Some(50000.0));
         assert_eq!(v("container_memory_working_set_bytes", &[]), Some(750000.0));
         assert_eq!(v("container_memory_rss", &[]), Some(600000.0));
@@ -487,29 +575,59 @@ mod tests {
         assert_eq!(v("container_spec_memory_limit_bytes", &[]), Some(0.0));
         assert_eq!(v("container_oom_events_total", &[]), Some(2.0));
         assert_eq!(
-            v("container_memory_failures_total", &[("failure_type", "pgfault"), ("scope", "hierarchy")]),
+            v(
+                "container_memory_failures_total",
+                &[("failure_type", "pgfault"), ("scope", "hierarchy")]
+            ),
             Some(11.0)
         );
-        assert_eq!(v("container_fs_reads_bytes_total", &[("device", "/dev/vda")]), Some(4096.0));
-        assert_eq!(v("container_fs_writes_total", &[("device", "/dev/vda")]), Some(2.0));
-        assert_eq!(v("container_pressure_cpu_stalled_seconds_total", &[]), Some(0.5));
+        assert_eq!(
+            v("container_fs_reads_bytes_total", &[("device", "/dev/vda")]),
+            Some(4096.0)
+        );
+        assert_eq!(
+            v("container_fs_writes_total", &[("device", "/dev/vda")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            v("container_pressure_cpu_stalled_seconds_total", &[]),
+            Some(0.5)
+        );
     }
 
     #[test]
     fn v2_only_without_controllers_has_cpu_and_pressure_but_no_memory() {
         let dir = testutil::root(&[
-            ("cpu.stat", "usage_usec 3000000\nuser_usec 2000000\nsystem_usec 1000000\n"),
-            ("memory.pressure", "some avg10=0 avg60=0 avg300=0 total=10\nfull avg10=0 avg60=0 avg300=0 total=5\n"),
+            (
+                "cpu.stat",
+                "usage_usec 3000000\nuser_usec 2000000\nsystem_usec 1000000\n",
+            ),
+            (
+                "memory.pressure",
+                "some avg10=0 avg60=0 avg300=0 total=10\nfull avg10=0 avg60=0 avg300=0 total=5\n",
+            ),
         ]);
         let dirs = Dirs {
             v2: Some(dir.path().to_owned()),
             ..Dirs::default()
         };
         let mut e = Emitter::new(0);
-        emit(&mut e, &[("id", "/x")], &dirs, 100.0, &mut DeviceNames::new(dir.path()));
+        emit(
+            &mut e,
+            &[("id", "/x")],
+            &dirs,
+            100.0,
+            &mut DeviceNames::new(dir.path()),
+        );
         let pl = e.finish();
-        assert_eq!(testutil::value(&pl, "container_cpu_usage_seconds_total", &[]), Some(3.0));
-        assert_eq!(testutil::value(&pl, "container_cpu_system_seconds_total", &[]), Some(1.0));
+        assert_eq!(
+            testutil::value(&pl, "container_cpu_usage_seconds_total", &[]),
+            Some(3.0)
+        );
+        assert_eq!(
+            testutil::value(&pl, "container_cpu_system_seconds_total", &[]),
+            Some(1.0)
+        );
         assert_eq!(testutil::count(&pl, "container_memory_usage_bytes"), 0);
         assert_eq!(testutil::count(&pl, "container_cpu_cfs_periods_total"), 0);
         assert_eq!(

@@ -56,7 +56,12 @@ impl Collector for CpuCollector {
         for (cpu, new) in cpus {
             let last = self.last.entry(cpu.clone()).or_insert([0.0; 10]);
             if last[3] - new[3] >= JUMP_BACK_SECONDS {
-                tracing::debug!(cpu, old = last[3], new = new[3], "CPU idle jumped backwards; resetting its counters");
+                tracing::debug!(
+                    cpu,
+                    old = last[3],
+                    new = new[3],
+                    "CPU idle jumped backwards; resetting its counters"
+                );
                 *last = [0.0; 10];
             }
             for (kept, fresh) in last.iter_mut().zip(new) {
@@ -137,7 +142,13 @@ mod tests {
         let mut e = Emitter::new(0);
         c.collect(&mut e).unwrap();
         let p = e.finish();
-        let v = |mode| testutil::value(&p, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", mode)]);
+        let v = |mode| {
+            testutil::value(
+                &p,
+                "node_cpu_seconds_total",
+                &[("cpu", "0"), ("mode", mode)],
+            )
+        };
         assert_eq!(v("user"), Some(1.01));
         assert_eq!(v("idle"), Some(10.0), "idle kept");
         assert_eq!(v("iowait"), Some(0.5), "iowait kept");
@@ -146,7 +157,11 @@ mod tests {
         c.collect(&mut e).unwrap();
         let p = e.finish();
         assert_eq!(
-            testutil::value(&p, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", "idle")]),
+            testutil::value(
+                &p,
+                "node_cpu_seconds_total",
+                &[("cpu", "0"), ("mode", "idle")]
+            ),
             Some(0.02),
             "a 10 s jump back resets"
         );

@@ -18,23 +18,91 @@ const SECTOR_BYTES: f64 = 512.0;
 /// How each field (after major, minor, name) is exported: name, help, scale. All are
 /// counters except `io_now`, a gauge.
 const FIELDS: [(&str, &str, f64); 17] = [
-    ("node_disk_reads_completed_total", "The total number of reads completed successfully.", 1.0),
-    ("node_disk_reads_merged_total", "The total number of reads merged.", 1.0),
-    ("node_disk_read_bytes_total", "The total number of bytes read successfully.", SECTOR_BYTES),
-    ("node_disk_read_time_seconds_total", "The total number of seconds spent by all reads.", 0.001),
-    ("node_disk_writes_completed_total", "The total number of writes completed successfully.", 1.0),
-    ("node_disk_writes_merged_total", "The number of writes merged.", 1.0),
-    ("node_disk_written_bytes_total", "The total number of bytes written successfully.", SECTOR_BYTES),
-    ("node_disk_write_time_seconds_total", "This is the total number of seconds spent by all writes.", 0.001),
-    ("node_disk_io_now", "The number of I/Os currently in progress.", 1.0),
-    ("node_disk_io_time_seconds_total", "Total seconds spent doing I/Os.", 0.001),
-    ("node_disk_io_time_weighted_seconds_total", "The weighted # of seconds spent doing I/Os.", 0.001),
-    ("node_disk_discards_completed_total", "The total number of discards completed successfully.", 1.0),
-    ("node_disk_discards_merged_total", "The total number of discards merged.", 1.0),
-    ("node_disk_discarded_sectors_total", "The total number of sectors discarded successfully.", 1.0),
-    ("node_disk_discard_time_seconds_total", "This is the total number of seconds spent by all discards.", 0.001),
-    ("node_disk_flush_requests_total", "The total number of flush requests completed successfully", 1.0),
-    ("node_disk_flush_requests_time_seconds_total", "This is the total number of seconds spent by all flush requests.", 0.001),
+    (
+        "node_disk_reads_completed_total",
+        "The total number of reads completed successfully.",
+        1.0,
+    ),
+    (
+        "node_disk_reads_merged_total",
+        "The total number of reads merged.",
+        1.0,
+    ),
+    (
+        "node_disk_read_bytes_total",
+        "The total number of bytes read successfully.",
+        SECTOR_BYTES,
+    ),
+    (
+        "node_disk_read_time_seconds_total",
+        "The total number of seconds spent by all reads.",
+        0.001,
+    ),
+    (
+        "node_disk_writes_completed_total",
+        "The total number of writes completed successfully.",
+        1.0,
+    ),
+    (
+        "node_disk_writes_merged_total",
+        "The number of writes merged.",
+        1.0,
+    ),
+    (
+        "node_disk_written_bytes_total",
+        "The total number of bytes written successfully.",
+        SECTOR_BYTES,
+    ),
+    (
+        "node_disk_write_time_seconds_total",
+        "This is the total number of seconds spent by all writes.",
+        0.001,
+    ),
+    (
+        "node_disk_io_now",
+        "The number of I/Os currently in progress.",
+        1.0,
+    ),
+    (
+        "node_disk_io_time_seconds_total",
+        "Total seconds spent doing I/Os.",
+        0.001,
+    ),
+    (
+        "node_disk_io_time_weighted_seconds_total",
+        "The weighted # of seconds spent doing I/Os.",
+        0.001,
+    ),
+    (
+        "node_disk_discards_completed_total",
+        "The total number of discards completed successfully.",
+        1.0,
+    ),
+    (
+        "node_disk_discards_merged_total",
+        "The total number of discards merged.",
+        1.0,
+    ),
+    (
+        "node_disk_discarded_sectors_total",
+        "The total number of sectors discarded successfully.",
+        1.0,
+    ),
+    (
+        "node_disk_discard_time_seconds_total",
+        "This is the total number of seconds spent by all discards.",
+        0.001,
+    ),
+    (
+        "node_disk_flush_requests_total",
+        "The total number of flush requests completed successfully",
+        1.0,
+    ),
+    (
+        "node_disk_flush_requests_time_seconds_total",
+        "This is the total number of seconds spent by all flush requests.",
+        0.001,
+    ),
 ];
 
 /// Reads `/proc/diskstats`.
@@ -70,7 +138,10 @@ impl Collector for DiskstatsCollector {
             if parts.len() < 14 {
                 return Err(parse_error(
                     &self.path,
-                    format!("line {line:?} has {} fields, expected at least 14", parts.len()),
+                    format!(
+                        "line {line:?} has {} fields, expected at least 14",
+                        parts.len()
+                    ),
                 ));
             }
             let (major, minor, device) = (parts[0], parts[1], parts[2]);
@@ -115,14 +186,21 @@ mod tests {
             .unwrap();
         let p = e.finish();
         let v = |name, dev| testutil::value(&p, name, &[("device", dev)]);
-        assert_eq!(v("node_disk_read_bytes_total", "vda"), Some(26497034.0 * 512.0));
+        assert_eq!(
+            v("node_disk_read_bytes_total", "vda"),
+            Some(26497034.0 * 512.0)
+        );
         assert_eq!(v("node_disk_io_time_seconds_total", "vda"), Some(74.324));
         assert_eq!(v("node_disk_io_now", "vda"), Some(2.0));
         assert_eq!(v("node_disk_flush_requests_total", "vda"), Some(3836.0));
         assert_eq!(v("node_disk_reads_completed_total", "loop0"), None);
         assert_eq!(v("node_disk_reads_completed_total", "vda1"), None);
         assert_eq!(v("node_disk_writes_completed_total", "sda"), Some(5.0));
-        assert_eq!(v("node_disk_discards_completed_total", "sda"), None, "old kernel: no discard fields");
+        assert_eq!(
+            v("node_disk_discards_completed_total", "sda"),
+            None,
+            "old kernel: no discard fields"
+        );
         assert_eq!(
             testutil::value(&p, "node_disk_info", &[("device", "vda"), ("major", "254")]),
             Some(1.0)

@@ -73,7 +73,9 @@ impl FilesystemCollector {
         // PID 1's view is the host's; /proc/mounts is ours (hidepid can hide PID 1).
         match std::fs::read_to_string(&self.mounts[0]) {
             Ok(text) => return Ok(Some(text)),
-            Err(error) => tracing::trace!(%error, "PID 1's mount table unreadable; using /proc/mounts"),
+            Err(error) => {
+                tracing::trace!(%error, "PID 1's mount table unreadable; using /proc/mounts")
+            }
         }
         let fallback = self.mounts[1].clone();
         self.sources.read(&fallback)
@@ -98,7 +100,10 @@ impl FilesystemCollector {
             .name("sonde-statfs".to_owned())
             .spawn(move || {
                 let result = statfs(&path);
-                stuck.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
+                stuck
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&path);
                 let _ = tx.send(result);
             });
         if spawned.is_err() {
@@ -157,12 +162,36 @@ impl Collector for FilesystemCollector {
                 continue;
             };
             for (name, help, value) in [
-                ("node_filesystem_size_bytes", "Filesystem size in bytes.", stats.size),
-                ("node_filesystem_free_bytes", "Filesystem free space in bytes.", stats.free),
-                ("node_filesystem_avail_bytes", "Filesystem space available to non-root users in bytes.", stats.avail),
-                ("node_filesystem_files", "Filesystem total file nodes.", stats.files),
-                ("node_filesystem_files_free", "Filesystem total free file nodes.", stats.files_free),
-                ("node_filesystem_readonly", "Filesystem read-only status.", f64::from(u8::from(read_only))),
+                (
+                    "node_filesystem_size_bytes",
+                    "Filesystem size in bytes.",
+                    stats.size,
+                ),
+                (
+                    "node_filesystem_free_bytes",
+                    "Filesystem free space in bytes.",
+                    stats.free,
+                ),
+                (
+                    "node_filesystem_avail_bytes",
+                    "Filesystem space available to non-root users in bytes.",
+                    stats.avail,
+                ),
+                (
+                    "node_filesystem_files",
+                    "Filesystem total file nodes.",
+                    stats.files,
+                ),
+                (
+                    "node_filesystem_files_free",
+                    "Filesystem total free file nodes.",
+                    stats.files_free,
+                ),
+                (
+                    "node_filesystem_readonly",
+                    "Filesystem read-only status.",
+                    f64::from(u8::from(read_only)),
+                ),
             ] {
                 out.gauge(name, help, &labels, value);
             }
@@ -205,9 +234,12 @@ fn unescape(field: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
-            let code = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            let code =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(code);
             i += 4;
         } else {
@@ -263,12 +295,23 @@ mod tests {
             .collect(&mut e)
             .unwrap();
         let p = e.finish();
-        let root_labels = [("device", "/dev/vda"), ("fstype", "ext4"), ("mountpoint", "/")];
+        let root_labels = [
+            ("device", "/dev/vda"),
+            ("fstype", "ext4"),
+            ("mountpoint", "/"),
+        ];
         assert_eq!(testutil::count(&p, "node_filesystem_size_bytes"), 1);
         assert!(testutil::value(&p, "node_filesystem_size_bytes", &root_labels).unwrap() > 0.0);
-        assert_eq!(testutil::value(&p, "node_filesystem_device_error", &root_labels), Some(0.0));
         assert_eq!(
-            testutil::value(&p, "node_filesystem_device_error", &[("mountpoint", "/gone")]),
+            testutil::value(&p, "node_filesystem_device_error", &root_labels),
+            Some(0.0)
+        );
+        assert_eq!(
+            testutil::value(
+                &p,
+                "node_filesystem_device_error",
+                &[("mountpoint", "/gone")]
+            ),
             Some(1.0)
         );
         assert_eq!(testutil::count(&p, "node_filesystem_device_error"), 2);

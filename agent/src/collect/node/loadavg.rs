@@ -31,7 +31,10 @@ impl Collector for LoadavgCollector {
             return Ok(());
         };
         let loads = parse(&text).ok_or_else(|| {
-            parse_error(&self.path, format!("expected three load averages, got {text:?}"))
+            parse_error(
+                &self.path,
+                format!("expected three load averages, got {text:?}"),
+            )
         })?;
         out.gauge("node_load1", "1m load average.", &[], loads[0]);
         out.gauge("node_load5", "5m load average.", &[], loads[1]);
@@ -57,7 +60,10 @@ mod tests {
 
     #[test]
     fn exact_values_and_errors() {
-        assert_eq!(parse("0.52 0.58 0.59 2/1038 4711\n"), Some([0.52, 0.58, 0.59]));
+        assert_eq!(
+            parse("0.52 0.58 0.59 2/1038 4711\n"),
+            Some([0.52, 0.58, 0.59])
+        );
         assert_eq!(parse("0.52 x"), None);
         let dir = testutil::root(&[("loadavg", "1.5 2.5 3.5 1/2 3\n")]);
         let mut e = Emitter::new(0);

@@ -13,10 +13,24 @@ use crate::collect::{
 };
 
 const RECEIVE: [&str; 8] = [
-    "bytes", "packets", "errs", "drop", "fifo", "frame", "compressed", "multicast",
+    "bytes",
+    "packets",
+    "errs",
+    "drop",
+    "fifo",
+    "frame",
+    "compressed",
+    "multicast",
 ];
 const TRANSMIT: [&str; 8] = [
-    "bytes", "packets", "errs", "drop", "fifo", "colls", "carrier", "compressed",
+    "bytes",
+    "packets",
+    "errs",
+    "drop",
+    "fifo",
+    "colls",
+    "carrier",
+    "compressed",
 ];
 
 /// Reads `/proc/net/dev`.
@@ -98,7 +112,10 @@ pub fn parse(text: &str) -> Result<Vec<Device>, String> {
             .map(|f| int(f, &name))
             .collect::<Result<Vec<u64>, String>>()?;
         if values.len() != 16 {
-            return Err(format!("device {name}: {} counters, expected 16", values.len()));
+            return Err(format!(
+                "device {name}: {} counters, expected 16",
+                values.len()
+            ));
         }
         let mut dev = Device {
             name,
@@ -117,14 +134,46 @@ pub fn emit_container(out: &mut Emitter, labels: &[(&str, &str)], dev: &Device) 
     let [rx_bytes, rx_packets, rx_errs, rx_drop, ..] = dev.receive;
     let [tx_bytes, tx_packets, tx_errs, tx_drop, ..] = dev.transmit;
     for (name, help, value) in [
-        ("container_network_receive_bytes_total", "Cumulative count of bytes received", rx_bytes),
-        ("container_network_receive_packets_total", "Cumulative count of packets received", rx_packets),
-        ("container_network_receive_errors_total", "Cumulative count of errors encountered while receiving", rx_errs),
-        ("container_network_receive_packets_dropped_total", "Cumulative count of packets dropped while receiving", rx_drop),
-        ("container_network_transmit_bytes_total", "Cumulative count of bytes transmitted", tx_bytes),
-        ("container_network_transmit_packets_total", "Cumulative count of packets transmitted", tx_packets),
-        ("container_network_transmit_errors_total", "Cumulative count of errors encountered while transmitting", tx_errs),
-        ("container_network_transmit_packets_dropped_total", "Cumulative count of packets dropped while transmitting", tx_drop),
+        (
+            "container_network_receive_bytes_total",
+            "Cumulative count of bytes received",
+            rx_bytes,
+        ),
+        (
+            "container_network_receive_packets_total",
+            "Cumulative count of packets received",
+            rx_packets,
+        ),
+        (
+            "container_network_receive_errors_total",
+            "Cumulative count of errors encountered while receiving",
+            rx_errs,
+        ),
+        (
+            "container_network_receive_packets_dropped_total",
+            "Cumulative count of packets dropped while receiving",
+            rx_drop,
+        ),
+        (
+            "container_network_transmit_bytes_total",
+            "Cumulative count of bytes transmitted",
+            tx_bytes,
+        ),
+        (
+            "container_network_transmit_packets_total",
+            "Cumulative count of packets transmitted",
+            tx_packets,
+        ),
+        (
+            "container_network_transmit_errors_total",
+            "Cumulative count of errors encountered while transmitting",
+            tx_errs,
+        ),
+        (
+            "container_network_transmit_packets_dropped_total",
+            "Cumulative count of packets dropped while transmitting",
+            tx_drop,
+        ),
     ] {
         out.counter(name, help, labels, value as f64);
     }
@@ -141,13 +190,21 @@ mod tests {
     fn counters_per_device() {
         let dir = testutil::root(&[("net/dev", DEV)]);
         let mut e = Emitter::new(0);
-        NetdevCollector::new(dir.path(), "^lo$").collect(&mut e).unwrap();
+        NetdevCollector::new(dir.path(), "^lo$")
+            .collect(&mut e)
+            .unwrap();
         let p = e.finish();
         let v = |name, dev| testutil::value(&p, name, &[("device", dev)]);
-        assert_eq!(v("node_network_receive_bytes_total", "eth0"), Some(677361244.0));
+        assert_eq!(
+            v("node_network_receive_bytes_total", "eth0"),
+            Some(677361244.0)
+        );
         assert_eq!(v("node_network_receive_multicast_total", "eth0"), Some(6.0));
         assert_eq!(v("node_network_transmit_colls_total", "eth0"), Some(10.0));
-        assert_eq!(v("node_network_transmit_compressed_total", "eth0"), Some(12.0));
+        assert_eq!(
+            v("node_network_transmit_compressed_total", "eth0"),
+            Some(12.0)
+        );
         assert_eq!(v("node_network_receive_bytes_total", "lo"), None);
         assert!(parse("a\nb\neth0: 1 2\n").unwrap_err().contains("eth0"));
     }

@@ -72,7 +72,9 @@ fn parse_pairs(text: &str) -> Result<Vec<(String, f64)>, String> {
         let mut numbers = values.split_whitespace();
         let (protocol, protocol_again) = (names.next().unwrap_or(""), numbers.next().unwrap_or(""));
         if protocol != protocol_again {
-            return Err(format!("header {protocol:?} followed by {protocol_again:?}"));
+            return Err(format!(
+                "header {protocol:?} followed by {protocol_again:?}"
+            ));
         }
         let protocol = protocol.trim_end_matches(':');
         for (name, number) in names.zip(numbers) {
@@ -112,9 +114,18 @@ mod tests {
     #[test]
     fn fields_from_all_three_files() {
         let dir = testutil::root(&[
-            ("net/snmp", "Tcp: RtoAlgorithm ActiveOpens PassiveOpens CurrEstab RetransSegs MaxConn\nTcp: 1 503 363 5 7 -1\n"),
-            ("net/netstat", "TcpExt: SyncookiesSent TCPTimeouts Other\nTcpExt: 0 2 9\n"),
-            ("net/snmp6", "Ip6InOctets                     1234\nUdpLite6InErrors 3\nIcmp6InType1 4\n"),
+            (
+                "net/snmp",
+                "Tcp: RtoAlgorithm ActiveOpens PassiveOpens CurrEstab RetransSegs MaxConn\nTcp: 1 503 363 5 7 -1\n",
+            ),
+            (
+                "net/netstat",
+                "TcpExt: SyncookiesSent TCPTimeouts Other\nTcpExt: 0 2 9\n",
+            ),
+            (
+                "net/snmp6",
+                "Ip6InOctets                     1234\nUdpLite6InErrors 3\nIcmp6InType1 4\n",
+            ),
         ]);
         let mut e = Emitter::new(0);
         NetstatCollector::new(dir.path(), DEFAULT_NETSTAT_FIELDS)

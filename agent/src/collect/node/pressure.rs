@@ -136,8 +136,17 @@ mod tests {
         let mut e = Emitter::new(0);
         PressureCollector::new(dir.path()).collect(&mut e).unwrap();
         let p = e.finish();
-        assert_eq!(testutil::value(&p, "node_pressure_io_waiting_seconds_total", &[]), Some(2.0));
-        assert_eq!(testutil::value(&p, "node_pressure_io_stalled_seconds_total", &[]), Some(1.0));
-        assert_eq!(testutil::count(&p, "node_pressure_cpu_waiting_seconds_total"), 0);
+        assert_eq!(
+            testutil::value(&p, "node_pressure_io_waiting_seconds_total", &[]),
+            Some(2.0)
+        );
+        assert_eq!(
+            testutil::value(&p, "node_pressure_io_stalled_seconds_total", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            testutil::count(&p, "node_pressure_cpu_waiting_seconds_total"),
+            0
+        );
     }
 }

@@ -66,13 +66,19 @@ mod tests {
 
     #[test]
     fn default_fields() {
-        let dir = testutil::root(&[("vmstat", "nr_free_pages 5\npgfault 10\npgmajfault 2\noom_kill 1\npgpgin 7\n")]);
+        let dir = testutil::root(&[(
+            "vmstat",
+            "nr_free_pages 5\npgfault 10\npgmajfault 2\noom_kill 1\npgpgin 7\n",
+        )]);
         let mut e = Emitter::new(0);
         VmstatCollector::new(dir.path(), DEFAULT_VMSTAT_FIELDS)
             .collect(&mut e)
             .unwrap();
         let p = e.finish();
-        assert_eq!(testutil::value(&p, "node_vmstat_pgmajfault", &[]), Some(2.0));
+        assert_eq!(
+            testutil::value(&p, "node_vmstat_pgmajfault", &[]),
+            Some(2.0)
+        );
         assert_eq!(testutil::value(&p, "node_vmstat_oom_kill", &[]), Some(1.0));
         assert_eq!(testutil::value(&p, "node_vmstat_nr_free_pages", &[]), None);
     }

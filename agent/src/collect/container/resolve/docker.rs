@@ -77,12 +77,17 @@ pub fn merge(found: Meta, meta: &mut Meta) {
 
 #[cfg(test)]
 mod tests {
-    use std::{io::{Read, Write}, os::unix::net::UnixListener};
+    use std::{
+        io::{Read, Write},
+        os::unix::net::UnixListener,
+    };
 
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/runtime").join(name);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/runtime")
+            .join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
@@ -114,12 +119,22 @@ mod tests {
             let mut request = [0u8; 1024];
             let n = conn.read(&mut request).unwrap();
             let request = String::from_utf8_lossy(&request[..n]).into_owned();
-            write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
             conn.write_all(&body).unwrap();
             request
         });
         let meta = inspect(&socket, "abc", Duration::from_secs(5)).unwrap();
         assert_eq!(meta.name.as_deref(), Some("web-1"));
-        assert!(server.join().unwrap().starts_with("GET /containers/abc/json HTTP/1.1\r\n"));
+        assert!(
+            server
+                .join()
+                .unwrap()
+                .starts_with("GET /containers/abc/json HTTP/1.1\r\n")
+        );
     }
 }

@@ -76,7 +76,8 @@ pub fn parse_response(raw: &[u8], target: &str) -> Result<Vec<u8>, HttpError> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| malformed("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| malformed("headers are not UTF-8"))?;
+    let head =
+        std::str::from_utf8(&raw[..split]).map_err(|_| malformed("headers are not UTF-8"))?;
     let body = &raw[split + 4..];
     let mut lines = head.split("\r\n");
     let status: u16 = lines
@@ -101,7 +102,11 @@ pub fn parse_response(raw: &[u8], target: &str) -> Result<Vec<u8>, HttpError> {
         if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
             chunked = true;
         } else if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| malformed("bad Content-Length"))?);
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| malformed("bad Content-Length"))?,
+            );
         }
     }
     if chunked {

@@ -4,7 +4,11 @@
 //!
 //! Must not: cache across refreshes (the resolver decides when to refetch).
 
-use std::{collections::HashMap, net::{TcpStream, ToSocketAddrs}, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{TcpStream, ToSocketAddrs},
+    time::Duration,
+};
 
 use serde_json::Value;
 
@@ -68,7 +72,9 @@ impl Pods {
 
 /// Fetches and parses `<url>/pods`.
 pub fn fetch(url: &str, timeout: Duration) -> Result<Pods, KubeletError> {
-    let bad_url = || KubeletError::Url { url: url.to_owned() };
+    let bad_url = || KubeletError::Url {
+        url: url.to_owned(),
+    };
     let rest = url.strip_prefix("http://").ok_or_else(bad_url)?;
     let (authority, prefix) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
     let target = format!("kubelet {url}/pods");
@@ -83,7 +89,14 @@ pub fn fetch(url: &str, timeout: Duration) -> Result<Pods, KubeletError> {
         .ok_or_else(bad_url)?;
     let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
     stream.set_timeouts(timeout).map_err(io)?;
-    let path = format!("/{}pods", if prefix.is_empty() { String::new() } else { format!("{}/", prefix.trim_end_matches('/')) });
+    let path = format!(
+        "/{}pods",
+        if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", prefix.trim_end_matches('/'))
+        }
+    );
     let body = http::get(stream, authority, &path, &target)?;
     parse(&body).map_err(|source| KubeletError::Json {
         url: url.to_owned(),
@@ -107,14 +120,20 @@ pub fn parse(body: &[u8]) -> Result<Pods, serde_json::Error> {
             namespace: text(&meta["namespace"]),
             containers: HashMap::new(),
         };
-        for list in ["containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"] {
+        for list in [
+            "containerStatuses",
+            "initContainerStatuses",
+            "ephemeralContainerStatuses",
+        ] {
             for status in item["status"][list].as_array().into_iter().flatten() {
                 let id = text(&status["containerID"]);
                 let Some((_, id)) = id.split_once("://") else {
                     continue;
                 };
-                pod.containers
-                    .insert(id.to_owned(), (text(&status["name"]), text(&status["image"])));
+                pod.containers.insert(
+                    id.to_owned(),
+                    (text(&status["name"]), text(&status["image"])),
+                );
             }
         }
         pods.insert(uid, pod);
@@ -133,14 +152,18 @@ mod tests {
 
     #[test]
     fn parses_pod_list_fixture() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/runtime/kubelet-pods.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/runtime/kubelet-pods.json");
         let pods = parse(&std::fs::read(path).unwrap()).unwrap();
         let mut meta = Meta::default();
         pods.fill(UID, Some(ID), &mut meta);
         assert_eq!(meta.namespace.as_deref(), Some("shop"));
         assert_eq!(meta.pod.as_deref(), Some("cart-7d9f8b6c4-x2x9q"));
         assert_eq!(meta.container.as_deref(), Some("cart"));
-        assert_eq!(meta.image.as_deref(), Some("registry.example/shop/cart:2.3.1"));
+        assert_eq!(
+            meta.image.as_deref(),
+            Some("registry.example/shop/cart:2.3.1")
+        );
         let mut pod_only = Meta::default();
         pods.fill(UID, None, &mut pod_only);
         assert_eq!((pod_only.pod.is_some(), pod_only.container), (true, None));
@@ -148,11 +171,18 @@ mod tests {
 
     #[test]
     fn unreachable_kubelet_is_an_error_not_a_hang() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let started = std::time::Instant::now();
         let err = fetch(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap_err();
         assert!(matches!(err, KubeletError::Http(_)), "{err}");
         assert!(started.elapsed() < Duration::from_secs(3));
-        assert!(matches!(fetch("ftp://x", Duration::from_secs(1)), Err(KubeletError::Url { .. })));
+        assert!(matches!(
+            fetch("ftp://x", Duration::from_secs(1)),
+            Err(KubeletError::Url { .. })
+        ));
     }
 }
