@@ -322,7 +322,7 @@ fn docker_systemd_kubepods_cgroups_v1_and_v2_with_real_processes() {
         &[("id", &docker_path)],
     );
     assert_eq!(l.get("container_id"), Some(&docker));
-    assert!(l.get("pod_uid").is_none());
+    assert!(!l.contains_key("pod_uid"));
     assert!(
         before.0 <= cpu && cpu <= after.0,
         "docker cpu {cpu} not within cpuacct.usage {} .. {}",
@@ -397,7 +397,7 @@ fn docker_systemd_kubepods_cgroups_v1_and_v2_with_real_processes() {
     // Pod-level cgroups are reported with their pod uid and no container id.
     let pod_path = format!("{prefix}/kubepods/besteffort/pod{uid_crio}");
     let (l, _) = one(&shown, "container_memory_usage_bytes", &[("id", &pod_path)]);
-    assert!(l.get("container_id").is_none());
+    assert!(!l.contains_key("container_id"));
     // Processes (v1 pids).
     let (_, procs) = one(&shown, "container_processes", &[("id", &crio_path)]);
     let pids = read_u64(

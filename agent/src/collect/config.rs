@@ -83,7 +83,7 @@ pub struct DiskstatsConfig {
 }
 
 /// Network device filter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetdevConfig {
     /// Devices not reported (regular expression; empty means none).
@@ -161,14 +161,6 @@ impl Default for DiskstatsConfig {
     fn default() -> Self {
         Self {
             device_exclude: DEFAULT_DISK_DEVICE_EXCLUDE.to_owned(),
-        }
-    }
-}
-
-impl Default for NetdevConfig {
-    fn default() -> Self {
-        Self {
-            device_exclude: String::new(),
         }
     }
 }
