@@ -202,8 +202,12 @@ fn phase(agent_bin: &Path, interval: Duration, duration: Duration) -> anyhow::Re
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (a1, n1) = (cpu_seconds(agent.0.id())?, cpu_seconds(ne.0.id())?);
-    let ticks = tick_count(&get(agent_addr, "/metrics")?) - ticks_before;
+    let final_text = get(agent_addr, "/metrics")?;
+    let ticks = tick_count(&final_text) - ticks_before;
+    let container_wall_ms =
+        1000.0 * histogram(&final_text, "sum") / histogram(&final_text, "count");
     Ok(Phase {
+        container_wall_ms,
         elapsed,
         agent_cpu: a1 - a0,
         ne_cpu: n1 - n0,
@@ -226,11 +230,22 @@ fn tick_count(text: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Sum or count of the container collector's duration histogram.
+fn histogram(text: &str, part: &str) -> f64 {
+    let prefix = format!("sonde_agent_collect_duration_seconds_{part}{{collector=\"container\"}}");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 fn humantime(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
 struct Phase {
+    container_wall_ms: f64,
     elapsed: f64,
     agent_cpu: f64,
     ne_cpu: f64,
@@ -316,6 +331,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         md,
         "| 1 s interval, {:.0} s: CPU per collection | {:.1} ms per tick ({} ticks) | {:.1} ms per scrape ({} scrapes) |",
         fast.elapsed, agent_tick_ms, fast.ticks, ne_scrape_ms, fast.scrapes
+    );
+    let _ = writeln!(
+        md,
+        "| container collector wall time per tick (agent's own histogram) | {:.1} ms | – |",
+        fast.container_wall_ms
     );
     let _ = writeln!(
         md,
