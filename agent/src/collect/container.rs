@@ -40,6 +40,7 @@ struct Cgroup {
     path: String,
     identity: Identity,
     dirs: Dirs,
+    spec: Option<stats::Spec>,
 }
 
 /// Collects `container_*` metrics for the selected cgroups.
@@ -133,7 +134,12 @@ impl ContainerCollector {
             return;
         }
         self.generation = discovery.generation();
-        self.cgroups.clear();
+        // Keep cached limits of cgroups that are still there.
+        let mut specs: std::collections::HashMap<String, stats::Spec> = self
+            .cgroups
+            .drain(..)
+            .filter_map(|c| Some((c.path, c.spec?)))
+            .collect();
         let mut live = HashSet::new();
         for (path, bits) in discovery.paths() {
             let identity = identity::parse(path);
@@ -166,6 +172,7 @@ impl ContainerCollector {
                 live.insert(key);
             }
             self.cgroups.push(Cgroup {
+                spec: specs.remove(path),
                 path: path.clone(),
                 identity,
                 dirs,
@@ -215,12 +222,19 @@ impl Collector for ContainerCollector {
             self.attach();
         }
         self.refresh();
-        let cgroups = std::mem::take(&mut self.cgroups);
-        for cgroup in &cgroups {
+        let mut cgroups = std::mem::take(&mut self.cgroups);
+        for cgroup in &mut cgroups {
             let meta = self.resolver.lookup(&cgroup.identity).unwrap_or_default();
             let labels = labels(&cgroup.path, &cgroup.identity, &meta);
             let labels: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            stats::emit(out, &labels, &cgroup.dirs, self.user_hz, &mut self.devices);
+            stats::emit(
+                out,
+                &labels,
+                &cgroup.dirs,
+                self.user_hz,
+                &mut self.devices,
+                &mut cgroup.spec,
+            );
             if cgroup.identity.container_id.is_some()
                 && let Some(devices) = self.network(&cgroup.dirs)
             {

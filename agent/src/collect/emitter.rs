@@ -24,7 +24,8 @@ impl Emitter {
 
     /// Declares a metric family once per tick (type, help, unit).
     pub fn family(&mut self, name: &str, metric_type: MetricType, help: &str, unit: &str) {
-        if self.families.insert(name.to_owned()) {
+        // Checked before inserting so the common case (family already declared) allocates nothing.
+        if !self.families.contains(name) && self.families.insert(name.to_owned()) {
             self.payload.metadata.push(MetricMetadata {
                 metric_family_name: name.to_owned(),
                 r#type: metric_type as i32,

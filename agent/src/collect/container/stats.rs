@@ -82,14 +82,80 @@ pub fn flat_keyed(text: &str) -> HashMap<&str, u64> {
         .collect()
 }
 
-/// Emits every statistic available for one cgroup.
+/// Ticks between two reads of a cgroup's limits (`container_spec_*`): they change only when
+/// an operator updates a container, and re-reading four files per container per tick is a
+/// quarter of the collection cost.
+pub const SPEC_REFRESH_TICKS: u32 = 20;
+
+/// A cgroup's limits, cached between reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spec {
+    cpu_period: Option<u64>,
+    cpu_quota: Option<i64>,
+    cpu_shares: Option<u64>,
+    memory_limit: Option<u64>,
+    /// Ticks since read.
+    age: u32,
+}
+
+impl Spec {
+    fn read(dirs: &Dirs) -> Self {
+        let (cpu_quota, cpu_period) = if dirs.cpu.is_some() {
+            (
+                read(&dirs.cpu, "cpu.cfs_quota_us").and_then(|q| q.trim().parse::<i64>().ok()),
+                read_u64(&dirs.cpu, "cpu.cfs_period_us"),
+            )
+        } else {
+            match read(&dirs.v2, "cpu.max") {
+                Some(text) => {
+                    let mut parts = text.split_whitespace();
+                    let quota = parts.next().and_then(|q| q.parse::<i64>().ok());
+                    (
+                        quota.or(Some(-1)),
+                        parts.next().and_then(|p| p.parse().ok()),
+                    )
+                }
+                None => (None, None),
+            }
+        };
+        let cpu_shares = read_u64(&dirs.cpu, "cpu.shares").or_else(|| {
+            // cgroup v2 weight back to v1 shares, as cAdvisor (runc's inverse formula).
+            read_u64(&dirs.v2, "cpu.weight").map(|w| 2 + (w.saturating_sub(1) * 262_142) / 9_999)
+        });
+        let memory_limit = if dirs.memory.is_some() {
+            // v1 reports "unlimited" as a page-rounded i64::MAX: 0, like "max" in v2.
+            read_u64(&dirs.memory, "memory.limit_in_bytes")
+                .map(|l| if l >= (1 << 62) { 0 } else { l })
+        } else {
+            read(&dirs.v2, "memory.max").map(|m| m.trim().parse().unwrap_or(0))
+        };
+        Self {
+            cpu_period,
+            cpu_quota,
+            cpu_shares,
+            memory_limit,
+            age: 0,
+        }
+    }
+}
+
+/// Emits every statistic available for one cgroup; `spec` caches its limits.
 pub fn emit(
     out: &mut Emitter,
     labels: &[(&str, &str)],
     dirs: &Dirs,
     user_hz: f64,
     devices: &mut DeviceNames,
+    spec: &mut Option<Spec>,
 ) {
+    let current = match spec {
+        Some(cached) if cached.age < SPEC_REFRESH_TICKS => {
+            cached.age += 1;
+            cached
+        }
+        _ => spec.insert(Spec::read(dirs)),
+    };
+    emit_spec(out, labels, current);
     cpu(out, labels, dirs, user_hz);
     memory(out, labels, dirs);
     io(out, labels, dirs, devices);
@@ -116,7 +182,12 @@ fn with<'a>(
 }
 
 fn cpu(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs, user_hz: f64) {
-    let v2_stat = read(&dirs.v2, "cpu.stat");
+    // With both v1 cpu controllers, v2's cpu.stat has nothing more to say.
+    let v2_stat = if dirs.cpu.is_some() && dirs.cpuacct.is_some() {
+        None
+    } else {
+        read(&dirs.v2, "cpu.stat")
+    };
     let v2 = v2_stat.as_deref().map(flat_keyed).unwrap_or_default();
     let usage = read_u64(&dirs.cpuacct, "cpuacct.usage")
         .map(|ns| ns as f64 / 1e9)
@@ -194,34 +265,17 @@ fn cpu(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs, user_hz: f64) {
             seconds,
         );
     }
+}
 
-    // Spec: quota/period/shares.
-    let (quota, period) = if dirs.cpu.is_some() {
-        (
-            read(&dirs.cpu, "cpu.cfs_quota_us").and_then(|q| q.trim().parse::<i64>().ok()),
-            read_u64(&dirs.cpu, "cpu.cfs_period_us"),
-        )
-    } else {
-        match read(&dirs.v2, "cpu.max") {
-            Some(text) => {
-                let mut parts = text.split_whitespace();
-                let quota = parts.next().and_then(|q| q.parse::<i64>().ok());
-                (
-                    quota.or(Some(-1)),
-                    parts.next().and_then(|p| p.parse().ok()),
-                )
-            }
-            None => (None, None),
-        }
-    };
-    if let Some(period) = period {
+fn emit_spec(out: &mut Emitter, labels: &[(&str, &str)], spec: &Spec) {
+    if let Some(period) = spec.cpu_period {
         out.gauge(
             "container_spec_cpu_period",
             "CPU period of the container.",
             labels,
             period as f64,
         );
-        if let Some(quota) = quota.filter(|q| *q > 0) {
+        if let Some(quota) = spec.cpu_quota.filter(|q| *q > 0) {
             out.gauge(
                 "container_spec_cpu_quota",
                 "CPU quota of the container.",
@@ -230,16 +284,20 @@ fn cpu(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs, user_hz: f64) {
             );
         }
     }
-    let shares = read_u64(&dirs.cpu, "cpu.shares").or_else(|| {
-        // cgroup v2 weight back to v1 shares, as cAdvisor (runc's inverse formula).
-        read_u64(&dirs.v2, "cpu.weight").map(|w| 2 + (w.saturating_sub(1) * 262_142) / 9_999)
-    });
-    if let Some(shares) = shares {
+    if let Some(shares) = spec.cpu_shares {
         out.gauge(
             "container_spec_cpu_shares",
             "CPU share of the container.",
             labels,
             shares as f64,
+        );
+    }
+    if let Some(limit) = spec.memory_limit {
+        out.gauge(
+            "container_spec_memory_limit_bytes",
+            "Memory limit for the container.",
+            labels,
+            limit as f64,
         );
     }
 }
@@ -248,7 +306,6 @@ fn memory(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs) {
     struct Mem {
         usage: u64,
         max_usage: Option<u64>,
-        limit: Option<u64>,
         failcnt: Option<u64>,
         rss: Option<u64>,
         cache: Option<u64>,
@@ -265,12 +322,9 @@ fn memory(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs) {
         let stat_text = read(&dirs.memory, "memory.stat").unwrap_or_default();
         let stat = flat_keyed(&stat_text);
         let oom = read(&dirs.memory, "memory.oom_control").unwrap_or_default();
-        let limit = read_u64(&dirs.memory, "memory.limit_in_bytes");
         Mem {
             usage,
             max_usage: read_u64(&dirs.memory, "memory.max_usage_in_bytes"),
-            // v1 reports "unlimited" as a page-rounded i64::MAX.
-            limit: limit.map(|l| if l >= (1 << 62) { 0 } else { l }),
             failcnt: read_u64(&dirs.memory, "memory.failcnt"),
             rss: stat.get("total_rss").copied(),
             cache: stat.get("total_cache").copied(),
@@ -296,11 +350,9 @@ fn memory(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs) {
         let stat_text = read(&dirs.v2, "memory.stat").unwrap_or_default();
         let stat = flat_keyed(&stat_text);
         let events = read(&dirs.v2, "memory.events").unwrap_or_default();
-        let limit = read(&dirs.v2, "memory.max").map(|m| m.trim().parse().unwrap_or(0));
         Mem {
             usage,
             max_usage: read_u64(&dirs.v2, "memory.peak"),
-            limit,
             failcnt: None,
             rss: stat.get("anon").copied(),
             cache: stat.get("file").copied(),
@@ -354,11 +406,6 @@ fn memory(out: &mut Emitter, labels: &[(&str, &str)], dirs: &Dirs) {
             "container_memory_failcnt",
             "Number of memory usage hits limits",
             mem.failcnt,
-        ),
-        (
-            "container_spec_memory_limit_bytes",
-            "Memory limit for the container.",
-            mem.limit,
         ),
     ] {
         if let Some(value) = value {
@@ -550,14 +597,40 @@ mod tests {
             pids: None,
         };
         let mut e = Emitter::new(0);
+        let mut spec = None;
+        let mut devices = DeviceNames::new(&p.join("sys"));
         emit(
             &mut e,
             &[("id", "/x")],
             &dirs,
             100.0,
-            &mut DeviceNames::new(&p.join("sys")),
+            &mut devices,
+            &mut spec,
         );
+        assert_eq!(spec.as_ref().map(|s| s.cpu_quota), Some(Some(50000)));
         let pl = e.finish();
+        // Limits are cached: a changed file shows after SPEC_REFRESH_TICKS ticks.
+        std::fs::write(p.join("cpu/cpu.cfs_quota_us"), "20000\n").unwrap();
+        for _ in 0..SPEC_REFRESH_TICKS {
+            emit(
+                &mut Emitter::new(0),
+                &[],
+                &dirs,
+                100.0,
+                &mut devices,
+                &mut spec,
+            );
+        }
+        assert_eq!(spec.as_ref().map(|s| s.cpu_quota), Some(Some(50000)));
+        emit(
+            &mut Emitter::new(0),
+            &[],
+            &dirs,
+            100.0,
+            &mut devices,
+            &mut spec,
+        );
+        assert_eq!(spec.as_ref().map(|s| s.cpu_quota), Some(Some(20000)));
         let v = |n, l: &[(&str, &str)]| testutil::value(&pl, n, l);
         assert_eq!(
             v("container_cpu_usage_seconds_total", &[("cpu", "total")]),
@@ -618,6 +691,7 @@ mod tests {
             &dirs,
             100.0,
             &mut DeviceNames::new(dir.path()),
+            &mut None,
         );
         let pl = e.finish();
         assert_eq!(
