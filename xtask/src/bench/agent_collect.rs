@@ -334,7 +334,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "| container collector wall time per tick (agent's own histogram) | {:.1} ms | – |",
+        "| container collector wall time per tick (agent's own histogram; wall clock, so it includes waiting for a CPU on a loaded host) | {:.1} ms | – |",
         fast.container_wall_ms
     );
     let _ = writeln!(
