@@ -228,8 +228,9 @@ mod tests {
         }
     }
 
-    fn wait_for(resolver: &mut Resolver, identity: &Identity) -> Option<Meta> {
-        for _ in 0..100 {
+    /// Polls the cache for up to `seconds` (a failed attempt is retried after `RETRY`).
+    fn wait_for(resolver: &mut Resolver, identity: &Identity, seconds: u64) -> Option<Meta> {
+        for _ in 0..seconds * 20 {
             if let Some(meta) = resolver.lookup(identity) {
                 return Some(meta);
             }
@@ -264,7 +265,7 @@ mod tests {
         let mut resolver = Resolver::start(Endpoints {
             docker_socket: socket,
             kubelet_url: String::new(),
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
         });
         let identity = docker_identity();
         assert_eq!(
@@ -272,7 +273,7 @@ mod tests {
             None,
             "the first lookup never waits"
         );
-        let meta = wait_for(&mut resolver, &identity).expect("resolved in the background");
+        let meta = wait_for(&mut resolver, &identity, 45).expect("resolved in the background");
         assert_eq!(meta.name.as_deref(), Some("web-1"));
         assert_eq!(meta.image.as_deref(), Some("nginx:1.25"));
         // Gone containers are forgotten.
@@ -297,6 +298,6 @@ mod tests {
         });
         let mut identity = docker_identity();
         identity.pod_uid = Some("5f1d7c2a-93b4-4e0a-9c61-2b8e4f7a1d30".to_owned());
-        assert_eq!(wait_for(&mut resolver, &identity), None);
+        assert_eq!(wait_for(&mut resolver, &identity, 3), None);
     }
 }

@@ -53,11 +53,11 @@ pub fn get<S: Read + Write>(
         target: target.to_owned(),
         source,
     };
-    write!(
-        stream,
+    // One write: a server may answer (and close) as soon as it has read the request head.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sonde-agent\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
+    );
+    stream.write_all(request.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
     stream
         .take(MAX_BODY as u64 + 64 * 1024)
