@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    collect::{Collector, Emitter, exec::ExecCollector, node::NodeCollector},
+    collect::{self, Collector, Emitter, exec::ExecCollector},
     config::Config,
     ebpf::{self, Probes, exec::ExecStats},
     export::{BufferOptions, Exporter},
@@ -72,7 +72,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             source,
         })?;
     let metrics_addr = listener.local_addr().expect("bound socket has an address");
-    let router = http::router(metrics.clone());
+    let latest = http::Latest::default();
+    let router = http::router(metrics.clone(), latest.clone());
     let http_stop = stop.clone();
     tasks.spawn(async move {
         if let Err(error) = axum::serve(listener, router)
@@ -83,7 +84,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
     });
 
-    let mut collectors: Vec<Box<dyn Collector>> = vec![Box::new(NodeCollector::new("/proc"))];
+    let mut collectors = collect::build(&config.node, &config.containers);
     let probes = if config.ebpf.enabled {
         start_ebpf(&config, &metrics, &tasks, &stop, &mut collectors)
     } else {
@@ -116,7 +117,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     );
 
     let done = tokio::spawn(main_loop(
-        config, collectors, exporter, metrics, probes, tasks, stop, shutdown,
+        config, collectors, exporter, metrics, probes, tasks, stop, shutdown, latest,
     ));
     Ok(Running { metrics_addr, done })
 }
@@ -131,6 +132,7 @@ async fn main_loop(
     tasks: TaskTracker,
     stop: CancellationToken,
     shutdown: CancellationToken,
+    latest: http::Latest,
 ) {
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -141,12 +143,21 @@ async fn main_loop(
         }
         let (returned, payload) = collect(collectors, metrics.clone()).await;
         collectors = returned;
+        // `/metrics` shows exactly what was queued for the aggregators; the timestamp gauge
+        // is set after publishing, so a scrape that sees it also sees this payload.
+        let started = payload.series.first().and_then(|s| s.samples.first());
+        let started = started.map(|s| s.timestamp_ms as f64 / 1000.0);
+        let payload = Arc::new(payload);
+        latest.publish(payload.clone());
         exporter.submit(payload).await;
+        if let Some(started) = started {
+            metrics.last_collection_timestamp.set(started);
+        }
     }
 
     tracing::info!("shutting down: final collection and flush");
     let (_, payload) = collect(collectors, metrics.clone()).await;
-    exporter.submit(payload).await;
+    exporter.submit(Arc::new(payload)).await;
     let (unacked, below_quorum) = exporter.flush(config.shutdown_grace).await;
     if unacked > 0 {
         tracing::warn!(
@@ -191,6 +202,9 @@ async fn collect(
                 .get_or_create(&labels)
                 .observe(started.elapsed().as_secs_f64());
         }
+        metrics
+            .last_collection_samples
+            .set(emitter.sample_count() as i64);
         (collectors, emitter.finish())
     })
     .await;

@@ -14,6 +14,8 @@ use std::{
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+pub use crate::collect::config::{ContainerConfig, NodeConfig};
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -81,6 +83,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// eBPF settings.
     pub ebpf: EbpfConfig,
+    /// Node metrics (node_exporter's names).
+    pub node: NodeConfig,
+    /// Container metrics (cAdvisor's names).
+    pub containers: ContainerConfig,
     /// Delivery to the aggregators: disk buffer, quorum, security.
     pub transport: TransportConfig,
 }
@@ -167,6 +173,8 @@ impl Default for Config {
             log_level: "info".to_owned(),
             shutdown_grace: Duration::from_secs(10),
             ebpf: EbpfConfig::default(),
+            node: NodeConfig::default(),
+            containers: ContainerConfig::default(),
             transport: TransportConfig::default(),
         }
     }
@@ -229,6 +237,18 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `info,sonde_agent::ebpf=debug` [default: info].
     #[arg(long, env = "SONDE_AGENT_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// procfs mount point, e.g. `/host/proc` in a container [default: /proc].
+    #[arg(long, env = "SONDE_AGENT_PATH_PROCFS", value_name = "DIR")]
+    pub path_procfs: Option<PathBuf>,
+    /// sysfs mount point [default: /sys].
+    #[arg(long, env = "SONDE_AGENT_PATH_SYSFS", value_name = "DIR")]
+    pub path_sysfs: Option<PathBuf>,
+    /// Where the host's root filesystem is mounted [default: /].
+    #[arg(long, env = "SONDE_AGENT_PATH_ROOTFS", value_name = "DIR")]
+    pub path_rootfs: Option<PathBuf>,
+    /// cgroupfs mount point [default: /sys/fs/cgroup].
+    #[arg(long, env = "SONDE_AGENT_PATH_CGROUPFS", value_name = "DIR")]
+    pub path_cgroupfs: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -268,6 +288,18 @@ impl Config {
         }
         if let Some(v) = &cli.log_level {
             config.log_level = v.clone();
+        }
+        if let Some(v) = &cli.path_procfs {
+            config.node.procfs = v.clone();
+        }
+        if let Some(v) = &cli.path_sysfs {
+            config.node.sysfs = v.clone();
+        }
+        if let Some(v) = &cli.path_rootfs {
+            config.node.rootfs = v.clone();
+        }
+        if let Some(v) = &cli.path_cgroupfs {
+            config.containers.cgroupfs = v.clone();
         }
         config.validate()?;
         Ok(config)
@@ -358,6 +390,8 @@ impl Config {
                 "cert_file and key_file must be set together (mutual TLS)".to_owned(),
             );
         }
+        self.node.validate()?;
+        self.containers.validate()?;
         Ok(())
     }
 

@@ -73,7 +73,7 @@ impl Exporter {
 
     /// Appends a payload as the next batch. A buffer that cannot be written (disk full,
     /// I/O error) loses this batch: it is logged and counted, and the agent goes on.
-    pub async fn submit(&self, payload: BatchPayload) {
+    pub async fn submit(&self, payload: Arc<BatchPayload>) {
         let samples = (payload
             .series
             .iter()

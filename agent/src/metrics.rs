@@ -1,7 +1,10 @@
 //! The agent's own metrics (`sonde_agent_*`), declared in one place and exposed on the
 //! agent's `/metrics` in the OpenMetrics text format.
 
-use std::sync::{Arc, Mutex, atomic::Ordering};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -88,6 +91,10 @@ pub struct Metrics {
     pub ebpf_program_attached: Family<ProgramLabels, Gauge>,
     ebpf_events: Family<ProgramLabels, Gauge>,
     ebpf_kernel: Family<KernelCounterLabels, Gauge>,
+    /// Unix time at which the last collection tick started (its samples' timestamp).
+    pub last_collection_timestamp: Gauge<f64, AtomicU64>,
+    /// Samples in the last collection tick.
+    pub last_collection_samples: Gauge,
     sources: Mutex<Sources>,
 }
 
@@ -195,6 +202,19 @@ impl Metrics {
             "Kernel-side counters of the eBPF programs (events seen, ring buffer full, read errors) since load",
             ebpf_kernel.clone(),
         );
+        let last_collection_timestamp = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "last_collection_timestamp",
+            "Unix time at which the last collection tick started (the timestamp of its samples)",
+            Unit::Seconds,
+            last_collection_timestamp.clone(),
+        );
+        let last_collection_samples = Gauge::default();
+        registry.register(
+            "last_collection_samples",
+            "Samples produced by the last collection tick (sent to the aggregators and shown on /metrics)",
+            last_collection_samples.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -219,6 +239,8 @@ impl Metrics {
             ebpf_program_attached,
             ebpf_events,
             ebpf_kernel,
+            last_collection_timestamp,
+            last_collection_samples,
             sources: Mutex::new(Sources::default()),
         }
     }

@@ -2,6 +2,7 @@
 //! where one exists, each writing `bench-results/<name>.md` with the command that reproduces
 //! it.
 
+pub mod agent_collect;
 mod ingest;
 pub mod process;
 
@@ -12,13 +13,16 @@ use crate::util;
 /// The benchmarks.
 #[derive(Subcommand)]
 pub enum Bench {
+    /// Agent collection cost with 200 containers (cgroups v1 + v2) vs node_exporter's scrapes.
+    AgentCollect(agent_collect::Options),
     /// Agent → aggregator ingest throughput: samples/s per aggregator core, CPU, RSS.
     Ingest(ingest::Options),
 }
 
-pub fn run(bench: Bench) -> anyhow::Result<()> {
+pub fn run(bench: &Bench) -> anyhow::Result<()> {
     match bench {
-        Bench::Ingest(options) => ingest::run(&options),
+        Bench::AgentCollect(options) => agent_collect::run(options),
+        Bench::Ingest(options) => ingest::run(options),
     }
 }
 

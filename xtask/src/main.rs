@@ -45,6 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run(options) => run::run(&options),
         Command::Ci(options) => ci::run(&options),
         Command::Codegen(options) => codegen::run(&options),
-        Command::Bench(bench) => bench::run(bench),
+        Command::Bench(bench) => bench::run(&bench),
     }
 }

@@ -24,7 +24,8 @@ impl Emitter {
 
     /// Declares a metric family once per tick (type, help, unit).
     pub fn family(&mut self, name: &str, metric_type: MetricType, help: &str, unit: &str) {
-        if self.families.insert(name.to_owned()) {
+        // Checked before inserting so the common case (family already declared) allocates nothing.
+        if !self.families.contains(name) && self.families.insert(name.to_owned()) {
             self.payload.metadata.push(MetricMetadata {
                 metric_family_name: name.to_owned(),
                 r#type: metric_type as i32,
@@ -44,6 +45,13 @@ impl Emitter {
     pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
         let family = name.strip_suffix("_total").unwrap_or(name);
         self.family(family, MetricType::Counter, help, "");
+        self.sample(name, labels, value);
+    }
+
+    /// Declares an untyped metric (Prometheus "untyped", OpenMetrics "unknown") and emits one
+    /// sample of it, for sources whose type is unknown (node_exporter's netstat and vmstat).
+    pub fn untyped(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.family(name, MetricType::Unspecified, help, "");
         self.sample(name, labels, value);
     }
 

@@ -1,198 +1,112 @@
-//! Node metrics from procfs, with node_exporter's names, types and units.
+//! Node metrics with node_exporter's names, types, labels and units: one small collector per
+//! node_exporter collector, each reading procfs/sysfs under the configured roots.
 //!
-//! Today: load averages (`/proc/loadavg`), and from `/proc/stat` the boot time, context
-//! switches, forks and running/blocked processes.
+//! Owns: building the enabled node collectors. Must not: share state between collectors
+//! (each reads its own sources each tick) or read anything outside procfs/sysfs/rootfs.
 
-use std::path::PathBuf;
+pub mod cpu;
+pub mod diskstats;
+pub mod filefd;
+pub mod filesystem;
+pub mod loadavg;
+pub mod meminfo;
+pub mod netdev;
+pub mod netstat;
+pub mod pressure;
+pub mod stat;
+pub mod uname;
+pub mod vmstat;
 
-use super::{CollectError, Collector, Emitter};
+use super::{Collector, config::NodeConfig};
 
-/// Reads node-wide metrics from a procfs root (normally `/proc`).
-#[derive(Debug)]
-pub struct NodeCollector {
-    proc_root: PathBuf,
-}
-
-impl NodeCollector {
-    /// A collector reading from `proc_root`.
-    pub fn new(proc_root: impl Into<PathBuf>) -> Self {
-        Self {
-            proc_root: proc_root.into(),
+/// The enabled node collectors, in [`super::config::NODE_COLLECTORS`] order.
+pub fn collectors(config: &NodeConfig) -> Vec<Box<dyn Collector>> {
+    let procfs = &config.procfs;
+    let mut out: Vec<Box<dyn Collector>> = Vec::new();
+    for name in super::config::NODE_COLLECTORS {
+        if !config.enabled(name) {
+            continue;
         }
+        out.push(match *name {
+            "cpu" => Box::new(cpu::CpuCollector::new(procfs)),
+            "diskstats" => Box::new(diskstats::DiskstatsCollector::new(
+                procfs,
+                &config.diskstats.device_exclude,
+            )),
+            "filefd" => Box::new(filefd::FilefdCollector::new(procfs)),
+            "filesystem" => Box::new(filesystem::FilesystemCollector::new(
+                procfs,
+                &config.rootfs,
+                &config.filesystem,
+            )),
+            "loadavg" => Box::new(loadavg::LoadavgCollector::new(procfs)),
+            "meminfo" => Box::new(meminfo::MeminfoCollector::new(procfs)),
+            "netdev" => Box::new(netdev::NetdevCollector::new(
+                procfs,
+                &config.netdev.device_exclude,
+            )),
+            "netstat" => Box::new(netstat::NetstatCollector::new(
+                procfs,
+                &config.netstat.fields,
+            )),
+            "pressure" => Box::new(pressure::PressureCollector::new(procfs)),
+            "stat" => Box::new(stat::StatCollector::new(procfs)),
+            "uname" => Box::new(uname::UnameCollector::new()),
+            "vmstat" => Box::new(vmstat::VmstatCollector::new(procfs, &config.vmstat.fields)),
+            other => unreachable!("NODE_COLLECTORS lists {other} without a constructor"),
+        });
     }
-
-    fn read(&self, name: &str) -> Result<(String, String), CollectError> {
-        let path = self.proc_root.join(name);
-        let display = path.display().to_string();
-        std::fs::read_to_string(&path)
-            .map(|text| (text, display.clone()))
-            .map_err(|source| CollectError::Read {
-                path: display,
-                source,
-            })
-    }
+    out
 }
 
-impl Collector for NodeCollector {
-    fn name(&self) -> &'static str {
-        "node"
-    }
-
-    fn collect(&mut self, out: &mut Emitter) -> Result<(), CollectError> {
-        let (loadavg, path) = self.read("loadavg")?;
-        let loads = parse_loadavg(&loadavg).ok_or_else(|| CollectError::Parse {
-            path,
-            problem: format!("expected three load averages, got {loadavg:?}"),
-        })?;
-        out.gauge("node_load1", "1m load average.", &[], loads[0]);
-        out.gauge("node_load5", "5m load average.", &[], loads[1]);
-        out.gauge("node_load15", "15m load average.", &[], loads[2]);
-
-        let (stat, path) = self.read("stat")?;
-        let stat = parse_stat(&stat).map_err(|problem| CollectError::Parse { path, problem })?;
-        out.gauge(
-            "node_boot_time_seconds",
-            "Node boot time, in unixtime.",
-            &[],
-            stat.boot_time as f64,
-        );
-        out.counter(
-            "node_context_switches_total",
-            "Total number of context switches.",
-            &[],
-            stat.context_switches as f64,
-        );
-        out.counter(
-            "node_forks_total",
-            "Total number of forks.",
-            &[],
-            stat.forks as f64,
-        );
-        out.gauge(
-            "node_procs_running",
-            "Number of processes in runnable state.",
-            &[],
-            stat.procs_running as f64,
-        );
-        out.gauge(
-            "node_procs_blocked",
-            "Number of processes blocked waiting for I/O to complete.",
-            &[],
-            stat.procs_blocked as f64,
-        );
-        Ok(())
-    }
-}
-
-/// The three load averages, parsed as float64 like node_exporter (no f32 rounding).
-fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
-    let mut fields = text.split_whitespace().map(str::parse::<f64>);
-    Some([
-        fields.next()?.ok()?,
-        fields.next()?.ok()?,
-        fields.next()?.ok()?,
-    ])
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Stat {
-    boot_time: u64,
-    context_switches: u64,
-    forks: u64,
-    procs_running: u64,
-    procs_blocked: u64,
-}
-
-fn parse_stat(text: &str) -> Result<Stat, String> {
-    let mut stat = Stat::default();
-    let mut seen = 0;
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let key = parts.next().unwrap_or("");
-        let slot = match key {
-            "btime" => &mut stat.boot_time,
-            "ctxt" => &mut stat.context_switches,
-            "processes" => &mut stat.forks,
-            "procs_running" => &mut stat.procs_running,
-            "procs_blocked" => &mut stat.procs_blocked,
-            _ => continue,
-        };
-        let value = parts.next().unwrap_or("");
-        *slot = value
-            .parse()
-            .map_err(|_| format!("line {key:?} has a non-integer value {value:?}"))?;
-        seen += 1;
-    }
-    if seen < 5 {
-        return Err(format!(
-            "expected btime, ctxt, processes, procs_running, procs_blocked; found {seen} of them"
-        ));
-    }
-    Ok(stat)
+/// Parses an unsigned integer field, naming it in the error.
+pub(crate) fn int(field: &str, what: &str) -> Result<u64, String> {
+    field
+        .parse()
+        .map_err(|_| format!("{what}: {field:?} is not an unsigned integer"))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testutil {
+    use sonde_proto::v1::BatchPayload;
 
-    #[test]
-    fn loadavg_is_exact() {
-        assert_eq!(
-            parse_loadavg("0.52 0.58 0.59 2/1038 4711\n"),
-            Some([0.52, 0.58, 0.59])
-        );
-        assert_eq!(parse_loadavg("0.52 x"), None);
+    /// The value of series `name` whose labels include all of `labels`.
+    pub fn value(payload: &BatchPayload, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        payload
+            .series
+            .iter()
+            .find(|s| {
+                s.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == name)
+                    && labels
+                        .iter()
+                        .all(|(n, v)| s.labels.iter().any(|l| l.name == *n && l.value == *v))
+            })
+            .map(|s| s.samples[0].value)
     }
 
-    #[test]
-    fn stat_fields() {
-        let text = "cpu  1 2 3 4\nctxt 123\nbtime 1700000000\nprocesses 99\nprocs_running 3\nprocs_blocked 1\n";
-        assert_eq!(
-            parse_stat(text).unwrap(),
-            Stat {
-                boot_time: 1_700_000_000,
-                context_switches: 123,
-                forks: 99,
-                procs_running: 3,
-                procs_blocked: 1
-            }
-        );
-        assert!(parse_stat("ctxt nope\n").unwrap_err().contains("ctxt"));
-        assert!(parse_stat("cpu 1\n").is_err());
+    /// Number of series named `name`.
+    pub fn count(payload: &BatchPayload, name: &str) -> usize {
+        payload
+            .series
+            .iter()
+            .filter(|s| {
+                s.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == name)
+            })
+            .count()
     }
 
-    #[test]
-    fn collects_from_a_fake_proc_root() {
+    /// Writes `files` (relative path, content) under a new temporary directory.
+    pub fn root(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("loadavg"), "1.5 2.5 3.5 1/2 3\n").unwrap();
-        std::fs::write(
-            dir.path().join("stat"),
-            "ctxt 10\nbtime 20\nprocesses 30\nprocs_running 4\nprocs_blocked 5\n",
-        )
-        .unwrap();
-        let mut emitter = Emitter::new(0);
-        NodeCollector::new(dir.path())
-            .collect(&mut emitter)
-            .unwrap();
-        let payload = emitter.finish();
-        let find = |name: &str| {
-            payload
-                .series
-                .iter()
-                .find(|s| s.labels[0].value == name)
-                .map(|s| s.samples[0].value)
-        };
-        assert_eq!(find("node_load5"), Some(2.5));
-        assert_eq!(find("node_forks_total"), Some(30.0));
-        assert_eq!(find("node_procs_blocked"), Some(5.0));
-    }
-
-    #[test]
-    fn missing_file_names_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = NodeCollector::new(dir.path())
-            .collect(&mut Emitter::new(0))
-            .unwrap_err();
-        assert!(err.to_string().contains("loadavg"), "{err}");
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
     }
 }
