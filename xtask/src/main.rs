@@ -8,6 +8,7 @@ mod bench;
 mod ci;
 mod codegen;
 mod ebpf;
+mod install;
 mod run;
 mod setup;
 mod util;
@@ -33,6 +34,8 @@ enum Command {
     Ci(ci::Options),
     /// Regenerate the Rust code for `proto/` (or check it is current with `--check`).
     Codegen(codegen::Options),
+    /// Install binaries, systemd units and configuration (under --root, default /).
+    Install(install::Options),
     /// Benchmarks against the real peers; results go to `bench-results/<name>.md`.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -46,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ci(options) => ci::run(&options),
         Command::Codegen(options) => codegen::run(&options),
         Command::Bench(bench) => bench::run(&bench),
+        Command::Install(options) => install::run(&options),
     }
 }

@@ -25,6 +25,10 @@ pub const TEST_PACKAGES: &[&str] = &[
     "python3",
 ];
 
+/// Python packages (PyPI) the end-to-end tests use, as `(import name, requirement)`.
+pub const TEST_PYTHON_PACKAGES: &[(&str, &str)] =
+    &[("kubernetes_validate", "kubernetes-validate==1.37.0")];
+
 /// Debian packages `cargo xtask codegen` needs.
 pub const CODEGEN_PACKAGES: &[&str] = &["protobuf-compiler"];
 
@@ -40,6 +44,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if !options.ebpf_only {
         ensure_packages(TEST_PACKAGES)?;
         ensure_packages(CODEGEN_PACKAGES)?;
+        ensure_python_packages(TEST_PYTHON_PACKAGES)?;
     }
     eprintln!("setup: everything is installed");
     Ok(())
@@ -143,6 +148,32 @@ pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
             .args(&missing),
     )
     .with_context(|| format!("could not install Debian packages: {}", missing.join(", ")))
+}
+
+/// Installs the Python packages that cannot be imported yet.
+pub fn ensure_python_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(module, _)| {
+            output(Command::new("python3").args(["-c", &format!("import {module}")])).is_none()
+        })
+        .map(|(_, requirement)| *requirement)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    util::run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(&missing),
+    )
+    .with_context(|| format!("could not install Python packages: {}", missing.join(", ")))
 }
 
 fn package_installed(package: &str) -> bool {
