@@ -103,6 +103,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             agent_id: agent_id.clone(),
             compression_level: config.compression_level,
         },
+        config.target_labels(&agent_id),
         config.security(),
         metrics.clone(),
         &tasks,

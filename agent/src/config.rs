@@ -64,6 +64,11 @@ pub enum LogFormat {
 pub struct Config {
     /// Identity of this agent in every batch; empty means the host name.
     pub agent_id: String,
+    /// Labels added to every series sent to the aggregators (not to `/metrics`, where the
+    /// scraper adds its own target labels), unless the series already has that label.
+    /// `instance` defaults to the agent id and `job` to `sonde-agent`, like Prometheus' target
+    /// labels for a scraped exporter; set them here to override.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// gRPC URLs of the aggregator replicas (`http://host:9181`); every replica gets every
     /// batch.
     pub aggregators: Vec<String>,
@@ -165,6 +170,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             agent_id: String::new(),
+            labels: std::collections::BTreeMap::new(),
             aggregators: vec!["http://127.0.0.1:9181".to_owned()],
             listen_metrics: SocketAddr::from(([0, 0, 0, 0], 9182)),
             interval: Duration::from_secs(15),
@@ -320,6 +326,22 @@ impl Config {
     /// Checks ranges and formats.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        for name in self.labels.keys() {
+            let mut bytes = name.bytes();
+            let valid = bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.starts_with("__");
+            if !valid {
+                return invalid(
+                    "labels",
+                    format!(
+                        "{name:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, no leading __)"
+                    ),
+                );
+            }
+        }
         if self.aggregators.is_empty() {
             return invalid(
                 "aggregators",
@@ -405,6 +427,16 @@ impl Config {
             server_name: t.tls.server_name.clone(),
             bearer_token_file: t.bearer_token_file.clone(),
         }
+    }
+
+    /// The labels added to every series sent: `job`, `instance`, then the configured ones.
+    pub fn target_labels(&self, agent_id: &str) -> Vec<(String, String)> {
+        let mut labels = std::collections::BTreeMap::from([
+            ("instance".to_owned(), agent_id.to_owned()),
+            ("job".to_owned(), "sonde-agent".to_owned()),
+        ]);
+        labels.extend(self.labels.clone());
+        labels.into_iter().filter(|(_, v)| !v.is_empty()).collect()
     }
 
     /// The agent id to use: the configured one, or the host name.

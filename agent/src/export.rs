@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sonde_proto::v1::BatchPayload;
+use sonde_proto::v1::{BatchPayload, Label};
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct Exporter {
     buffer: Arc<Buffer>,
+    target_labels: Arc<Vec<Label>>,
     appended: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 }
@@ -45,6 +46,7 @@ impl Exporter {
     /// `stop` is cancelled (call [`Exporter::flush`] first).
     pub fn start(
         options: BufferOptions,
+        target_labels: Vec<(String, String)>,
         security: Security,
         metrics: Arc<Metrics>,
         tasks: &TaskTracker,
@@ -64,8 +66,13 @@ impl Exporter {
             );
             tasks.spawn(replica.run(stop.clone()));
         }
+        let target_labels = target_labels
+            .into_iter()
+            .map(|(name, value)| Label { name, value })
+            .collect();
         Ok(Self {
             buffer,
+            target_labels: Arc::new(target_labels),
             appended,
             metrics,
         })
@@ -85,7 +92,11 @@ impl Exporter {
                 .map(|h| h.points.len())
                 .sum::<usize>()) as u32;
         let buffer = self.buffer.clone();
-        let result = tokio::task::spawn_blocking(move || buffer.append(&payload, samples)).await;
+        let labels = self.target_labels.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            buffer.append(&with_target_labels(&payload, &labels), samples)
+        })
+        .await;
         match result {
             Ok(Ok(sequence)) => {
                 self.metrics.appended(u64::from(samples));
@@ -119,5 +130,72 @@ impl Exporter {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A copy of `payload` with each target label added to every series and histogram that does
+/// not already have it, keeping labels sorted by name.
+pub fn with_target_labels(payload: &BatchPayload, targets: &[Label]) -> BatchPayload {
+    let mut out = payload.clone();
+    let add = |labels: &mut Vec<Label>| {
+        for target in targets {
+            if let Err(at) = labels.binary_search_by(|l| l.name.as_str().cmp(&target.name)) {
+                labels.insert(at, target.clone());
+            }
+        }
+    };
+    for series in &mut out.series {
+        add(&mut series.labels);
+    }
+    for histogram in &mut out.histograms {
+        add(&mut histogram.labels);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use sonde_proto::v1::Series;
+
+    use super::*;
+
+    fn label(name: &str, value: &str) -> Label {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn target_labels_are_added_in_order_without_overriding() {
+        let payload = BatchPayload {
+            series: vec![Series {
+                labels: vec![
+                    label("__name__", "up"),
+                    label("job", "mine"),
+                    label("zone", "a"),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = with_target_labels(
+            &payload,
+            &[label("instance", "host-1"), label("job", "sonde-agent")],
+        );
+        let got: Vec<(&str, &str)> = out.series[0]
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("__name__", "up"),
+                ("instance", "host-1"),
+                ("job", "mine"),
+                ("zone", "a")
+            ]
+        );
     }
 }

@@ -26,11 +26,20 @@ fn now_s() -> f64 {
 #[test]
 fn node_metrics_arrive_with_procfs_values() {
     let agg = Aggregator::start();
-    let _agent = Agent::start(&[agg.grpc_url()], &["--no-ebpf", "--interval", "1s"]);
+    let _agent = Agent::start(
+        &[agg.grpc_url()],
+        &["--no-ebpf", "--interval", "1s", "--agent-id", "node-a"],
+    );
     let boot = eventually(Duration::from_secs(30), "node_boot_time_seconds", || {
         agg.query_one("node_boot_time_seconds")
     });
     assert_eq!(boot, btime());
+    // Target labels identify the agent, as Prometheus' job/instance identify a scrape target.
+    let data = agg.query("node_boot_time_seconds", None);
+    assert_eq!(
+        data["result"][0]["metric"],
+        serde_json::json!({"__name__": "node_boot_time_seconds", "instance": "node-a", "job": "sonde-agent"})
+    );
     for metric in [
         "node_load1",
         "node_load5",
