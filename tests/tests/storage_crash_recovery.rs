@@ -201,6 +201,14 @@ fn sigkill_mid_ingest_loses_no_acknowledged_sample() {
     let status = agg.process().stop(Duration::from_secs(30));
     assert!(status.success(), "clean stop: {status:?}\n{}", agg.log());
     let blocks = std::fs::read_dir(data.join("blocks")).unwrap().count();
+    let log = agg.log();
+    eprintln!(
+        "{} of {} batches acknowledged; {blocks} blocks; {} flushes and {} compactions in the last life",
+        acked.len(),
+        next - 1,
+        log.matches("head flushed").count(),
+        log.matches("blocks compacted").count()
+    );
     assert!(blocks > 0, "flushes wrote blocks");
     verify(&data, &acked, next);
 }
