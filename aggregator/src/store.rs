@@ -753,9 +753,10 @@ impl Store {
             let to_flush: Vec<(Labels, Vec<Sample>)> = {
                 let head = self.head_read();
                 head.iter()
-                    .filter_map(|(_, labels, samples)| {
+                    .filter_map(|(_, labels, mut samples)| {
                         let end = samples.partition_point(|s| s.t < cut);
-                        (end > 0).then(|| (labels.clone(), samples[..end].to_vec()))
+                        samples.truncate(end);
+                        (end > 0).then(|| (labels.clone(), samples))
                     })
                     .collect()
             };

@@ -23,7 +23,11 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "curl",
     "python3",
+    "python3-pip",
 ];
+
+/// Python modules the end-to-end tests use to read our Parquet files as another engine.
+pub const TEST_PYTHON_MODULES: &[&str] = &["pyarrow"];
 
 /// Debian packages `cargo xtask codegen` needs.
 pub const CODEGEN_PACKAGES: &[&str] = &["protobuf-compiler"];
@@ -40,6 +44,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if !options.ebpf_only {
         ensure_packages(TEST_PACKAGES)?;
         ensure_packages(CODEGEN_PACKAGES)?;
+        ensure_python_modules(TEST_PYTHON_MODULES)?;
     }
     eprintln!("setup: everything is installed");
     Ok(())
@@ -143,6 +148,30 @@ pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
             .args(&missing),
     )
     .with_context(|| format!("could not install Debian packages: {}", missing.join(", ")))
+}
+
+/// Installs missing Python modules with pip (PyPI), for `python3` as found on PATH.
+pub fn ensure_python_modules(modules: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = modules
+        .iter()
+        .copied()
+        .filter(|m| output(Command::new("python3").args(["-c", &format!("import {m}")])).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let pip = |extra: &[&str]| {
+        util::run(
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(extra)
+                .args(&missing),
+        )
+    };
+    // A Debian-managed python3 refuses plain pip installs; the tests only read files.
+    pip(&[])
+        .or_else(|_| pip(&["--break-system-packages"]))
+        .with_context(|| format!("could not pip install {}", missing.join(", ")))
 }
 
 fn package_installed(package: &str) -> bool {

@@ -347,7 +347,7 @@ pub fn generate(
                         s.value = q((s.value + sd * rng.normal()).clamp(lo, hi), quantum);
                         s.value
                     }
-                    Kind::Noise { mean, sd } if mean < 0.0 => {
+                    Kind::Noise { mean, .. } if mean < 0.0 => {
                         // A histogram _sum: grows by a noisy float each scrape.
                         s.value += -mean * (1.0 + 0.5 * rng.normal()).max(0.0);
                         s.value

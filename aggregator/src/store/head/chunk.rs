@@ -1,0 +1,268 @@
+//! Compressed in-memory chunks for the head: Gorilla-style encoding (delta-of-delta
+//! timestamps, XOR of value bits), about 1–2 bytes per sample on regular scrapes instead of
+//! 16, which is what keeps memory per active series small.
+//!
+//! A chunk only takes samples newer than its last one; the head keeps out-of-order samples
+//! beside the chunks. Must not: reorder or drop samples; decoding gives back exact bits.
+
+use crate::store::Sample;
+
+/// Samples per chunk before a new one is started (bounds the decode cost of a lookup).
+pub const CHUNK_SAMPLES: u16 = 240;
+
+#[derive(Debug, Default, Clone)]
+struct Bits {
+    bytes: Vec<u8>,
+    /// Bits used in the last byte (0 = the last byte is full or there is none).
+    used: u8,
+}
+
+impl Bits {
+    fn push_bit(&mut self, bit: bool) {
+        if self.used == 0 {
+            self.bytes.push(0);
+        }
+        if bit {
+            let last = self.bytes.len() - 1;
+            self.bytes[last] |= 0x80 >> self.used;
+        }
+        self.used = (self.used + 1) % 8;
+    }
+
+    fn push(&mut self, value: u64, n: u8) {
+        for i in (0..n).rev() {
+            self.push_bit(value >> i & 1 == 1);
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn bit(&mut self) -> bool {
+        let b = self.bytes[self.pos / 8] & (0x80 >> (self.pos % 8)) != 0;
+        self.pos += 1;
+        b
+    }
+
+    fn read(&mut self, n: u8) -> u64 {
+        let mut v = 0;
+        for _ in 0..n {
+            v = v << 1 | u64::from(self.bit());
+        }
+        v
+    }
+}
+
+/// Timestamp delta-of-delta classes: (prefix bits, prefix length, payload bits).
+const DOD_CLASSES: [(u64, u8, u8); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
+
+/// Whether `v` fits in `bits` bits of two's complement.
+fn fits(v: i64, bits: u8) -> bool {
+    let half = 1i64 << (bits - 1);
+    (-half..half).contains(&v)
+}
+
+/// One compressed chunk of in-order samples.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    bits: Bits,
+    n: u16,
+    first_t: i64,
+    last_t: i64,
+    last_delta: i64,
+    last_v: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl Chunk {
+    /// A chunk holding `first`.
+    pub fn new(first: Sample) -> Self {
+        let mut bits = Bits::default();
+        bits.push(first.t as u64, 64);
+        bits.push(first.v.to_bits(), 64);
+        Self {
+            bits,
+            n: 1,
+            first_t: first.t,
+            last_t: first.t,
+            last_delta: 0,
+            last_v: first.v.to_bits(),
+            leading: u8::MAX,
+            trailing: 0,
+        }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    /// Whether the chunk is full.
+    pub fn is_full(&self) -> bool {
+        self.n >= CHUNK_SAMPLES
+    }
+
+    /// Oldest timestamp.
+    pub fn first_t(&self) -> i64 {
+        self.first_t
+    }
+
+    /// Newest timestamp.
+    pub fn last_t(&self) -> i64 {
+        self.last_t
+    }
+
+    /// Appends a sample newer than [`Self::last_t`].
+    pub fn push(&mut self, s: Sample) {
+        debug_assert!(s.t > self.last_t);
+        let delta = s.t - self.last_t;
+        let dod = delta - self.last_delta;
+        if dod == 0 {
+            self.bits.push_bit(false);
+        } else if let Some(&(prefix, len, bits)) = DOD_CLASSES.iter().find(|c| fits(dod, c.2)) {
+            self.bits.push(prefix, len);
+            self.bits.push(dod as u64 & ((1 << bits) - 1), bits);
+        } else {
+            self.bits.push(0b1111, 4);
+            self.bits.push(dod as u64, 64);
+        }
+        let v = s.v.to_bits();
+        let xor = v ^ self.last_v;
+        if xor == 0 {
+            self.bits.push_bit(false);
+        } else {
+            self.bits.push_bit(true);
+            let leading = (xor.leading_zeros() as u8).min(31);
+            let trailing = xor.trailing_zeros() as u8;
+            if self.leading != u8::MAX && leading >= self.leading && trailing >= self.trailing {
+                self.bits.push_bit(false);
+                let sig = 64 - self.leading - self.trailing;
+                self.bits.push(xor >> self.trailing, sig);
+            } else {
+                self.bits.push_bit(true);
+                let sig = 64 - leading - trailing;
+                self.bits.push(u64::from(leading), 5);
+                // 64 significant bits are written as 0 (they cannot be 0).
+                self.bits.push(u64::from(sig) & 63, 6);
+                self.bits.push(xor >> trailing, sig);
+                self.leading = leading;
+                self.trailing = trailing;
+            }
+        }
+        self.last_t = s.t;
+        self.last_delta = delta;
+        self.last_v = v;
+        self.n += 1;
+    }
+
+    /// Decodes every sample, in order, into `out`.
+    pub fn decode_into(&self, out: &mut Vec<Sample>) {
+        out.reserve(self.n as usize);
+        let mut r = Reader {
+            bytes: &self.bits.bytes,
+            pos: 0,
+        };
+        let mut t = r.read(64) as i64;
+        let mut v = r.read(64);
+        out.push(Sample {
+            t,
+            v: f64::from_bits(v),
+        });
+        let (mut delta, mut leading, mut trailing) = (0i64, 0u8, 0u8);
+        for _ in 1..self.n {
+            let dod = if !r.bit() {
+                0
+            } else {
+                let mut class = None;
+                for c in DOD_CLASSES {
+                    if !r.bit() {
+                        class = Some(c.2);
+                        break;
+                    }
+                }
+                match class {
+                    Some(bits) => {
+                        let raw = r.read(bits);
+                        // Sign-extend.
+                        ((raw << (64 - bits)) as i64) >> (64 - bits)
+                    }
+                    None => r.read(64) as i64,
+                }
+            };
+            delta += dod;
+            t += delta;
+            if r.bit() {
+                if r.bit() {
+                    leading = r.read(5) as u8;
+                    let mut sig = r.read(6) as u8;
+                    if sig == 0 {
+                        sig = 64;
+                    }
+                    trailing = 64 - leading - sig;
+                }
+                let sig = 64 - leading - trailing;
+                v ^= r.read(sig) << trailing;
+            }
+            out.push(Sample {
+                t,
+                v: f64::from_bits(v),
+            });
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.bits.bytes.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_bits_and_irregular_timestamps() {
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let values = [
+            1.0, 1.0, 2.5, -0.0, stale, f64::NAN, 1e300, 1e-300, 12345.67, 0.1, f64::INFINITY, 3.0,
+        ];
+        let mut times = vec![1_000i64];
+        for (i, d) in [15_000, 15_000, 15_003, 14_990, 1, 10_000_000 + 8192 - 1, 15_000, 9_999_999_999, 15_000, 15_000, 2]
+            .iter()
+            .enumerate()
+        {
+            times.push(times[i] + d);
+        }
+        let samples: Vec<Sample> = times
+            .iter()
+            .zip(values)
+            .map(|(&t, v)| Sample { t, v })
+            .collect();
+        let mut chunk = Chunk::new(samples[0]);
+        for &s in &samples[1..] {
+            chunk.push(s);
+        }
+        let mut out = Vec::new();
+        chunk.decode_into(&mut out);
+        let bits = |s: &[Sample]| s.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
+        assert_eq!(bits(&out), bits(&samples));
+    }
+
+    #[test]
+    fn regular_counter_is_small() {
+        let mut chunk = Chunk::new(Sample { t: 0, v: 100.0 });
+        for i in 1..CHUNK_SAMPLES as i64 {
+            chunk.push(Sample {
+                t: i * 15_000,
+                v: 100.0 + (i * 7 % 13) as f64,
+            });
+        }
+        let per_sample = chunk.heap_bytes() as f64 / chunk.len() as f64;
+        assert!(per_sample < 3.0, "{per_sample} B/sample");
+    }
+}
