@@ -46,8 +46,16 @@ impl MemSeries {
     /// Inserts unless the timestamp is present; true if inserted.
     fn push(&mut self, s: Sample) -> bool {
         match self.chunks.last_mut() {
-            Some(c) if s.t > c.last_t() && !c.is_full() => c.push(s),
-            Some(c) if s.t > c.last_t() => self.chunks.push(Chunk::new(s)),
+            Some(c) if s.t > c.last_t() && !c.is_full() => {
+                if !c.push(s) {
+                    c.shrink();
+                    self.chunks.push(Chunk::new(s));
+                }
+            }
+            Some(c) if s.t > c.last_t() => {
+                c.shrink();
+                self.chunks.push(Chunk::new(s));
+            }
             None => self.chunks.push(Chunk::new(s)),
             Some(_) => {
                 if self.contains(s.t) {
@@ -488,6 +496,6 @@ mod memory_tests {
         }
         let per_series = head.heap_bytes() / series;
         eprintln!("head memory: {per_series} B per series with 720 samples each");
-        assert!(per_series <= 6 * 1024, "{per_series} B per series");
+        assert!(per_series <= 2048, "{per_series} B per series");
     }
 }
