@@ -243,7 +243,12 @@ pub struct Cli {
     #[arg(long, env = "SONDE_AGGREGATOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory for all persistent state [default: data].
-    #[arg(long, env = "SONDE_AGGREGATOR_DATA_DIR", value_name = "DIR", global = true)]
+    #[arg(
+        long,
+        env = "SONDE_AGGREGATOR_DATA_DIR",
+        value_name = "DIR",
+        global = true
+    )]
     pub data_dir: Option<PathBuf>,
     /// HTTP listen address (Prometheus API, /metrics, health) [default: 0.0.0.0:9180].
     #[arg(long, env = "SONDE_AGGREGATOR_LISTEN_HTTP", value_name = "ADDR")]
@@ -352,7 +357,11 @@ impl Config {
         if st.block_duration < Duration::from_secs(60) {
             return invalid("storage.block_duration", "must be at least 1m");
         }
-        if st.compacted_block_duration.as_millis() % st.block_duration.as_millis() != 0 {
+        if !st
+            .compacted_block_duration
+            .as_millis()
+            .is_multiple_of(st.block_duration.as_millis())
+        {
             return invalid(
                 "storage.compacted_block_duration",
                 "must be a multiple of storage.block_duration",

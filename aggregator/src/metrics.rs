@@ -130,7 +130,11 @@ impl Metrics {
             head_samples.clone(),
         );
         let store_blocks = Gauge::default();
-        registry.register("store_blocks", "Parquet blocks on disk", store_blocks.clone());
+        registry.register(
+            "store_blocks",
+            "Parquet blocks on disk",
+            store_blocks.clone(),
+        );
         let store_block_bytes = Gauge::default();
         registry.register_with_unit(
             "store_block",

@@ -12,8 +12,8 @@ fn spans_are_stored_and_too_old_samples_rejected() {
     let data = tmp.path().join("data");
     let mut agg = Aggregator::start_in(Some(&data), None, &[]);
     let span = Span {
-        trace_id: vec![7; 16].into(),
-        span_id: vec![1; 8].into(),
+        trace_id: vec![7; 16],
+        span_id: vec![1; 8],
         parent_span_id: Default::default(),
         name: "GET /users".into(),
         kind: 2,
@@ -38,20 +38,34 @@ fn spans_are_stored_and_too_old_samples_rejected() {
         spans_batch,
         series_batch("a", 1, "up", &[("job", "x")], &[(10 * 3_600_000, 1.0)]),
         // 30 min behind the newest sample: inside the 1h window, accepted.
-        series_batch("a", 2, "up", &[("job", "x")], &[(10 * 3_600_000 - 1_800_000, 0.5)]),
+        series_batch(
+            "a",
+            2,
+            "up",
+            &[("job", "x")],
+            &[(10 * 3_600_000 - 1_800_000, 0.5)],
+        ),
         // 2h behind: too old.
         series_batch("a", 3, "up", &[("job", "x")], &[(8 * 3_600_000, 2.0)]),
     ]);
     assert_eq!(acks[0].status, AckStatus::Ok as i32, "{:?}", acks[0]);
     assert_eq!(acks[0].spans_stored, 1);
-    assert_eq!((acks[1].status, acks[2].status), (AckStatus::Ok as i32, AckStatus::Ok as i32));
+    assert_eq!(
+        (acks[1].status, acks[2].status),
+        (AckStatus::Ok as i32, AckStatus::Ok as i32)
+    );
     assert_eq!(acks[3].status, AckStatus::Rejected as i32, "{:?}", acks[3]);
     assert!(
         acks[3].error.contains("up{job=\"x\"}") && acks[3].error.contains("28800000"),
         "{}",
         acks[3].error
     );
-    assert_eq!(agg.process().stop(std::time::Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(
+        agg.process()
+            .stop(std::time::Duration::from_secs(30))
+            .code(),
+        Some(0)
+    );
     drop(agg);
     let store = Store::open(&data).unwrap();
     let found = store
@@ -61,9 +75,16 @@ fn spans_are_stored_and_too_old_samples_rejected() {
         })
         .unwrap();
     assert_eq!(found.len(), 1);
-    assert_eq!((found[0].name.as_str(), found[0].duration_nanos()), ("GET /users", 250_000_000));
+    assert_eq!(
+        (found[0].name.as_str(), found[0].duration_nanos()),
+        ("GET /users", 250_000_000)
+    );
     let up = store
-        .select(&[sonde_aggregator::store::Matcher::equal("__name__", "up")], 0, i64::MAX)
+        .select(
+            &[sonde_aggregator::store::Matcher::equal("__name__", "up")],
+            0,
+            i64::MAX,
+        )
         .unwrap();
     assert_eq!(up[0].samples.len(), 2);
 }

@@ -199,10 +199,8 @@ impl Head {
             if !newer && existing.is_some_and(|e| e.contains(s.t)) {
                 continue;
             }
-            if let Some(last) = out.last() {
-                if last.t >= s.t {
-                    sorted = false;
-                }
+            if out.last().is_some_and(|last| last.t >= s.t) {
+                sorted = false;
             }
             out.push(s);
         }
@@ -322,7 +320,10 @@ impl Head {
 
     /// Label sets of matching series, sorted.
     pub fn series(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
-        let mut out: Vec<Labels> = self.matching_labels(selectors, mint, maxt).cloned().collect();
+        let mut out: Vec<Labels> = self
+            .matching_labels(selectors, mint, maxt)
+            .cloned()
+            .collect();
         out.sort();
         out
     }

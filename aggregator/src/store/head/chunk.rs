@@ -78,9 +78,17 @@ const INT_CLASSES: [(u64, u8, u8); 4] = [
 #[derive(Debug, Clone)]
 enum Mode {
     /// XOR of the float bits with the previous value.
-    Float { last_v: u64, leading: u8, trailing: u8 },
+    Float {
+        last_v: u64,
+        leading: u8,
+        trailing: u8,
+    },
     /// Values are `m / 10^scale` exactly; delta-of-delta of `m`.
-    Int { scale: i8, last_m: i64, last_dm: i64 },
+    Int {
+        scale: i8,
+        last_m: i64,
+        last_dm: i64,
+    },
 }
 
 /// One compressed chunk of in-order samples.
@@ -151,6 +159,11 @@ impl Chunk {
         self.n as usize
     }
 
+    /// Whether the chunk holds no sample (never: a chunk starts with one).
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
     /// Whether the chunk is full.
     pub fn is_full(&self) -> bool {
         self.n >= CHUNK_SAMPLES
@@ -183,7 +196,10 @@ impl Chunk {
     }
 
     fn push_int(&mut self, m: i64) {
-        let Mode::Int { last_m, last_dm, .. } = &mut self.mode else {
+        let Mode::Int {
+            last_m, last_dm, ..
+        } = &mut self.mode
+        else {
             unreachable!("integer push in float mode");
         };
         let dm = m.wrapping_sub(*last_m);
@@ -353,12 +369,35 @@ mod tests {
     fn round_trips_bits_and_irregular_timestamps() {
         let stale = f64::from_bits(0x7ff0_0000_0000_0002);
         let values = [
-            1.0, 1.0, 2.5, -0.0, stale, f64::NAN, 1e300, 1e-300, 12345.67, 0.1, f64::INFINITY, 3.0,
+            1.0,
+            1.0,
+            2.5,
+            -0.0,
+            stale,
+            f64::NAN,
+            1e300,
+            1e-300,
+            12345.67,
+            0.1,
+            f64::INFINITY,
+            3.0,
         ];
         let mut times = vec![1_000i64];
-        for (i, d) in [15_000, 15_000, 15_003, 14_990, 1, 10_000_000 + 8192 - 1, 15_000, 9_999_999_999, 15_000, 15_000, 2]
-            .iter()
-            .enumerate()
+        for (i, d) in [
+            15_000,
+            15_000,
+            15_003,
+            14_990,
+            1,
+            10_000_000 + 8192 - 1,
+            15_000,
+            9_999_999_999,
+            15_000,
+            15_000,
+            2,
+        ]
+        .iter()
+        .enumerate()
         {
             times.push(times[i] + d);
         }
@@ -404,7 +443,10 @@ mod tests {
         }
         let bits = |s: &[Sample]| s.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
         assert_eq!(bits(&out), bits(&samples));
-        assert!(chunks.len() >= 2, "2e15 at scale 3 does not fit: a new chunk");
+        assert!(
+            chunks.len() >= 2,
+            "2e15 at scale 3 does not fit: a new chunk"
+        );
     }
 
     #[test]
