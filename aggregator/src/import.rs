@@ -1,6 +1,6 @@
 //! `sonde-aggregator import`: backfills OpenMetrics text files (what `promtool tsdb
 //! create-blocks-from openmetrics` takes) into a data directory as Parquet blocks, then
-//! compacts them.
+//! compacts them with any blocks already there.
 //!
 //! The aggregator must not be running on the directory (the store's lock enforces it).
 //! Must not: go through the WAL; imported data lands directly in blocks.
@@ -14,7 +14,7 @@ use std::{
 };
 
 use self::openmetrics::{Line, ParseError, Parser};
-use crate::store::{Sample, Store, StoreError, StoreOptions};
+use crate::store::{Sample, Store, StoreError, StoreOptions, head::MemSeries};
 
 /// Why an import failed. Nothing is written unless every file parses.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,10 @@ pub struct ImportSummary {
     pub write_seconds: f64,
 }
 
+fn options_window(store: &Store) -> i64 {
+    store.options().compacted_block_duration.as_millis().max(1) as i64
+}
+
 /// Parses `files` (all of them, before writing anything) and writes their samples as
 /// blocks into the store at `data_dir`.
 pub fn import(
@@ -70,7 +74,8 @@ pub fn import(
 ) -> Result<ImportSummary, ImportError> {
     let started = Instant::now();
     let mut parser = Parser::new();
-    let mut samples: Vec<Vec<Sample>> = Vec::new();
+    // Compressed per-series buffers (~2 B/sample instead of 16), first write wins.
+    let mut samples: Vec<MemSeries> = Vec::new();
     let mut summary = ImportSummary::default();
     for path in files {
         let read_err = |source| ImportError::Read {
@@ -95,9 +100,11 @@ pub fn import(
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             if let Line::Sample { id, t, v } = parser.line(text).map_err(parse_err)? {
                 if samples.len() <= id as usize {
-                    samples.resize_with(id as usize + 1, Vec::new);
+                    samples.resize_with(id as usize + 1, MemSeries::default);
                 }
-                samples[id as usize].push(Sample { t, v });
+                if !samples[id as usize].push(Sample { t, v }) {
+                    summary.duplicates += 1;
+                }
                 summary.samples += 1;
             }
         }
@@ -106,19 +113,30 @@ pub fn import(
     summary.parse_seconds = started.elapsed().as_secs_f64();
     let written = Instant::now();
     let store = Store::open_offline(data_dir, options)?;
-    let mut series = Vec::with_capacity(samples.len());
-    for (labels, mut s) in parser.series.into_iter().zip(samples) {
-        // Stable: the first of equal timestamps stays first and survives the dedup.
-        if !s.is_sorted_by_key(|x| x.t) {
-            s.sort_by_key(|x| x.t);
+    summary.series = parser.series.len() as u64;
+    // One block per compaction window (what compaction would produce), decoded from the
+    // compressed buffers one window at a time to bound memory.
+    let window = options_window(&store);
+    let min_t = samples.iter().filter_map(MemSeries::min_t).min();
+    let max_t = samples.iter().filter_map(MemSeries::max_t).max();
+    if let (Some(min_t), Some(max_t)) = (min_t, max_t) {
+        let mut start = min_t.div_euclid(window) * window;
+        while start <= max_t {
+            let end = start.saturating_add(window - 1);
+            let part: Vec<_> = parser
+                .series
+                .iter()
+                .zip(&samples)
+                .filter_map(|(labels, buffer)| {
+                    let s = buffer.range(start, end);
+                    (!s.is_empty()).then(|| (labels.clone(), s))
+                })
+                .collect();
+            store.write_block(part)?;
+            start = start.saturating_add(window);
         }
-        let before = s.len();
-        s.dedup_by_key(|x| x.t);
-        summary.duplicates += (before - s.len()) as u64;
-        series.push((labels, s));
     }
-    summary.series = series.len() as u64;
-    store.write_blocks(series)?;
+    // Merge with blocks that were already there.
     store.compact(true)?;
     for (family, metadata) in parser.metadata {
         store.set_metadata(family, metadata);

@@ -725,9 +725,33 @@ impl Store {
     /// Writes `series` as blocks aligned to the block duration (one per range) and adds
     /// them to the store. Used by flushes and by import.
     pub fn write_blocks(&self, series: Vec<(Labels, Vec<Sample>)>) -> Result<usize, StoreError> {
+        self.write_blocks_aligned(series, self.options.block_ms())
+    }
+
+    /// Writes one block from `series` (the caller keeps it within one window) and adds it
+    /// to the store; false when there was nothing to write.
+    pub fn write_block(&self, series: Vec<(Labels, Vec<Sample>)>) -> Result<bool, StoreError> {
+        let blocks_dir = self.dir.path().join("blocks");
+        let Some((path, _)) =
+            block::write::write_block(&blocks_dir, self.next_seq(), 0, Vec::new(), series)?
+        else {
+            return Ok(false);
+        };
+        let block = Arc::new(Block::open(&path)?);
+        let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+        blocks.push(block);
+        blocks.sort_by_key(|b| b.meta().seq);
+        Ok(true)
+    }
+
+    fn write_blocks_aligned(
+        &self,
+        series: Vec<(Labels, Vec<Sample>)>,
+        step: i64,
+    ) -> Result<usize, StoreError> {
         let blocks_dir = self.dir.path().join("blocks");
         let mut written = 0;
-        for (_, part) in split_by_range(series, self.options.block_ms()) {
+        for (_, part) in split_by_range(series, step) {
             if let Some((path, _)) =
                 block::write::write_block(&blocks_dir, self.next_seq(), 0, Vec::new(), part)?
             {

@@ -13,18 +13,26 @@ use super::{
     index::{SeriesId, SeriesIndex},
 };
 
-/// One series' samples: compressed chunks of in-order samples, plus out-of-order samples
+/// One series' samples (also the import's compact buffer): compressed chunks of in-order samples, plus out-of-order samples
 /// (older than the newest chunk sample) kept sorted beside them. No timestamp appears twice
 /// across both.
 #[derive(Debug, Default)]
-struct MemSeries {
+pub struct MemSeries {
     chunks: Vec<Chunk>,
     ooo: Vec<Sample>,
     count: usize,
 }
 
 impl MemSeries {
-    fn last_t(&self) -> Option<i64> {
+    /// Newest timestamp, if any.
+    pub fn max_t(&self) -> Option<i64> {
+        let c = self.chunks.last().map(Chunk::last_t);
+        let o = self.ooo.last().map(|s| s.t);
+        c.into_iter().chain(o).max()
+    }
+
+    /// Newest in-order timestamp, if any.
+    pub fn last_t(&self) -> Option<i64> {
         self.chunks.last().map(Chunk::last_t)
     }
 
@@ -43,8 +51,8 @@ impl MemSeries {
         }
     }
 
-    /// Inserts unless the timestamp is present; true if inserted.
-    fn push(&mut self, s: Sample) -> bool {
+    /// Inserts unless the timestamp is present (first write wins); true if inserted.
+    pub fn push(&mut self, s: Sample) -> bool {
         match self.chunks.last_mut() {
             Some(c) if s.t > c.last_t() && !c.is_full() => {
                 if !c.push(s) {
@@ -70,7 +78,7 @@ impl MemSeries {
     }
 
     /// Samples in `[mint, maxt]`, sorted.
-    fn range(&self, mint: i64, maxt: i64) -> Vec<Sample> {
+    pub fn range(&self, mint: i64, maxt: i64) -> Vec<Sample> {
         let mut out = Vec::new();
         for c in &self.chunks {
             if c.last_t() >= mint && c.first_t() <= maxt {
@@ -86,11 +94,13 @@ impl MemSeries {
         out
     }
 
-    fn all(&self) -> Vec<Sample> {
+    /// Every sample, sorted by time.
+    pub fn all(&self) -> Vec<Sample> {
         self.range(i64::MIN, i64::MAX)
     }
 
-    fn min_t(&self) -> Option<i64> {
+    /// Oldest timestamp, if any.
+    pub fn min_t(&self) -> Option<i64> {
         let c = self.chunks.first().map(Chunk::first_t);
         let o = self.ooo.first().map(|s| s.t);
         c.into_iter().chain(o).min()
