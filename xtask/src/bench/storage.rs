@@ -207,11 +207,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let sonde_dir = work.join("sonde");
     let (seconds, rss) = measure(
         Command::new(&sonde)
-            .arg("import")
-            .arg("--data-dir")
+            .args(["--log-level", "warn", "import", "--data-dir"])
             .arg(&sonde_dir)
-            .arg(&om_path)
-            .args(["--log-level", "warn"]),
+            .arg(&om_path),
     )?;
     let blocks = du(&sonde_dir.join("blocks"));
     results.push(Figures {
@@ -251,6 +249,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             .arg(&sonde_dir),
     )
     .unwrap_or_default();
+
+    // Alternative encodings of the same samples table, measured with pyarrow (if present).
+    let script = root.join("xtask/src/bench/storage/encodings.py");
+    let encodings = util::output(
+        Command::new("python3")
+            .arg(&script)
+            .arg(&sonde_dir)
+            .arg(samples.to_string()),
+    )
+    .unwrap_or_else(|| "(pyarrow not available: `cargo xtask setup` installs it)\n".to_owned());
 
     let mut md = String::new();
     let _ = writeln!(md, "# Storage benchmark\n");
@@ -298,6 +306,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
          VictoriaMetrics: the HTTP import plus a forced flush). Peak RSS is the process' high-water \
          mark (VictoriaMetrics: the server's). Sonde's per-column sizes:\n\n```\n{}```",
         inspect
+    );
+    let _ = writeln!(
+        md,
+        "\nThe same samples table re-encoded with other Parquet settings (pyarrow, \
+         `xtask/src/bench/storage/encodings.py`; one file, so slightly smaller than the blocks):\n\n```\n{encodings}```"
     );
     let out = root.join("bench-results/storage.md");
     std::fs::create_dir_all(out.parent().expect("has a parent"))?;
