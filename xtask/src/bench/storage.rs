@@ -133,8 +133,11 @@ fn victoria_metrics(prom_file: &Path, data: &Path) -> anyhow::Result<Figures> {
         curl(&[
             "-H",
             "Content-Type: text/plain",
-            "--data-binary",
-            &format!("@{}", prom_file.display()),
+            // -T streams the file (--data-binary would load 1 GB into memory).
+            "-X",
+            "POST",
+            "-T",
+            &prom_file.display().to_string(),
             &format!("http://{addr}/api/v1/import/prometheus"),
         ])?;
         curl(&[&format!("http://{addr}/internal/force_flush")])?;
