@@ -220,7 +220,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         bytes: blocks,
         seconds,
         max_rss_kib: rss,
-        note: "`sonde-aggregator import` (parse, write 2h blocks, compact into one); blocks/ only"
+        note: "`sonde-aggregator import` (parse, write one block per 1-day compaction window); blocks/ only"
             .to_owned(),
     });
 
