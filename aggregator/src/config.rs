@@ -240,7 +240,12 @@ impl Default for QueryConfig {
 )]
 pub struct Cli {
     /// TOML config file (keys as in deploy/aggregator.example.toml).
-    #[arg(long, env = "SONDE_AGGREGATOR_CONFIG", value_name = "FILE", global = true)]
+    #[arg(
+        long,
+        env = "SONDE_AGGREGATOR_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
     pub config: Option<PathBuf>,
     /// Directory for all persistent state [default: data].
     #[arg(
@@ -257,10 +262,20 @@ pub struct Cli {
     #[arg(long, env = "SONDE_AGGREGATOR_LISTEN_GRPC", value_name = "ADDR")]
     pub listen_grpc: Option<SocketAddr>,
     /// Log format [default: text].
-    #[arg(long, env = "SONDE_AGGREGATOR_LOG_FORMAT", value_name = "FORMAT", global = true)]
+    #[arg(
+        long,
+        env = "SONDE_AGGREGATOR_LOG_FORMAT",
+        value_name = "FORMAT",
+        global = true
+    )]
     pub log_format: Option<LogFormat>,
     /// Log filter, e.g. `info` or `info,sonde_aggregator::ingest=debug` [default: info].
-    #[arg(long, env = "SONDE_AGGREGATOR_LOG_LEVEL", value_name = "FILTER", global = true)]
+    #[arg(
+        long,
+        env = "SONDE_AGGREGATOR_LOG_LEVEL",
+        value_name = "FILTER",
+        global = true
+    )]
     pub log_level: Option<String>,
     /// A subcommand; without one the aggregator serves.
     #[command(subcommand)]

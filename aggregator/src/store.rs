@@ -800,8 +800,14 @@ impl Store {
                     .collect()
             };
             written = self.write_blocks(to_flush)?;
-            meta::write_flushed_before(self.dir.path(), cut)?;
-            self.flushed_before.store(cut, Ordering::Relaxed);
+            // Persisted only for a partial flush: its sealed segments survive and replay
+            // must skip what is now in blocks. A full flush deletes every sealed segment, and
+            // its cut (newest + 1) would wrongly hide samples still accepted afterwards
+            // within the out-of-order window.
+            if !all {
+                meta::write_flushed_before(self.dir.path(), cut)?;
+            }
+            self.flushed_before.fetch_max(cut, Ordering::Relaxed);
         }
         let spans = {
             let mut wal = match held.take() {

@@ -158,6 +158,28 @@ fn shutdown_flush_then_more_data_then_compaction_keeps_first_writes() {
     );
 }
 
+/// Regression: after a shutdown flush, samples accepted inside the out-of-order window (older
+/// than the flushed newest sample) must survive a crash.
+#[test]
+fn samples_within_the_window_after_a_full_flush_survive_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(tmp.path(), options()).unwrap();
+        store.append(labels("a", "x"), &[s(100_000, 1.0)]).unwrap();
+        store.flush(true).unwrap();
+    }
+    {
+        let store = Store::open_with(tmp.path(), options()).unwrap();
+        store.append(labels("a", "x"), &[s(50_000, 0.5)]).unwrap();
+        // Dropped without a flush: a crash.
+    }
+    let store = Store::open_with(tmp.path(), options()).unwrap();
+    assert_eq!(
+        all(&store)[0].samples,
+        vec![s(50_000, 0.5), s(100_000, 1.0)]
+    );
+}
+
 #[test]
 fn torn_wal_tail_is_cut_and_store_reopens() {
     let tmp = tempfile::tempdir().unwrap();
