@@ -303,6 +303,18 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             r.note
         );
     }
+    let per = |name: &str| {
+        results
+            .iter()
+            .find(|r| r.name.starts_with(name))
+            .map_or(f64::NAN, |r| r.bytes as f64 / samples as f64)
+    };
+    let _ = writeln!(
+        md,
+        "\nSonde / Prometheus: {:.2}× the bytes; Sonde / VictoriaMetrics: {:.2}× (goal: < 1, ≤ 1.5).",
+        per("Sonde") / per("Prometheus"),
+        per("Sonde") / per("VictoriaMetrics")
+    );
     let _ = writeln!(
         md,
         "\nImport samples/s is wall time over the whole import (Sonde and promtool: the process; \
