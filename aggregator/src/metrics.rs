@@ -70,6 +70,11 @@ pub struct Metrics {
     pub query_duration: Family<QueryLabels, Histogram>,
     head_series: Gauge,
     head_samples: Gauge,
+    store_blocks: Gauge,
+    store_block_bytes: Gauge,
+    store_block_samples: Gauge,
+    store_wal_bytes: Gauge,
+    store_head_memory_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -145,6 +150,39 @@ impl Metrics {
             "Samples held in the head",
             head_samples.clone(),
         );
+        let store_blocks = Gauge::default();
+        registry.register(
+            "store_blocks",
+            "Parquet blocks on disk",
+            store_blocks.clone(),
+        );
+        let store_block_bytes = Gauge::default();
+        registry.register_with_unit(
+            "store_block",
+            "Size of the Parquet blocks on disk",
+            Unit::Bytes,
+            store_block_bytes.clone(),
+        );
+        let store_block_samples = Gauge::default();
+        registry.register(
+            "store_block_samples",
+            "Samples in Parquet blocks",
+            store_block_samples.clone(),
+        );
+        let store_wal_bytes = Gauge::default();
+        registry.register_with_unit(
+            "store_wal",
+            "Size of the write-ahead log segments",
+            Unit::Bytes,
+            store_wal_bytes.clone(),
+        );
+        let store_head_memory_bytes = Gauge::default();
+        registry.register_with_unit(
+            "store_head_memory",
+            "Approximate heap held by the head and the block indexes",
+            Unit::Bytes,
+            store_head_memory_bytes.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -164,6 +202,11 @@ impl Metrics {
             query_duration,
             head_series,
             head_samples,
+            store_blocks,
+            store_block_bytes,
+            store_block_samples,
+            store_wal_bytes,
+            store_head_memory_bytes,
         }
     }
 
@@ -172,6 +215,12 @@ impl Metrics {
         let stats = store.stats();
         self.head_series.set(stats.series as i64);
         self.head_samples.set(stats.samples as i64);
+        let disk = store.disk_stats();
+        self.store_blocks.set(disk.blocks as i64);
+        self.store_block_bytes.set(disk.block_bytes as i64);
+        self.store_block_samples.set(disk.block_samples as i64);
+        self.store_wal_bytes.set(disk.wal_bytes as i64);
+        self.store_head_memory_bytes.set(store.heap_bytes() as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

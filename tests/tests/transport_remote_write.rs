@@ -134,8 +134,18 @@ fn status_codes_follow_what_senders_expect() {
     let (code, body) = post(&url, snappy(&invalid.encode_to_vec()), "snappy", proto);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("invalid metric name \"bad-name\""), "{body}");
-    let mut native = series("rw_native", 1, 1.0);
-    native.histograms = vec![Histogram { timestamp: 1 }];
+    // Older than the out-of-order window: 400 (resending cannot fix it), naming the series.
+    let too_old = WriteRequest {
+        timeseries: vec![series("rw_metric", 1, 1.0)],
+        metadata: vec![],
+    };
+    let (code, body) = post(&url, snappy(&too_old.encode_to_vec()), "snappy", proto);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("too old"), "{body}");
+    let mut native = series("rw_native", 1_700_000_000_000, 1.0);
+    native.histograms = vec![Histogram {
+        timestamp: 1_700_000_000_000,
+    }];
     let (code, body) = post(
         &url,
         snappy(

@@ -5,6 +5,7 @@
 pub mod agent_collect;
 mod ingest;
 pub mod process;
+mod storage;
 
 use clap::Subcommand;
 
@@ -17,12 +18,16 @@ pub enum Bench {
     AgentCollect(agent_collect::Options),
     /// Agent → aggregator ingest throughput: samples/s per aggregator core, CPU, RSS.
     Ingest(ingest::Options),
+    /// Bytes per sample, import speed and memory: Sonde vs Prometheus (promtool) vs
+    /// VictoriaMetrics on generated node_exporter-like data.
+    Storage(storage::Options),
 }
 
 pub fn run(bench: &Bench) -> anyhow::Result<()> {
     match bench {
         Bench::AgentCollect(options) => agent_collect::run(options),
         Bench::Ingest(options) => ingest::run(options),
+        Bench::Storage(options) => storage::run(options),
     }
 }
 

@@ -23,11 +23,14 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "curl",
     "python3",
+    "python3-pip",
 ];
 
 /// Python packages (PyPI) the end-to-end tests use, as `(import name, requirement)`.
-pub const TEST_PYTHON_PACKAGES: &[(&str, &str)] =
-    &[("kubernetes_validate", "kubernetes-validate==1.37.0")];
+pub const TEST_PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("kubernetes_validate", "kubernetes-validate==1.37.0"),
+    ("pyarrow", "pyarrow"),
+];
 
 /// Debian packages `cargo xtask codegen` needs.
 pub const CODEGEN_PACKAGES: &[&str] = &["protobuf-compiler"];
@@ -162,18 +165,24 @@ pub fn ensure_python_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    util::run(
-        Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(&missing),
-    )
-    .with_context(|| format!("could not install Python packages: {}", missing.join(", ")))
+    let pip = |extra: &[&str]| {
+        util::run(
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(extra)
+                .args(&missing),
+        )
+    };
+    // A Debian-managed python3 refuses plain pip installs; the tests only read files.
+    pip(&[])
+        .or_else(|_| pip(&["--break-system-packages"]))
+        .with_context(|| format!("could not install Python packages: {}", missing.join(", ")))
 }
 
 fn package_installed(package: &str) -> bool {

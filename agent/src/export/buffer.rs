@@ -19,6 +19,7 @@
 //! All methods do blocking file I/O: call them from the blocking pool.
 
 use std::{
+    collections::BTreeSet,
     collections::{BTreeMap, VecDeque},
     fs::{self, File},
     io::{self, Write},
@@ -95,6 +96,11 @@ struct Inner {
     segments: VecDeque<Segment>,
     index: BTreeMap<u64, Entry>,
     trackers: Vec<SequenceTracker>,
+    /// Per replica: batches sent on the current stream and not acknowledged yet.
+    in_flight: Vec<BTreeSet<u64>>,
+    /// Per replica: in-flight batches the size bound dropped, with their samples. An ack
+    /// still delivers them; when the stream ends without one they count as dropped.
+    unsettled: Vec<BTreeMap<u64, u64>>,
     bytes: u64,
     last_cursor_write: Option<Instant>,
 }
@@ -169,7 +175,7 @@ impl Buffer {
         }
         let oldest = index.keys().next().copied();
         let newest = index.keys().next_back().copied().unwrap_or(0);
-        let trackers = options
+        let trackers: Vec<SequenceTracker> = options
             .replicas
             .iter()
             .map(|url| {
@@ -194,6 +200,8 @@ impl Buffer {
                 next_sequence,
                 segments,
                 index,
+                in_flight: vec![BTreeSet::new(); trackers.len()],
+                unsettled: vec![BTreeMap::new(); trackers.len()],
                 trackers,
                 bytes,
                 last_cursor_write: None,
@@ -311,15 +319,20 @@ impl Buffer {
                 .map(|(s, e)| (*s, *e))
                 .collect();
             for (i, url) in self.options.replicas.iter().enumerate() {
-                let lost: u64 = dropped
-                    .iter()
-                    .filter(|(s, _)| !inner.trackers[i].seen(*s))
-                    .map(|(_, e)| u64::from(e.samples))
-                    .sum();
-                let batches = dropped
-                    .iter()
-                    .filter(|(s, _)| !inner.trackers[i].seen(*s))
-                    .count();
+                let mut lost = 0;
+                let mut batches = 0;
+                for (s, e) in &dropped {
+                    if inner.trackers[i].seen(*s) {
+                        continue;
+                    }
+                    if inner.in_flight[i].remove(s) {
+                        // Sent: its ack may still come and deliver it.
+                        inner.unsettled[i].insert(*s, u64::from(e.samples));
+                    } else {
+                        lost += u64::from(e.samples);
+                        batches += 1;
+                    }
+                }
                 if batches > 0 {
                     self.metrics.buffer_dropped(url, batches, lost);
                     tracing::warn!(
@@ -352,9 +365,43 @@ impl Buffer {
             .find(|s| !tracker.seen(*s))
     }
 
+    /// Reads batch `sequence` to send it to `replica`, if still buffered, and records it as in
+    /// flight on that replica's stream until [`Buffer::ack`] or [`Buffer::stream_ended`].
+    pub fn read_for(&self, replica: usize, sequence: u64) -> Result<Option<Batch>, BufferError> {
+        let mut inner = self.lock();
+        let batch = Self::read_locked(&inner, sequence)?;
+        if batch.is_some() {
+            inner.in_flight[replica].insert(sequence);
+        }
+        Ok(batch)
+    }
+
+    /// The stream to `replica` ended: batches the bound dropped while they were in flight and
+    /// that were not acknowledged are lost for that replica, and counted.
+    pub fn stream_ended(&self, replica: usize) {
+        let mut inner = self.lock();
+        inner.in_flight[replica].clear();
+        let unsettled = std::mem::take(&mut inner.unsettled[replica]);
+        if unsettled.is_empty() {
+            return;
+        }
+        let lost: u64 = unsettled.values().sum();
+        let url = &self.options.replicas[replica];
+        self.metrics.buffer_dropped(url, unsettled.len(), lost);
+        tracing::warn!(
+            aggregator = %url,
+            batches = unsettled.len(),
+            samples = lost,
+            "buffer full: dropped batches that were in flight when the stream ended"
+        );
+    }
+
     /// Reads batch `sequence`, if still buffered.
     pub fn read(&self, sequence: u64) -> Result<Option<Batch>, BufferError> {
-        let inner = self.lock();
+        Self::read_locked(&self.lock(), sequence)
+    }
+
+    fn read_locked(inner: &Inner, sequence: u64) -> Result<Option<Batch>, BufferError> {
         let Some(entry) = inner.index.get(&sequence).copied() else {
             return Ok(None);
         };
@@ -380,6 +427,11 @@ impl Buffer {
     /// Returns true when this acknowledgement made the batch reach the write quorum.
     pub fn ack(&self, replica: usize, sequence: u64) -> Result<bool, BufferError> {
         let mut inner = self.lock();
+        inner.in_flight[replica].remove(&sequence);
+        if inner.unsettled[replica].remove(&sequence).is_some() {
+            // Dropped by the bound while in flight, and delivered after all.
+            return Ok(false);
+        }
         if inner.trackers[replica].seen(sequence) {
             return Ok(false);
         }
@@ -717,6 +769,43 @@ mod tests {
             })
             .count();
         assert_eq!(segments, 0, "a fully acknowledged buffer keeps no segment");
+    }
+
+    /// Regression: batches dropped by the bound while in flight were counted as dropped even
+    /// when their ack arrived, so "produced = stored + dropped" did not hold.
+    #[test]
+    fn batches_dropped_in_flight_count_only_when_never_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let b = Buffer::open(options(dir.path(), &["a"], 64 * 1024), metrics.clone()).unwrap();
+        b.append(&payload(1.0, 1000), 7).unwrap();
+        b.append(&payload(2.0, 1000), 7).unwrap();
+        assert!(b.read_for(0, 1).unwrap().is_some());
+        assert!(b.read_for(0, 2).unwrap().is_some());
+        // Not sent: dropped and counted at once. Sent: settled by the ack or the stream's end.
+        let mut i = 3;
+        while b.next_for(0, 0).is_some_and(|s| s <= 2) {
+            b.append(&payload(i as f64, 1000), 7).unwrap();
+            i += 1;
+        }
+        let dropped = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("sonde_agent_buffer_dropped_samples_total{"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .unwrap_or(0)
+        };
+        let before = dropped(&metrics.render());
+        assert!(
+            !b.ack(0, 1).unwrap(),
+            "dropped batches do not count as delivered"
+        );
+        b.stream_ended(0);
+        let after = dropped(&metrics.render());
+        assert_eq!(
+            after - before,
+            7,
+            "only batch 2 (never acknowledged) is lost"
+        );
     }
 
     #[test]

@@ -77,6 +77,7 @@ impl Replica {
         let mut failures: u32 = 0;
         while !stop.is_cancelled() {
             let result = self.session(&stop, &mut failures).await;
+            self.buffer.stream_ended(self.index);
             self.metrics.connected(&self.url, false);
             match result {
                 Ok(()) => return,
@@ -99,10 +100,12 @@ impl Replica {
     }
 
     async fn read(&self, sequence: u64) -> Result<Option<Batch>, SessionError> {
-        let buffer = self.buffer.clone();
-        Ok(tokio::task::spawn_blocking(move || buffer.read(sequence))
-            .await
-            .expect("buffer read does not panic")?)
+        let (buffer, index) = (self.buffer.clone(), self.index);
+        Ok(
+            tokio::task::spawn_blocking(move || buffer.read_for(index, sequence))
+                .await
+                .expect("buffer read does not panic")?,
+        )
     }
 
     async fn ack(&self, sequence: u64) -> Result<(), SessionError> {

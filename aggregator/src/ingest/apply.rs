@@ -36,8 +36,8 @@ pub enum ApplyError {
         /// The limit.
         limit: usize,
     },
-    /// The store failed; part of the payload may be stored. Resending is safe (samples are
-    /// first-write-wins per series and timestamp).
+    /// The store refused or failed; nothing of the payload was stored (one WAL record per
+    /// payload). Resending is safe unless the error is permanent (samples too old).
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
 }
@@ -45,7 +45,7 @@ pub enum ApplyError {
 impl ApplyError {
     /// Whether resending the same payload later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Store(_))
+        matches!(self, Self::Store(error) if !error.is_permanent())
     }
 }
 
@@ -56,6 +56,8 @@ pub struct Applied {
     pub stored: u64,
     /// Samples ignored because the series already had one at that timestamp.
     pub duplicates: u64,
+    /// Spans stored.
+    pub spans: u64,
 }
 
 /// Applies payloads to the store.
@@ -118,19 +120,13 @@ impl Applier {
         for (family, metadata) in converted.metadata {
             self.store.set_metadata(family, metadata);
         }
-        let mut applied = Applied::default();
-        for (labels, samples) in converted.series {
-            match self.store.append(labels, &samples) {
-                Ok(outcome) => {
-                    applied.stored += outcome.appended as u64;
-                    applied.duplicates += outcome.duplicates as u64;
-                }
-                Err(error) => {
-                    self.metrics.ingest_samples.inc_by(applied.stored);
-                    return Err(error.into());
-                }
-            }
-        }
+        // One WAL record for the whole payload: all or nothing, durable before the ack.
+        let outcome = self.store.append_batch(converted.series, converted.spans)?;
+        let applied = Applied {
+            stored: outcome.appended,
+            duplicates: outcome.duplicates,
+            spans: outcome.spans,
+        };
         self.metrics.ingest_samples.inc_by(applied.stored);
         self.metrics
             .ingest_duplicate_samples

@@ -122,6 +122,7 @@ impl Shared {
             sequence,
             status: AckStatus::Ok as i32,
             samples_stored: applied.stored,
+            spans_stored: applied.spans,
             ..Default::default()
         }
     }
