@@ -126,13 +126,36 @@ fn millis(d: Duration) -> i64 {
 pub struct Engine {
     store: Arc<Store>,
     config: QueryConfig,
+    /// Admission: at most `max_concurrent` queries evaluate at once (shared by clones).
+    admission: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
     /// Creates an engine with the given limits and lookback.
     pub fn new(store: Arc<Store>, config: QueryConfig) -> Self {
         register_functions();
-        Self { store, config }
+        let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1)));
+        Self {
+            store,
+            config,
+            admission,
+        }
+    }
+
+    /// Waits for one of the `max_concurrent` evaluation slots, until `deadline`. Hold the
+    /// permit while evaluating.
+    pub async fn admit(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, QueryError> {
+        let acquire = self.admission.clone().acquire_owned();
+        match tokio::time::timeout_at(deadline.into(), acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(QueryError::Cancelled),
+            Err(_) => Err(QueryError::Timeout {
+                phase: "query queue",
+            }),
+        }
     }
 
     /// The configured limits.

@@ -169,7 +169,7 @@ impl<'a> Evaluator<'a> {
         }
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout {
-                phase: "query evaluation",
+                phase: "expression evaluation",
             });
         }
         Ok(())
