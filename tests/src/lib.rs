@@ -9,6 +9,7 @@
 //! when `SONDE_SKIP_EBPF_TESTS=1` explicitly opts out (then the test returns early, loudly).
 
 mod process;
+pub mod promqldiff;
 pub mod promqltest;
 
 use std::{

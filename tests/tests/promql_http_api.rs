@@ -81,15 +81,25 @@ fn query_endpoints_answer_like_prometheus() {
     // Instant query, GET.
     let data = agg.query("sum by (job) (rate(demo_requests_total[5m]))", Some(t));
     assert_eq!(data["resultType"], "vector");
-    assert_eq!(data["result"][0]["metric"], serde_json::json!({"job": "demo"}));
+    assert_eq!(
+        data["result"][0]["metric"],
+        serde_json::json!({"job": "demo"})
+    );
     assert_eq!(data["result"][0]["value"][0].as_f64(), Some(t));
-    let v: f64 = data["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    let v: f64 = data["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((v - 0.6).abs() < 1e-9, "3 counters at 0.2/s: {v}");
 
     // Specials are strings.
     let data = agg.query("demo_special", Some((T0 + 15_000) as f64 / 1000.0));
     assert_eq!(data["result"][0]["value"][1], "+Inf");
-    let data = agg.query("demo_special offset 15s", Some((T0 + 15_000) as f64 / 1000.0));
+    let data = agg.query(
+        "demo_special offset 15s",
+        Some((T0 + 15_000) as f64 / 1000.0),
+    );
     assert_eq!(data["result"][0]["value"][1], "NaN");
 
     // Range query, form POST, fractional step and RFC 3339 times.
@@ -108,7 +118,11 @@ fn query_endpoints_answer_like_prometheus() {
     assert_eq!(json["data"]["resultType"], "matrix");
     assert_eq!(
         json["data"]["result"][0]["values"],
-        serde_json::json!([[1_700_000_000, "0"], [1_700_000_030, "6"], [1_700_000_060, "12"]])
+        serde_json::json!([
+            [1_700_000_000, "0"],
+            [1_700_000_030, "6"],
+            [1_700_000_060, "12"]
+        ])
     );
 
     // Errors: Prometheus' types and codes.
@@ -170,12 +184,19 @@ fn federate_exposes_latest_samples() {
     push(
         &agg,
         vec![
-            series("fed_a", &[("job", "x")], &[(now - 60_000, 1.0), (now - 30_000, 2.5)]),
+            series(
+                "fed_a",
+                &[("job", "x")],
+                &[(now - 60_000, 1.0), (now - 30_000, 2.5)],
+            ),
             series("fed_b", &[("path", "a\"b")], &[(now - 10_000, 1234567.0)]),
             series(
                 "fed_stale",
                 &[],
-                &[(now - 20_000, 1.0), (now - 10_000, f64::from_bits(0x7ff0_0000_0000_0002))],
+                &[
+                    (now - 20_000, 1.0),
+                    (now - 10_000, f64::from_bits(0x7ff0_0000_0000_0002)),
+                ],
             ),
             series("fed_old", &[], &[(now - 3_600_000, 1.0)]),
         ],
@@ -215,7 +236,11 @@ fn limits_answer_errors_and_the_process_survives() {
     ));
     assert_eq!(response.status, 422, "{}", response.body);
     assert_eq!(response.json()["errorType"], "execution");
-    assert!(response.body.contains("too many series"), "{}", response.body);
+    assert!(
+        response.body.contains("too many series"),
+        "{}",
+        response.body
+    );
 
     // Too many samples held: 80 series × 40 samples selected.
     let response = agg.get(&format!(

@@ -20,16 +20,17 @@ use crate::{
 pub async fn federate(State(state): State<ApiState>, params: Params) -> Result<Response, ApiError> {
     let mut selectors = Vec::new();
     for selector in params.all("match[]") {
-        selectors.extend(crate::promql::parse_series_selector(selector).map_err(|e| {
-            ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"))
-        })?);
+        selectors.extend(
+            crate::promql::parse_series_selector(selector)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?,
+        );
     }
     if selectors.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
     let store = state.store.clone();
-    let lookback = i64::try_from(state.engine.config().lookback_delta.as_millis())
-        .unwrap_or(i64::MAX);
+    let lookback =
+        i64::try_from(state.engine.config().lookback_delta.as_millis()).unwrap_or(i64::MAX);
     let now = now_ms();
     let body = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         // Latest sample per series, keyed (metric name, labels) so families stay together.
@@ -77,7 +78,10 @@ fn render(latest: &BTreeMap<(String, Labels), Sample>) -> String {
         }
         out.push_str(name);
         let mut first = true;
-        for label in labels.iter().filter(|l| &*l.name != sonde_proto::names::METRIC_NAME) {
+        for label in labels
+            .iter()
+            .filter(|l| &*l.name != sonde_proto::names::METRIC_NAME)
+        {
             out.push(if first { '{' } else { ',' });
             first = false;
             out.push_str(&format!("{}=\"{}\"", label.name, escape(&label.value)));
