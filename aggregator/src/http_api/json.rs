@@ -64,11 +64,20 @@ pub fn write_labels(out: &mut String, labels: &Labels) {
     out.push('}');
 }
 
+/// Writes a sample value as Prometheus formats it, without an intermediate allocation.
+fn write_value(out: &mut String, v: f64) {
+    if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(&format_value(v));
+    }
+}
+
 fn write_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     write_timestamp(out, t);
     out.push_str(",\"");
-    out.push_str(&format_value(v));
+    write_value(out, v);
     out.push_str("\"]");
 }
 
