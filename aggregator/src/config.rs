@@ -77,6 +77,8 @@ pub struct Config {
     pub limits: Limits,
     /// Query settings.
     pub query: QueryConfig,
+    /// Storage: WAL, blocks, retention.
+    pub storage: StorageConfig,
 }
 
 /// Limits applied to every ingested batch; violations are rejected with a precise error.
@@ -115,6 +117,88 @@ pub struct QueryConfig {
     pub max_concurrent: usize,
 }
 
+/// When the WAL is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalFsync {
+    /// Before every batch is acknowledged (concurrent batches share an fsync).
+    Always,
+    /// Every `wal_fsync_interval`; acknowledged batches survive a crash of the process but
+    /// not of the machine within that interval.
+    Interval,
+    /// Left to the operating system.
+    Never,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// When WAL writes are fsynced: `always`, `interval` or `never`.
+    pub wal_fsync: WalFsync,
+    /// Period of the background fsync with `wal_fsync = "interval"`.
+    #[serde(with = "humantime_serde")]
+    pub wal_fsync_interval: Duration,
+    /// Size at which a WAL segment is sealed and a new one started.
+    pub wal_segment_bytes: u64,
+    /// How often the head is checked for samples to flush, and blocks for compaction and
+    /// retention.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Time range of the blocks flushed from the head (aligned to multiples of it).
+    #[serde(with = "humantime_serde")]
+    pub block_duration: Duration,
+    /// Time range blocks are compacted into (a multiple of `block_duration`).
+    #[serde(with = "humantime_serde")]
+    pub compacted_block_duration: Duration,
+    /// How far behind the newest sample a sample is still accepted; older ones are
+    /// rejected with an error naming the series and timestamp.
+    #[serde(with = "humantime_serde")]
+    pub out_of_order_window: Duration,
+    /// Blocks older than this (behind the newest sample) are deleted; 0s keeps everything.
+    #[serde(with = "humantime_serde")]
+    pub retention_time: Duration,
+    /// Oldest blocks are deleted while blocks and WAL exceed this many bytes; 0: no limit.
+    pub retention_size_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let store = crate::store::StoreOptions::default();
+        Self {
+            wal_fsync: WalFsync::Always,
+            wal_fsync_interval: Duration::from_secs(1),
+            wal_segment_bytes: store.wal_segment_bytes,
+            flush_interval: Duration::from_secs(60),
+            block_duration: store.block_duration,
+            compacted_block_duration: store.compacted_block_duration,
+            out_of_order_window: store.out_of_order_window,
+            retention_time: store.retention_time,
+            retention_size_bytes: store.retention_bytes,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The store options these settings stand for.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        use crate::store::FsyncPolicy;
+        crate::store::StoreOptions {
+            fsync: match self.wal_fsync {
+                WalFsync::Always => FsyncPolicy::Always,
+                WalFsync::Interval => FsyncPolicy::Interval(self.wal_fsync_interval),
+                WalFsync::Never => FsyncPolicy::Never,
+            },
+            block_duration: self.block_duration,
+            compacted_block_duration: self.compacted_block_duration,
+            out_of_order_window: self.out_of_order_window,
+            retention_time: self.retention_time,
+            retention_bytes: self.retention_size_bytes,
+            wal_segment_bytes: self.wal_segment_bytes,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -126,6 +210,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
             query: QueryConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -169,7 +254,7 @@ pub struct Cli {
     #[arg(long, env = "SONDE_AGGREGATOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory for all persistent state [default: data].
-    #[arg(long, env = "SONDE_AGGREGATOR_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "SONDE_AGGREGATOR_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// HTTP listen address (Prometheus API, /metrics, health) [default: 0.0.0.0:9180].
     #[arg(long, env = "SONDE_AGGREGATOR_LISTEN_HTTP", value_name = "ADDR")]
@@ -193,6 +278,17 @@ pub struct Cli {
 pub enum Command {
     /// Print the effective configuration (after file, environment and flags) as TOML and exit.
     PrintConfig,
+    /// Backfill OpenMetrics text files with timestamps (what `promtool tsdb
+    /// create-blocks-from openmetrics` takes) into --data-dir as Parquet blocks. The
+    /// aggregator must not be running on that directory.
+    Import {
+        /// OpenMetrics files, each ending with `# EOF`.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print the blocks in --data-dir with the on-disk size of every Parquet column
+    /// (read-only; works beside a running aggregator).
+    Inspect,
 }
 
 impl Config {
@@ -271,6 +367,25 @@ impl Config {
         }
         if self.query.max_concurrent == 0 {
             return invalid("query.max_concurrent", "must be at least 1");
+        }
+        let st = &self.storage;
+        if st.block_duration < Duration::from_secs(60) {
+            return invalid("storage.block_duration", "must be at least 1m");
+        }
+        if st.compacted_block_duration.as_millis() % st.block_duration.as_millis() != 0 {
+            return invalid(
+                "storage.compacted_block_duration",
+                "must be a multiple of storage.block_duration",
+            );
+        }
+        if st.wal_segment_bytes < 64 * 1024 {
+            return invalid("storage.wal_segment_bytes", "must be at least 65536");
+        }
+        if st.flush_interval.is_zero() {
+            return invalid("storage.flush_interval", "must be positive");
+        }
+        if st.wal_fsync == WalFsync::Interval && st.wal_fsync_interval.is_zero() {
+            return invalid("storage.wal_fsync_interval", "must be positive");
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod http_api;
+pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod promql;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use sonde_aggregator::{
     config::{Cli, Command, Config},
-    server, telemetry,
+    import, server, telemetry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -40,12 +40,39 @@ fn report(error: &anyhow::Error) -> String {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli)?;
-    if let Some(Command::PrintConfig) = cli.command {
-        print!(
-            "{}",
-            toml::to_string(&config).context("cannot render the configuration")?
-        );
-        return Ok(());
+    match &cli.command {
+        Some(Command::PrintConfig) => {
+            print!(
+                "{}",
+                toml::to_string(&config).context("cannot render the configuration")?
+            );
+            return Ok(());
+        }
+        Some(Command::Import { files }) => {
+            telemetry::init_logging(config.log_format, &config.log_level)
+                .map_err(anyhow::Error::msg)?;
+            let summary = import::import(&config.data_dir, files, config.storage.store_options())?;
+            let seconds = summary.parse_seconds + summary.write_seconds;
+            println!(
+                "imported {} samples of {} series from {} lines into {} ({} blocks; {} duplicate \
+                 samples dropped) in {seconds:.2}s ({:.0} samples/s; parse {:.2}s, write {:.2}s)",
+                summary.samples,
+                summary.series,
+                summary.lines,
+                config.data_dir.display(),
+                summary.blocks,
+                summary.duplicates,
+                summary.samples as f64 / seconds.max(1e-9),
+                summary.parse_seconds,
+                summary.write_seconds,
+            );
+            return Ok(());
+        }
+        Some(Command::Inspect) => {
+            print!("{}", sonde_aggregator::store::inspect::inspect(&config.data_dir)?);
+            return Ok(());
+        }
+        None => {}
     }
     telemetry::init_logging(config.log_format, &config.log_level).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -67,6 +67,81 @@ pub struct Running {
     shutdown: CancellationToken,
     grace: std::time::Duration,
     store: Arc<Store>,
+    maintenance: Maintenance,
+}
+
+/// The store's background work on its own threads (never on the runtime): periodic flush,
+/// compaction and retention, and the interval fsync. Dropping the sender stops them.
+#[derive(Debug)]
+struct Maintenance {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Maintenance {
+    fn start(store: Arc<Store>, flush_interval: std::time::Duration) -> Self {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let stopped = Arc::new(std::sync::Mutex::new(stopped));
+        let mut threads = Vec::new();
+        let spawn = |name: &str, period: std::time::Duration, work: Box<dyn Fn() + Send>| {
+            let stopped = stopped.clone();
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || {
+                    loop {
+                        let wait = stopped
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .recv_timeout(period);
+                        if !matches!(wait, Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
+                            break;
+                        }
+                        work();
+                    }
+                })
+                .expect("spawn a store maintenance thread")
+        };
+        let s = store.clone();
+        threads.push(spawn(
+            "sonde-store-maint",
+            flush_interval,
+            Box::new(move || {
+                if let Err(error) = s.flush(false) {
+                    tracing::error!(%error, "head flush failed; will retry");
+                }
+                if let Err(error) = s.compact(false) {
+                    tracing::error!(%error, "compaction failed; will retry");
+                }
+                if let Err(error) = s.apply_retention() {
+                    tracing::error!(%error, "retention failed; will retry");
+                }
+            }),
+        ));
+        if let crate::store::FsyncPolicy::Interval(period) = store.options().fsync {
+            let s = store.clone();
+            threads.push(spawn(
+                "sonde-wal-fsync",
+                period,
+                Box::new(move || {
+                    if let Err(error) = s.sync() {
+                        tracing::error!(%error, "WAL fsync failed");
+                    }
+                }),
+            ));
+        }
+        Self {
+            stop: Some(stop),
+            threads,
+        }
+    }
+
+    /// Stops the threads and waits for them (a running flush completes first).
+    fn stop(&mut self) {
+        self.stop.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
@@ -77,7 +152,16 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Serve
 
 /// Opens the store, binds both listeners and starts serving. Returns once listening.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, ServerError> {
-    let store = Store::open(&config.data_dir)?;
+    // Opening replays the WAL; readiness comes only after it.
+    let options = config.storage.store_options();
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, options))
+        .await
+        .map_err(|e| ServerError::Serve {
+            what: "store",
+            message: e.to_string(),
+        })??;
+    let maintenance = Maintenance::start(store.clone(), config.storage.flush_interval);
     let metrics = Arc::new(Metrics::new());
     let http_listener = bind(config.listen_http, "HTTP").await?;
     let grpc_listener = bind(config.listen_grpc, "gRPC").await?;
@@ -147,12 +231,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         grace: config.shutdown_grace,
         store,
+        maintenance,
     })
 }
 
 impl Running {
     /// Waits for the shutdown token, then drains within the grace period.
-    pub async fn wait(self) -> Result<(), ServerError> {
+    pub async fn wait(mut self) -> Result<(), ServerError> {
         self.shutdown.cancelled().await;
         self.ready.store(false, Ordering::Release);
         tracing::info!("shutting down");
@@ -165,6 +250,27 @@ impl Running {
                 grace = ?self.grace,
                 "tasks did not finish within the shutdown grace period"
             );
+        }
+        // Ingest has drained: flush the head so the next start has little WAL to replay.
+        let store = self.store.clone();
+        let mut maintenance = std::mem::replace(
+            &mut self.maintenance,
+            Maintenance {
+                stop: None,
+                threads: Vec::new(),
+            },
+        );
+        let flushed = tokio::task::spawn_blocking(move || {
+            maintenance.stop();
+            store.flush(true)
+        })
+        .await;
+        match flushed {
+            Ok(Ok(blocks)) => tracing::info!(blocks, "head flushed on shutdown"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "flush on shutdown failed; the WAL keeps the data")
+            }
+            Err(error) => tracing::error!(%error, "flush on shutdown panicked"),
         }
         let stats = self.store.stats();
         tracing::info!(series = stats.series, samples = stats.samples, "stopped");

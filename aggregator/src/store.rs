@@ -1,28 +1,56 @@
-//! Storage of samples: what is kept, how it is found.
+//! Storage of samples and spans: what is kept, how it is made durable, how it is found.
 //!
-//! Owns: series identity ([`Labels`]), the in-memory head of recent samples with its postings
-//! index ([`head`]), selection by label matchers ([`matcher`]), metric metadata, and the
-//! on-disk data directory ([`dir`]). Must not: know about PromQL, HTTP or gRPC; callers hand it
-//! plain labels, samples and matchers.
+//! Owns: series identity ([`Labels`]), the write-ahead log ([`wal`]), the in-memory head of
+//! recent samples ([`head`]), immutable Parquet blocks ([`block`]), their compaction
+//! ([`compact`]) and retention ([`retention`]), spans ([`spans`]), metric metadata
+//! ([`meta`]) and the data directory ([`dir`]). Must not: know about PromQL, HTTP or gRPC;
+//! callers hand it plain labels, samples, spans and matchers.
 //!
-//! Invariant: samples of one series are kept sorted by timestamp with at most one sample per
-//! timestamp (the first write wins, so a replayed batch never double counts).
+//! Write path: an append is checked (too-old samples are refused whole), reduced to the
+//! samples the store does not have yet, written to the WAL as one record, applied to the
+//! head, and fsynced per [`FsyncPolicy`] before it returns. Flushes move head samples older
+//! than the out-of-order window into blocks aligned to [`StoreOptions::block_duration`].
+//!
+//! Invariant: a selection returns, per series, samples sorted by timestamp with one sample
+//! per timestamp; when sources overlap, the earliest write wins (older blocks before newer
+//! ones, blocks before the head).
 
+pub mod block;
+pub mod compact;
 pub mod dir;
 pub mod head;
+pub mod index;
+pub mod inspect;
 pub mod labels;
 pub mod matcher;
+pub mod meta;
+pub mod retention;
+pub mod spans;
+pub mod wal;
 
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, RwLock},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 pub use self::{
+    block::{Block, BlockError, BlockMeta},
     dir::{DataDir, DirError},
     head::{AppendOutcome, Head, SeriesSamples},
     labels::{Label, Labels},
     matcher::{MatchOp, Matcher},
+    meta::{Metadata, MetricType},
+    spans::{AttrValue, Span},
+    wal::WalError,
+};
+use self::{
+    spans::{SpanQuery, SpanStore},
+    wal::{Entry, RecordBuf, ReplayEvent, Wal},
 };
 
 /// One float sample.
@@ -34,49 +62,58 @@ pub struct Sample {
     pub v: f64,
 }
 
-/// Prometheus metric type, as carried in metadata.
+/// When WAL writes are fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricType {
-    /// Monotonic counter.
-    Counter,
-    /// Gauge.
-    Gauge,
-    /// Classic histogram (`_bucket`, `_sum`, `_count`).
-    Histogram,
-    /// Summary.
-    Summary,
-    /// Info metric.
-    Info,
-    /// State set.
-    Stateset,
-    /// Unknown type.
-    Unknown,
+pub enum FsyncPolicy {
+    /// Before every append returns (concurrent appends share one fsync).
+    Always,
+    /// By a background task every interval; an append returns once written to the OS, so
+    /// it survives a process crash but not a power loss within the interval.
+    Interval(Duration),
+    /// Never explicitly (the OS writes back when it likes).
+    Never,
 }
 
-impl MetricType {
-    /// The name Prometheus' `/api/v1/metadata` uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Counter => "counter",
-            Self::Gauge => "gauge",
-            Self::Histogram => "histogram",
-            Self::Summary => "summary",
-            Self::Info => "info",
-            Self::Stateset => "stateset",
-            Self::Unknown => "unknown",
+/// Tunables of the store (the server fills them from its configuration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreOptions {
+    /// When WAL writes are made durable.
+    pub fsync: FsyncPolicy,
+    /// Time range of a block flushed from the head (blocks are aligned to multiples of it).
+    pub block_duration: Duration,
+    /// Time range blocks are compacted into (a multiple of `block_duration`).
+    pub compacted_block_duration: Duration,
+    /// How far behind the newest sample an append may still write.
+    pub out_of_order_window: Duration,
+    /// Blocks entirely older than this (behind the newest sample) are deleted; zero keeps all.
+    pub retention_time: Duration,
+    /// Oldest blocks are deleted while blocks + WAL exceed this many bytes; zero: no limit.
+    pub retention_bytes: u64,
+    /// A WAL segment is sealed once it reaches this size.
+    pub wal_segment_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::Always,
+            block_duration: Duration::from_secs(2 * 3600),
+            compacted_block_duration: Duration::from_secs(24 * 3600),
+            out_of_order_window: Duration::from_secs(3600),
+            retention_time: Duration::from_secs(15 * 24 * 3600),
+            retention_bytes: 0,
+            wal_segment_bytes: 128 << 20,
         }
     }
 }
 
-/// Type, help and unit of a metric family.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Metadata {
-    /// The family's type.
-    pub metric_type: MetricType,
-    /// Help text.
-    pub help: String,
-    /// Unit (may be empty).
-    pub unit: String,
+impl StoreOptions {
+    fn block_ms(&self) -> i64 {
+        self.block_duration.as_millis().max(1) as i64
+    }
+    fn ooo_ms(&self) -> i64 {
+        self.out_of_order_window.as_millis() as i64
+    }
 }
 
 /// Why a store operation failed.
@@ -85,25 +122,298 @@ pub enum StoreError {
     /// The data directory is unusable.
     #[error(transparent)]
     Dir(#[from] DirError),
+    /// The write-ahead log failed (the append was not stored; retrying may succeed).
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A block could not be written or read.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// A sample is older than the out-of-order window allows (permanent: nothing of the
+    /// append was stored).
+    #[error(
+        "series {series}: sample at {t} ms is too old: the store accepts samples from {min_t} ms \
+         on (newest sample minus the out-of-order window)"
+    )]
+    TooOld {
+        /// The series.
+        series: String,
+        /// The sample's timestamp.
+        t: i64,
+        /// The oldest timestamp accepted.
+        min_t: i64,
+    },
+    /// Other file-system failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether resending the same data can never succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::TooOld { .. })
+    }
+}
+
+/// What one [`Store::append_batch`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Samples stored.
+    pub appended: u64,
+    /// Samples ignored as duplicates (first write wins).
+    pub duplicates: u64,
+    /// Series created in the head.
+    pub created_series: u64,
+    /// Spans stored.
+    pub spans: u64,
+}
+
+/// Sizes of the persistent part, for self-monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Blocks on disk.
+    pub blocks: usize,
+    /// Samples in blocks.
+    pub block_samples: u64,
+    /// Bytes of blocks.
+    pub block_bytes: u64,
+    /// Bytes of WAL segments.
+    pub wal_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    synced: u64,
 }
 
 /// The store shared by ingest and queries.
 #[derive(Debug)]
 pub struct Store {
+    options: StoreOptions,
     head: RwLock<Head>,
-    metadata: RwLock<BTreeMap<String, Metadata>>,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// `None` when opened without a WAL (offline import).
+    wal: Mutex<Option<Wal>>,
+    sync: Mutex<SyncState>,
+    spans: SpanStore,
+    metadata: meta::MetadataStore,
+    next_seq: AtomicU64,
+    /// Samples before this were flushed to blocks (replay skips them).
+    flushed_before: AtomicI64,
+    /// Serialises flushes, compactions and retention.
+    maintenance: Mutex<()>,
     dir: DataDir,
 }
 
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn floor_to(t: i64, step: i64) -> i64 {
+    t.div_euclid(step) * step
+}
+
+/// Merges `more` into `into` (both sorted by time); on equal timestamps `into` wins.
+pub fn merge_first_wins(into: &mut Vec<Sample>, more: &[Sample]) {
+    if more.is_empty() {
+        return;
+    }
+    if into.last().is_none_or(|l| l.t < more[0].t) {
+        into.extend_from_slice(more);
+        return;
+    }
+    let old = std::mem::take(into);
+    into.reserve(old.len() + more.len());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < more.len() {
+        match old[i].t.cmp(&more[j].t) {
+            std::cmp::Ordering::Less => {
+                into.push(old[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                into.push(more[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                into.push(old[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    into.extend_from_slice(&old[i..]);
+    into.extend_from_slice(&more[j..]);
+}
+
+/// Splits series into block-aligned time ranges: `(range start, series parts)`.
+fn split_by_range(
+    series: Vec<(Labels, Vec<Sample>)>,
+    step: i64,
+) -> BTreeMap<i64, Vec<(Labels, Vec<Sample>)>> {
+    let mut out: BTreeMap<i64, Vec<(Labels, Vec<Sample>)>> = BTreeMap::new();
+    for (labels, samples) in series {
+        let mut rest = samples.as_slice();
+        while let Some(first) = rest.first() {
+            let start = floor_to(first.t, step);
+            let end = rest.partition_point(|s| s.t < start + step);
+            out.entry(start)
+                .or_default()
+                .push((labels.clone(), rest[..end].to_vec()));
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
 impl Store {
-    /// Opens (creating if needed) the store in `dir`, which it locks for its lifetime.
-    pub fn open(dir: &std::path::Path) -> Result<Arc<Self>, StoreError> {
+    /// Opens (creating if needed) the store in `dir` with default options, which it locks
+    /// for its lifetime, replaying the WAL.
+    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens the store with `options`, replaying the WAL.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Arc<Self>, StoreError> {
+        Self::open_inner(dir, options, true)
+    }
+
+    /// Opens the store without a WAL, for offline writers (import) that write blocks only.
+    pub fn open_offline(dir: &Path, options: StoreOptions) -> Result<Arc<Self>, StoreError> {
+        Self::open_inner(dir, options, false)
+    }
+
+    fn open_inner(dir: &Path, options: StoreOptions, with_wal: bool) -> Result<Arc<Self>, StoreError> {
+        let started = std::time::Instant::now();
         let dir = DataDir::open(dir)?;
+        let blocks = Self::load_blocks(dir.path())?;
+        let next_seq = blocks.iter().map(|b| b.meta().seq + 1).max().unwrap_or(1);
+        let flushed_before = meta::read_flushed_before(dir.path());
+        let metadata = meta::MetadataStore::open(dir.path());
+        let spans = SpanStore::open(&dir.path().join("spans"))?;
+        let mut head = Head::default();
+        for block in &blocks {
+            head.observe_max_t(block.meta().max_t);
+        }
+        let (mut replayed_samples, mut replayed_spans) = (0u64, 0u64);
+        let wal = if with_wal {
+            let mut refs: HashMap<u32, Labels> = HashMap::new();
+            let wal = Wal::open(&dir.path().join("wal"), options.wal_segment_bytes, |event| {
+                match event {
+                    ReplayEvent::Segment(_) => refs.clear(),
+                    ReplayEvent::Entry(Entry::Series { r, labels }) => {
+                        refs.insert(r, labels);
+                    }
+                    ReplayEvent::Entry(Entry::Samples { r, samples }) => match refs.get(&r) {
+                        Some(labels) => {
+                            let keep: Vec<Sample> = samples
+                                .into_iter()
+                                .filter(|s| s.t >= flushed_before)
+                                .collect();
+                            replayed_samples += head.append(labels.clone(), &keep).appended as u64;
+                        }
+                        None => tracing::warn!(r, "WAL: samples for an undefined series skipped"),
+                    },
+                    ReplayEvent::Entry(Entry::Spans(s)) => {
+                        replayed_spans += s.len() as u64;
+                        spans.add_to_head(s);
+                    }
+                }
+            })?;
+            Some(wal)
+        } else {
+            None
+        };
+        tracing::info!(
+            data_dir = %dir.path().display(),
+            blocks = blocks.len(),
+            replayed_samples,
+            replayed_spans,
+            head_series = head.stats().series,
+            elapsed = ?started.elapsed(),
+            "store opened"
+        );
         Ok(Arc::new(Self {
-            head: RwLock::new(Head::default()),
-            metadata: RwLock::new(BTreeMap::new()),
+            options,
+            head: RwLock::new(head),
+            blocks: RwLock::new(blocks),
+            wal: Mutex::new(wal),
+            sync: Mutex::new(SyncState::default()),
+            spans,
+            metadata,
+            next_seq: AtomicU64::new(next_seq),
+            flushed_before: AtomicI64::new(flushed_before),
+            maintenance: Mutex::new(()),
             dir,
         }))
+    }
+
+    /// Opens every complete block; removes unfinished (`.tmp-`) ones and moves unreadable
+    /// ones to `corrupt/`, logging each; finishes interrupted compactions.
+    fn load_blocks(data: &Path) -> Result<Vec<Arc<Block>>, StoreError> {
+        let blocks_dir = data.join("blocks");
+        std::fs::create_dir_all(&blocks_dir).map_err(io_err(&blocks_dir))?;
+        let mut blocks = Vec::new();
+        for entry in std::fs::read_dir(&blocks_dir)
+            .map_err(io_err(&blocks_dir))?
+            .flatten()
+        {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                tracing::warn!(dir = %path.display(), "removing an unfinished block (interrupted write)");
+                std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                continue;
+            }
+            if !name.starts_with("blk-") {
+                continue;
+            }
+            match Block::open(&path) {
+                Ok(block) => blocks.push(Arc::new(block)),
+                Err(error) => {
+                    let corrupt = data.join("corrupt");
+                    std::fs::create_dir_all(&corrupt).map_err(io_err(&corrupt))?;
+                    let dest = corrupt.join(format!(
+                        "{name}-{}",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis())
+                    ));
+                    tracing::error!(
+                        block = %path.display(),
+                        moved_to = %dest.display(),
+                        %error,
+                        "unreadable block skipped and moved aside"
+                    );
+                    std::fs::rename(&path, &dest).map_err(io_err(&path))?;
+                }
+            }
+        }
+        blocks.sort_by_key(|b| b.meta().seq);
+        // A compacted block lists its sources; if they are still here the compaction was
+        // interrupted after the new block was complete: finish it.
+        let replaced: BTreeSet<u64> = blocks
+            .iter()
+            .flat_map(|b| b.meta().sources.iter().copied())
+            .collect();
+        let mut kept = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            if replaced.contains(&block.meta().seq) {
+                tracing::warn!(block = %block.dir().display(), "removing a block already compacted into a newer one");
+                std::fs::remove_dir_all(block.dir()).map_err(io_err(block.dir()))?;
+            } else {
+                kept.push(block);
+            }
+        }
+        Ok(kept)
     }
 
     /// The data directory.
@@ -111,36 +421,210 @@ impl Store {
         &self.dir
     }
 
+    /// The options the store runs with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
     /// Appends samples for one series. Samples at a timestamp the series already has are
     /// ignored (first write wins) and counted as duplicates.
     pub fn append(&self, labels: Labels, samples: &[Sample]) -> Result<AppendOutcome, StoreError> {
-        Ok(self.head_write().append(labels, samples))
+        let outcome = self.append_batch(vec![(labels, samples.to_vec())], Vec::new())?;
+        Ok(AppendOutcome {
+            appended: outcome.appended as usize,
+            duplicates: outcome.duplicates as usize,
+            created_series: outcome.created_series > 0,
+        })
     }
 
-    /// Records a metric family's metadata (last write wins).
+    /// Appends many series' samples and spans as one unit: all or nothing, logged as one
+    /// WAL record and durable under the fsync policy when this returns. A sample older
+    /// than the out-of-order window fails the whole batch with [`StoreError::TooOld`].
+    pub fn append_batch(
+        &self,
+        series: Vec<(Labels, Vec<Sample>)>,
+        spans: Vec<Span>,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut outcome = BatchOutcome::default();
+        let position = {
+            let mut wal_guard = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+            let mut head = self.head.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(max_t) = head.max_t() {
+                let min_t = max_t.saturating_sub(self.options.ooo_ms());
+                for (labels, samples) in &series {
+                    if let Some(s) = samples.iter().find(|s| s.t < min_t) {
+                        return Err(StoreError::TooOld {
+                            series: labels.to_string(),
+                            t: s.t,
+                            min_t,
+                        });
+                    }
+                }
+            }
+            let mut record = RecordBuf::new();
+            let mut max_t: Option<i64> = None;
+            let mut accepted = Vec::with_capacity(series.len());
+            for (labels, samples) in series {
+                let fresh = head.new_samples(&labels, &samples);
+                outcome.duplicates += (samples.len() - fresh.len()) as u64;
+                if fresh.is_empty() {
+                    continue;
+                }
+                let id = match head.id(&labels) {
+                    Some(id) => id,
+                    None => {
+                        outcome.created_series += 1;
+                        head.append(labels.clone(), &[]);
+                        head.id(&labels).expect("just created")
+                    }
+                };
+                if let Some(wal) = wal_guard.as_mut() {
+                    if !wal.is_defined(id) {
+                        record.series(id, &labels);
+                        wal.mark_defined(id);
+                    }
+                    record.samples(id, &fresh);
+                }
+                let newest = fresh.iter().map(|s| s.t).max();
+                max_t = max_t.max(newest);
+                accepted.push((labels, fresh));
+            }
+            if !spans.is_empty() {
+                record.spans(&spans);
+            }
+            let position = match wal_guard.as_mut() {
+                Some(wal) if !record.is_empty() => {
+                    match wal.append(&record.finish(), max_t) {
+                        Ok(position) => Some(position),
+                        Err(error) => {
+                            // Definitions written in this record are gone with it.
+                            let _ = wal.rotate();
+                            return Err(error.into());
+                        }
+                    }
+                }
+                _ => None,
+            };
+            for (labels, fresh) in accepted {
+                outcome.appended += head.append(labels, &fresh).appended as u64;
+            }
+            outcome.spans = spans.len() as u64;
+            self.spans.add_to_head(spans);
+            if let Some(wal) = wal_guard.as_mut() {
+                if wal.wants_rotation() {
+                    wal.rotate()?;
+                }
+            }
+            position
+        };
+        if let (Some(position), FsyncPolicy::Always) = (position, self.options.fsync) {
+            self.sync_wal(position)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Makes the WAL durable at least up to `position` (group commit: one fsync covers
+    /// every append written before it).
+    fn sync_wal(&self, position: u64) -> Result<(), StoreError> {
+        let mut state = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        if state.synced >= position {
+            return Ok(());
+        }
+        let target = self
+            .wal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Wal::sync_target);
+        if let Some((file, written)) = target {
+            file.sync_data().map_err(|source| {
+                StoreError::Wal(WalError {
+                    path: self.dir.path().join("wal"),
+                    source,
+                })
+            })?;
+            state.synced = written;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs everything written so far (the interval policy's background task).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.sync_wal(u64::MAX)
+    }
+
+    /// Records a metric family's metadata (last write wins); durable when it returns.
     pub fn set_metadata(&self, family: String, metadata: Metadata) {
-        self.metadata
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(family, metadata);
+        if let Err(error) = self.metadata.set(family, metadata) {
+            tracing::warn!(%error, "metric metadata not persisted");
+        }
     }
 
     /// All metadata, by family name.
     pub fn metadata(&self) -> BTreeMap<String, Metadata> {
-        self.metadata
+        self.metadata.all()
+    }
+
+    fn blocks(&self) -> Vec<Arc<Block>> {
+        self.blocks
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    /// Series matching all `matchers`, with their samples in `[mint, maxt]` (milliseconds).
+    fn head_read(&self) -> std::sync::RwLockReadGuard<'_, Head> {
+        // A panic while holding the lock cannot leave the head half-updated in a way readers
+        // could misinterpret (appends are per-sample), so poisoning is ignored.
+        self.head.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Series matching all `matchers`, with their samples in `[mint, maxt]` (milliseconds),
+    /// merged over blocks and head, sorted by labels.
     pub fn select(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
-        Ok(self.head_read().select(matchers, mint, maxt))
+        let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::new();
+        for block in self.blocks() {
+            for s in block.select(matchers, mint, maxt)? {
+                match merged.get_mut(&s.labels) {
+                    Some(into) => merge_first_wins(into, &s.samples),
+                    None => {
+                        merged.insert(s.labels, s.samples);
+                    }
+                }
+            }
+        }
+        for s in self.head_read().select(matchers, mint, maxt) {
+            match merged.get_mut(&s.labels) {
+                Some(into) => merge_first_wins(into, &s.samples),
+                None => {
+                    merged.insert(s.labels, s.samples);
+                }
+            }
+        }
+        let mut out: Vec<SeriesSamples> = merged
+            .into_iter()
+            .map(|(labels, samples)| SeriesSamples { labels, samples })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    fn matching_labels(
+        &self,
+        selectors: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> BTreeSet<Labels> {
+        let mut out = BTreeSet::new();
+        for block in self.blocks() {
+            out.extend(block.matching_labels(selectors, mint, maxt).cloned());
+        }
+        out.extend(self.head_read().matching_labels(selectors, mint, maxt).cloned());
+        out
     }
 
     /// Label sets of the series matching any of `selectors` (each a conjunction of
@@ -151,7 +635,7 @@ impl Store {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Labels>, StoreError> {
-        Ok(self.head_read().series(selectors, mint, maxt))
+        Ok(self.matching_labels(selectors, mint, maxt).into_iter().collect())
     }
 
     /// Sorted label names of the series matching any of `selectors`.
@@ -161,7 +645,12 @@ impl Store {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(self.head_read().label_names(selectors, mint, maxt))
+        let names: BTreeSet<String> = self
+            .matching_labels(selectors, mint, maxt)
+            .iter()
+            .flat_map(|l| l.iter().map(|p| p.name.to_string()))
+            .collect();
+        Ok(names.into_iter().collect())
     }
 
     /// Sorted values of label `name` over the series matching any of `selectors`.
@@ -172,25 +661,206 @@ impl Store {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(self.head_read().label_values(name, selectors, mint, maxt))
+        let values: BTreeSet<String> = self
+            .matching_labels(selectors, mint, maxt)
+            .iter()
+            .filter_map(|l| l.get(name).map(str::to_owned))
+            .collect();
+        Ok(values.into_iter().collect())
     }
 
-    /// Number of series and samples held.
+    /// Number of series and samples held in the head.
     pub fn stats(&self) -> head::Stats {
         self.head_read().stats()
     }
 
-    fn head_read(&self) -> std::sync::RwLockReadGuard<'_, Head> {
-        // A panic while holding the lock cannot leave the head half-updated in a way readers
-        // could misinterpret (appends are per-sample), so poisoning is ignored.
-        self.head
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Sizes of blocks and WAL.
+    pub fn disk_stats(&self) -> DiskStats {
+        let blocks = self.blocks();
+        DiskStats {
+            blocks: blocks.len(),
+            block_samples: blocks.iter().map(|b| b.meta().samples).sum(),
+            block_bytes: blocks.iter().map(|b| b.bytes()).sum(),
+            wal_bytes: self
+                .wal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map_or(0, Wal::bytes),
+        }
     }
 
-    fn head_write(&self) -> std::sync::RwLockWriteGuard<'_, Head> {
-        self.head
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Approximate heap bytes of the head (index and samples) and the block indexes.
+    pub fn heap_bytes(&self) -> usize {
+        self.head_read().heap_bytes() + self.blocks().iter().map(|b| b.heap_bytes()).sum::<usize>()
+    }
+
+    /// Appends spans (durable under the fsync policy when this returns).
+    pub fn append_spans(&self, spans: Vec<Span>) -> Result<u64, StoreError> {
+        Ok(self.append_batch(Vec::new(), spans)?.spans)
+    }
+
+    /// Spans matching `query`, newest first.
+    pub fn find_spans(&self, query: &SpanQuery) -> Result<Vec<Span>, StoreError> {
+        self.spans.find(query)
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Writes `series` as blocks aligned to the block duration (one per range) and adds
+    /// them to the store. Used by flushes and by import.
+    pub fn write_blocks(&self, series: Vec<(Labels, Vec<Sample>)>) -> Result<usize, StoreError> {
+        let blocks_dir = self.dir.path().join("blocks");
+        let mut written = 0;
+        for (_, part) in split_by_range(series, self.options.block_ms()) {
+            if let Some((path, _)) = block::write::write_block(&blocks_dir, self.next_seq(), 0, Vec::new(), part)? {
+                let block = Arc::new(Block::open(&path)?);
+                let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+                blocks.push(block);
+                blocks.sort_by_key(|b| b.meta().seq);
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Flushes head samples older than the out-of-order window (whole aligned block ranges
+    /// only) into blocks, flushes spans, and drops WAL segments no longer needed. With
+    /// `all`, flushes the whole head (shutdown; appends wait meanwhile). Returns the number
+    /// of blocks written.
+    pub fn flush(&self, all: bool) -> Result<usize, StoreError> {
+        let _maintenance = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        // A full flush holds the WAL lock throughout so no append slips in between the copy
+        // and the removal from the head.
+        let mut held = all.then(|| self.wal.lock().unwrap_or_else(|p| p.into_inner()));
+        let cut = {
+            let head = self.head_read();
+            match (head.max_t(), head.min_t()) {
+                (Some(max_t), Some(_)) if all => Some(max_t + 1),
+                (Some(max_t), Some(min_t)) => {
+                    let cut = floor_to(max_t - self.options.ooo_ms(), self.options.block_ms());
+                    (min_t < cut).then_some(cut)
+                }
+                _ => None,
+            }
+        };
+        let mut written = 0;
+        if let Some(cut) = cut {
+            // Copy, write, then remove from the head: queries see the samples throughout,
+            // and appends cannot add samples before `cut` (they would be too old).
+            let to_flush: Vec<(Labels, Vec<Sample>)> = {
+                let head = self.head_read();
+                head.iter()
+                    .filter_map(|(_, labels, samples)| {
+                        let end = samples.partition_point(|s| s.t < cut);
+                        (end > 0).then(|| (labels.clone(), samples[..end].to_vec()))
+                    })
+                    .collect()
+            };
+            written = self.write_blocks(to_flush)?;
+            meta::write_flushed_before(self.dir.path(), cut)?;
+            self.flushed_before.store(cut, Ordering::Relaxed);
+        }
+        let spans = {
+            let mut wal = match held.take() {
+                Some(guard) => guard,
+                None => self.wal.lock().unwrap_or_else(|p| p.into_inner()),
+            };
+            let mut head = self.head.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(cut) = cut {
+                head.take_range(i64::MIN, cut);
+                let old = std::mem::take(&mut *head);
+                *head = old.without_empty_series();
+            }
+            let spans = self.spans.take_head();
+            if let Some(wal) = wal.as_mut() {
+                if cut.is_some() || !spans.is_empty() {
+                    // Seal: every sample removed and every span taken is in a sealed segment.
+                    wal.rotate()?;
+                }
+            }
+            spans
+        };
+        let span_count = spans.len();
+        self.spans.write_file(spans)?;
+        let flushed_before = self.flushed_before.load(Ordering::Relaxed);
+        let empty = self.head_read().min_t().is_none();
+        if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            wal.delete_sealed_before(if empty { None } else { Some(flushed_before) })?;
+        }
+        if written > 0 || span_count > 0 {
+            tracing::info!(blocks = written, spans = span_count, ?cut, "head flushed");
+        }
+        Ok(written)
+    }
+
+    /// Compacts blocks per [`compact::plan`]; with `force`, every window with two or more
+    /// blocks. Returns the number of blocks written.
+    pub fn compact(&self, force: bool) -> Result<usize, StoreError> {
+        let _maintenance = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let blocks = self.blocks();
+        let watermark = self.flushed_before.load(Ordering::Relaxed);
+        let window = self.options.compacted_block_duration.as_millis().max(1) as i64;
+        let mut written = 0;
+        for group in compact::plan(&blocks, window, if force { None } else { Some(watermark) }) {
+            let seq = self.next_seq();
+            let Some(new) = compact::compact(&self.dir.path().join("blocks"), seq, &group)? else {
+                continue;
+            };
+            let new = Arc::new(new);
+            {
+                let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+                blocks.retain(|b| !group.iter().any(|g| Arc::ptr_eq(g, b)));
+                blocks.push(new.clone());
+                blocks.sort_by_key(|b| b.meta().seq);
+            }
+            for old in &group {
+                std::fs::remove_dir_all(old.dir()).map_err(io_err(old.dir()))?;
+            }
+            tracing::info!(
+                block = %new.dir().display(),
+                sources = group.len(),
+                samples = new.meta().samples,
+                "blocks compacted"
+            );
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Deletes blocks (and span files) past the retention time or size; returns how many.
+    pub fn apply_retention(&self) -> Result<usize, StoreError> {
+        let _maintenance = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let blocks = self.blocks();
+        let newest = self.head_read().max_t();
+        let wal_bytes = self.disk_stats().wal_bytes;
+        let doomed = retention::plan(&blocks, newest, &self.options, wal_bytes);
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        {
+            let mut list = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            list.retain(|b| !doomed.iter().any(|d| Arc::ptr_eq(d, b)));
+        }
+        for block in &doomed {
+            tracing::info!(
+                block = %block.dir().display(),
+                max_t = block.meta().max_t,
+                "block deleted by retention"
+            );
+            std::fs::remove_dir_all(block.dir()).map_err(io_err(block.dir()))?;
+        }
+        if let Some(newest) = newest {
+            if !self.options.retention_time.is_zero() {
+                self.spans
+                    .delete_before(newest - self.options.retention_time.as_millis() as i64)?;
+            }
+        }
+        Ok(doomed.len())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -164,8 +164,18 @@ impl Aggregator {
 
     /// Starts an aggregator whose gRPC endpoint is `grpc` (a free one when `None`).
     pub fn start_on(grpc: Option<SocketAddr>, args: &[&str]) -> Self {
+        Self::start_in(None, grpc, args)
+    }
+
+    /// Starts an aggregator on `data_dir` (kept by the caller, so a test can restart on the
+    /// same data), or on a fresh one inside its temporary directory when `None`.
+    pub fn start_in(
+        data_dir: Option<&std::path::Path>,
+        grpc: Option<SocketAddr>,
+        args: &[&str],
+    ) -> Self {
         let tmp = tempfile::tempdir().expect("temporary directory");
-        let data_dir = tmp.path().join("data");
+        let data_dir = data_dir.map_or_else(|| tmp.path().join("data"), |d| d.to_owned());
         for attempt in 1..=5 {
             let (http, grpc) = (free_addr(), grpc.unwrap_or_else(free_addr));
             let mut cmd = std::process::Command::new(binary("sonde-aggregator"));

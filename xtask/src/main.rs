@@ -31,10 +31,10 @@ enum Command {
     Run(run::Options),
     /// Every check and test CI runs: fmt, clippy, codegen freshness, unit and end-to-end tests.
     Ci(ci::Options),
+    /// Benchmarks against the real peers (results in bench-results/<name>.md).
+    Bench(bench::Options),
     /// Regenerate the Rust code for `proto/` (or check it is current with `--check`).
     Codegen(codegen::Options),
-    /// Benchmarks against the real peers (`cargo xtask bench promql`).
-    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {

@@ -6,7 +6,7 @@
 
 use sonde_proto::v1::{BatchPayload, Label as ProtoLabel, MetricType as ProtoType};
 
-use crate::store::{Labels, Metadata, MetricType, Sample};
+use crate::store::{AttrValue, Labels, Metadata, MetricType, Sample, Span};
 
 /// A batch ready to store.
 #[derive(Debug, Default)]
@@ -15,6 +15,8 @@ pub struct ConvertedBatch {
     pub series: Vec<(Labels, Vec<Sample>)>,
     /// Metric family metadata.
     pub metadata: Vec<(String, Metadata)>,
+    /// Spans.
+    pub spans: Vec<Span>,
 }
 
 impl ConvertedBatch {
@@ -93,6 +95,7 @@ pub fn convert_batch(payload: BatchPayload) -> ConvertedBatch {
         out.series
             .push((with_name("_count", None), total(&|p| p.count as f64)));
     }
+    out.spans = payload.spans.into_iter().map(convert_span).collect();
     for m in payload.metadata {
         let metric_type = match ProtoType::try_from(m.r#type) {
             Ok(ProtoType::Counter) => MetricType::Counter,
@@ -113,6 +116,49 @@ pub fn convert_batch(payload: BatchPayload) -> ConvertedBatch {
         ));
     }
     out
+}
+
+fn attrs(kvs: Vec<sonde_proto::v1::KeyValue>) -> Vec<(String, AttrValue)> {
+    use sonde_proto::v1::any_value::Value;
+    kvs.into_iter()
+        .filter_map(|kv| {
+            let value = match kv.value?.value? {
+                Value::StringValue(s) => AttrValue::Str(s),
+                Value::BoolValue(b) => AttrValue::Bool(b),
+                Value::IntValue(i) => AttrValue::Int(i),
+                Value::DoubleValue(d) => AttrValue::Double(d),
+                Value::BytesValue(b) => AttrValue::Bytes(b),
+            };
+            Some((kv.key, value))
+        })
+        .collect()
+}
+
+/// Converts a validated span (ids of the right lengths, times in range).
+fn convert_span(span: sonde_proto::v1::Span) -> Span {
+    let resource = attrs(span.resource);
+    let service = resource
+        .iter()
+        .find_map(|(k, v)| match (k.as_str(), v) {
+            ("service.name", AttrValue::Str(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let id8 = |b: &[u8]| -> [u8; 8] { b.try_into().unwrap_or_default() };
+    Span {
+        trace_id: span.trace_id.as_slice().try_into().unwrap_or_default(),
+        span_id: id8(&span.span_id),
+        parent_span_id: (span.parent_span_id.len() == 8).then(|| id8(&span.parent_span_id)),
+        service,
+        name: span.name,
+        kind: span.kind.clamp(0, 255) as u8,
+        start_unix_nano: span.start_time_unix_nano as i64,
+        end_unix_nano: span.end_time_unix_nano as i64,
+        status_code: span.status.clamp(0, 255) as u8,
+        status_message: span.status_message,
+        attributes: attrs(span.attributes),
+        resource,
+    }
 }
 
 fn to_labels(labels: &[ProtoLabel]) -> Labels {

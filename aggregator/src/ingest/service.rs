@@ -109,19 +109,14 @@ impl Shared {
         for (family, metadata) in converted.metadata {
             self.store.set_metadata(family, metadata);
         }
-        let (mut stored, mut duplicates) = (0u64, 0u64);
-        for (labels, samples) in converted.series {
-            match self.store.append(labels, &samples) {
-                Ok(outcome) => {
-                    stored += outcome.appended as u64;
-                    duplicates += outcome.duplicates as u64;
-                }
+        // One WAL record for the whole batch: all or nothing, durable before the ack.
+        let (stored, duplicates, spans) =
+            match self.store.append_batch(converted.series, converted.spans) {
+                Ok(outcome) => (outcome.appended, outcome.duplicates, outcome.spans),
+                Err(error) if error.is_permanent() => return reject(error.to_string()),
                 Err(error) => {
-                    // Part of the batch may be stored; a resend is safe because samples are
-                    // first-write-wins per series and timestamp.
                     tracing::warn!(agent = %batch.agent_id, sequence, %error, "batch not stored; agent will retry");
                     self.metrics.batch("retry");
-                    self.metrics.ingest_samples.inc_by(stored);
                     return Ack {
                         sequence,
                         status: AckStatus::Retry as i32,
@@ -129,8 +124,7 @@ impl Shared {
                         ..Default::default()
                     };
                 }
-            }
-        }
+            };
         self.streams
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -144,6 +138,7 @@ impl Shared {
             sequence,
             status: AckStatus::Ok as i32,
             samples_stored: stored,
+            spans_stored: spans,
             ..Default::default()
         }
     }

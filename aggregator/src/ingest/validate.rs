@@ -72,23 +72,44 @@ pub enum ValidationError {
         /// What is wrong.
         problem: String,
     },
-    /// The batch carries spans, which this aggregator cannot store yet.
-    #[error(
-        "batch carries {count} spans, but this aggregator has no span storage; \
-         it stores metrics only"
-    )]
-    SpansUnsupported {
-        /// Number of spans.
-        count: usize,
+    /// A span's ids have the wrong length.
+    #[error("span {index} ({name:?}): {problem}")]
+    InvalidSpan {
+        /// Position of the span in the batch.
+        index: usize,
+        /// The span's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
     },
 }
 
 /// Checks a whole batch; the first problem found is returned.
 pub fn validate(payload: &BatchPayload, limits: &Limits) -> Result<(), ValidationError> {
-    if !payload.spans.is_empty() {
-        return Err(ValidationError::SpansUnsupported {
-            count: payload.spans.len(),
-        });
+    for (index, span) in payload.spans.iter().enumerate() {
+        let problem = if span.trace_id.len() != 16 {
+            Some(format!("trace_id has {} bytes, not 16", span.trace_id.len()))
+        } else if span.span_id.len() != 8 {
+            Some(format!("span_id has {} bytes, not 8", span.span_id.len()))
+        } else if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
+            Some(format!(
+                "parent_span_id has {} bytes, not 0 or 8",
+                span.parent_span_id.len()
+            ))
+        } else if span.end_time_unix_nano < span.start_time_unix_nano {
+            Some("end time precedes start time".to_owned())
+        } else if i64::try_from(span.end_time_unix_nano).is_err() {
+            Some("end time is past the year 2262".to_owned())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(ValidationError::InvalidSpan {
+                index,
+                name: span.name.clone(),
+                problem,
+            });
+        }
     }
     for series in &payload.series {
         validate_labels(&series.labels, limits, 0)?;

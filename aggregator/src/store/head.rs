@@ -1,15 +1,14 @@
-//! The in-memory head: every series with its recent samples, and a postings index from
-//! label pairs to series for selection.
+//! The in-memory head: every series with its recent (not yet flushed) samples, and a
+//! postings index for selection. The WAL makes it durable; flushes move old samples into
+//! Parquet blocks.
+//!
+//! Must not: touch files. Invariant: each series' samples are sorted by timestamp, one per
+//! timestamp (first write wins).
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Arc,
+use super::{
+    Labels, Matcher, Sample,
+    index::{SeriesId, SeriesIndex},
 };
-
-use super::{Labels, MatchOp, Matcher, Sample};
-
-/// Dense id of a series in the head.
-pub type SeriesId = u32;
 
 /// A series' labels and the samples a selection returned.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,132 +39,180 @@ pub struct Stats {
     pub samples: u64,
 }
 
-#[derive(Debug)]
-struct MemSeries {
-    labels: Labels,
-    samples: Vec<Sample>,
-}
-
 /// The head block.
 #[derive(Debug, Default)]
 pub struct Head {
-    series: Vec<MemSeries>,
-    ids: HashMap<Labels, SeriesId>,
-    /// name → value → ids (ascending, since ids are assigned in increasing order).
-    postings: HashMap<Arc<str>, BTreeMap<Arc<str>, Vec<SeriesId>>>,
-    samples: u64,
+    index: SeriesIndex,
+    samples: Vec<Vec<Sample>>,
+    count: u64,
+    max_t: Option<i64>,
+}
+
+/// Inserts `sample` into sorted `series` unless its timestamp is present; true if inserted.
+fn insert_sorted(series: &mut Vec<Sample>, sample: Sample) -> bool {
+    match series.last() {
+        None => series.push(sample),
+        Some(last) if last.t < sample.t => series.push(sample),
+        _ => match series.binary_search_by_key(&sample.t, |s| s.t) {
+            Ok(_) => return false,
+            Err(pos) => series.insert(pos, sample),
+        },
+    }
+    true
 }
 
 impl Head {
     /// Appends samples to the series with `labels`, creating it if needed.
     pub fn append(&mut self, labels: Labels, samples: &[Sample]) -> AppendOutcome {
-        let mut outcome = AppendOutcome::default();
-        let id = match self.ids.get(&labels) {
-            Some(&id) => id,
-            None => {
-                outcome.created_series = true;
-                self.create(labels)
-            }
-        };
-        let series = &mut self.series[id as usize].samples;
-        for &sample in samples {
-            match series.last() {
-                // The common case: in order.
-                None => series.push(sample),
-                Some(last) if last.t < sample.t => series.push(sample),
-                _ => match series.binary_search_by_key(&sample.t, |s| s.t) {
-                    Ok(_) => {
-                        outcome.duplicates += 1;
-                        continue;
-                    }
-                    Err(pos) => series.insert(pos, sample),
-                },
-            }
-            outcome.appended += 1;
+        let (id, created_series) = self.index.get_or_insert(labels);
+        if created_series {
+            self.samples.push(Vec::new());
         }
-        self.samples += outcome.appended as u64;
+        let mut outcome = AppendOutcome {
+            created_series,
+            ..Default::default()
+        };
+        let series = &mut self.samples[id as usize];
+        for &sample in samples {
+            if insert_sorted(series, sample) {
+                outcome.appended += 1;
+                self.max_t = Some(self.max_t.map_or(sample.t, |m| m.max(sample.t)));
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+        self.count += outcome.appended as u64;
         outcome
     }
 
-    fn create(&mut self, labels: Labels) -> SeriesId {
-        let id = SeriesId::try_from(self.series.len()).expect("fewer than 2^32 series");
-        for label in labels.iter() {
-            self.postings
-                .entry(label.name.clone())
-                .or_default()
-                .entry(label.value.clone())
-                .or_default()
-                .push(id);
+    /// The samples of `samples` that an append would store: those at timestamps neither the
+    /// series nor an earlier sample of the same call has (first write wins).
+    pub fn new_samples(&self, labels: &Labels, samples: &[Sample]) -> Vec<Sample> {
+        let existing: &[Sample] = match self.index.get(labels) {
+            Some(id) => &self.samples[id as usize],
+            None => &[],
+        };
+        let mut out: Vec<Sample> = Vec::with_capacity(samples.len());
+        let mut sorted = true;
+        for &s in samples {
+            if existing.binary_search_by_key(&s.t, |e| e.t).is_ok() {
+                continue;
+            }
+            if let Some(last) = out.last() {
+                if last.t >= s.t {
+                    sorted = false;
+                }
+            }
+            out.push(s);
         }
-        self.ids.insert(labels.clone(), id);
-        self.series.push(MemSeries {
-            labels,
-            samples: Vec::new(),
-        });
-        id
+        if !sorted {
+            // Keep the first of each timestamp: stable sort, then dedup keeps the first.
+            out.sort_by_key(|s| s.t);
+            out.dedup_by_key(|s| s.t);
+        }
+        out
     }
 
-    /// Ids of the series matching every matcher, ascending.
-    fn matching(&self, matchers: &[Matcher]) -> Vec<SeriesId> {
-        // Narrow with the most selective equality matcher on a non-empty value, if any.
-        let candidates: Option<&Vec<SeriesId>> = matchers
+    /// The head id of `labels`, if present.
+    pub fn id(&self, labels: &Labels) -> Option<SeriesId> {
+        self.index.get(labels)
+    }
+
+    /// The labels of head series `id`.
+    pub fn labels(&self, id: SeriesId) -> &Labels {
+        self.index.labels(id)
+    }
+
+    /// Newest timestamp ever appended (flushed samples included), if any.
+    pub fn max_t(&self) -> Option<i64> {
+        self.max_t
+    }
+
+    /// Raises the remembered newest timestamp (after replay, from blocks).
+    pub fn observe_max_t(&mut self, t: i64) {
+        self.max_t = Some(self.max_t.map_or(t, |m| m.max(t)));
+    }
+
+    /// Oldest timestamp held, if any.
+    pub fn min_t(&self) -> Option<i64> {
+        self.samples.iter().filter_map(|s| s.first()).map(|s| s.t).min()
+    }
+
+    /// Every series with samples: id, labels, samples.
+    pub fn iter(&self) -> impl Iterator<Item = (SeriesId, &Labels, &[Sample])> {
+        self.samples
             .iter()
-            .filter_map(|m| match &m.op {
-                MatchOp::Equal(v) if !v.is_empty() => Some(
-                    self.postings
-                        .get(m.name.as_str())
-                        .and_then(|values| values.get(v.as_str())),
-                ),
-                _ => None,
-            })
-            .map(|list| list.unwrap_or(const { &Vec::new() }))
-            .min_by_key(|list| list.len());
-        let accept = |id: SeriesId| {
-            let labels = &self.series[id as usize].labels;
-            matchers
-                .iter()
-                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
-        };
-        match candidates {
-            Some(list) => list.iter().copied().filter(|&id| accept(id)).collect(),
-            None => (0..self.series.len() as SeriesId)
-                .filter(|&id| accept(id))
-                .collect(),
-        }
+            .enumerate()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(i, s)| (i as SeriesId, self.index.labels(i as SeriesId), s.as_slice()))
     }
 
-    /// Ids matching any selector (all series when there are none) with a sample in range.
-    fn matching_any(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> BTreeSet<SeriesId> {
-        let in_range = |id: &SeriesId| {
-            let samples = &self.series[*id as usize].samples;
-            let start = samples.partition_point(|s| s.t < mint);
-            samples.get(start).is_some_and(|s| s.t <= maxt)
-        };
-        if selectors.is_empty() {
-            (0..self.series.len() as SeriesId)
-                .filter(in_range)
-                .collect()
-        } else {
-            selectors
-                .iter()
-                .flat_map(|m| self.matching(m))
-                .filter(in_range)
-                .collect()
+    /// Removes and returns the samples in `[mint, maxt)`, per series (series without any
+    /// are left out).
+    pub fn take_range(&mut self, mint: i64, maxt: i64) -> Vec<(Labels, Vec<Sample>)> {
+        let mut out = Vec::new();
+        for (id, series) in self.samples.iter_mut().enumerate() {
+            let start = series.partition_point(|s| s.t < mint);
+            let end = series.partition_point(|s| s.t < maxt);
+            if start < end {
+                let taken: Vec<Sample> = series.drain(start..end).collect();
+                self.count -= taken.len() as u64;
+                out.push((self.index.labels(id as SeriesId).clone(), taken));
+            }
         }
+        out
+    }
+
+    /// Rebuilds the head without series that hold no samples (after a flush), so ids stay
+    /// dense; returns the new head. The newest timestamp is kept.
+    pub fn without_empty_series(self) -> Head {
+        let mut head = Head {
+            max_t: self.max_t,
+            ..Default::default()
+        };
+        for (id, samples) in self.samples.into_iter().enumerate() {
+            if !samples.is_empty() {
+                head.index.insert(self.index.labels(id as SeriesId).clone());
+                head.count += samples.len() as u64;
+                head.samples.push(samples);
+            }
+        }
+        head
+    }
+
+    fn in_range(&self, id: SeriesId, mint: i64, maxt: i64) -> bool {
+        let samples = &self.samples[id as usize];
+        let start = samples.partition_point(|s| s.t < mint);
+        samples.get(start).is_some_and(|s| s.t <= maxt)
+    }
+
+    /// Labels of the series matching any selector (all when none) with a sample in range.
+    pub fn matching_labels(
+        &self,
+        selectors: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> impl Iterator<Item = &Labels> {
+        self.index
+            .matching_any(selectors)
+            .into_iter()
+            .filter(move |&id| self.in_range(id, mint, maxt))
+            .map(|id| self.index.labels(id))
     }
 
     /// Series matching all `matchers` with their samples in `[mint, maxt]`; series without
     /// samples in range are left out.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        self.matching(matchers)
+        self.index
+            .matching(matchers)
             .into_iter()
             .filter_map(|id| {
-                let series = &self.series[id as usize];
-                let start = series.samples.partition_point(|s| s.t < mint);
-                let end = series.samples.partition_point(|s| s.t <= maxt);
+                let samples = &self.samples[id as usize];
+                let start = samples.partition_point(|s| s.t < mint);
+                let end = samples.partition_point(|s| s.t <= maxt);
                 (start < end).then(|| SeriesSamples {
-                    labels: series.labels.clone(),
-                    samples: series.samples[start..end].to_vec(),
+                    labels: self.index.labels(id).clone(),
+                    samples: samples[start..end].to_vec(),
                 })
             })
             .collect()
@@ -173,20 +220,16 @@ impl Head {
 
     /// Label sets of matching series, sorted.
     pub fn series(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
-        let mut out: Vec<Labels> = self
-            .matching_any(selectors, mint, maxt)
-            .into_iter()
-            .map(|id| self.series[id as usize].labels.clone())
-            .collect();
+        let mut out: Vec<Labels> = self.matching_labels(selectors, mint, maxt).cloned().collect();
         out.sort();
         out
     }
 
     /// Sorted distinct label names of matching series.
     pub fn label_names(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<String> {
-        let mut names = BTreeSet::new();
-        for id in self.matching_any(selectors, mint, maxt) {
-            for label in self.series[id as usize].labels.iter() {
+        let mut names = std::collections::BTreeSet::new();
+        for labels in self.matching_labels(selectors, mint, maxt) {
+            for label in labels.iter() {
                 names.insert(label.name.clone());
             }
         }
@@ -201,9 +244,9 @@ impl Head {
         mint: i64,
         maxt: i64,
     ) -> Vec<String> {
-        let mut values = BTreeSet::new();
-        for id in self.matching_any(selectors, mint, maxt) {
-            if let Some(v) = self.series[id as usize].labels.get(name) {
+        let mut values = std::collections::BTreeSet::new();
+        for labels in self.matching_labels(selectors, mint, maxt) {
+            if let Some(v) = labels.get(name) {
                 values.insert(v);
             }
         }
@@ -213,15 +256,26 @@ impl Head {
     /// Current sizes.
     pub fn stats(&self) -> Stats {
         Stats {
-            series: self.series.len(),
-            samples: self.samples,
+            series: self.iter().count(),
+            samples: self.count,
         }
+    }
+
+    /// Approximate heap bytes held: index plus sample vectors (by capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.index.heap_bytes()
+            + self
+                .samples
+                .iter()
+                .map(|s| s.capacity() * size_of::<Sample>() + 24)
+                .sum::<usize>()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MatchOp;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(pairs.iter().copied())

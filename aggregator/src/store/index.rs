@@ -1,0 +1,126 @@
+//! A series index: label sets with dense ids and a postings list per label pair, used by the
+//! head and by every block to find the series a set of matchers selects.
+//!
+//! Must not: hold samples; callers keep per-series data in vectors indexed by [`SeriesId`].
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use super::{Labels, MatchOp, Matcher};
+
+/// Dense id of a series within one index (head or block).
+pub type SeriesId = u32;
+
+/// Label sets by dense id, with postings.
+#[derive(Debug, Default)]
+pub struct SeriesIndex {
+    labels: Vec<Labels>,
+    ids: HashMap<Labels, SeriesId>,
+    /// name → value → ids (ascending, since ids are assigned in increasing order).
+    postings: HashMap<Arc<str>, BTreeMap<Arc<str>, Vec<SeriesId>>>,
+}
+
+impl SeriesIndex {
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The id of `labels`, if known.
+    pub fn get(&self, labels: &Labels) -> Option<SeriesId> {
+        self.ids.get(labels).copied()
+    }
+
+    /// The labels of series `id`.
+    pub fn labels(&self, id: SeriesId) -> &Labels {
+        &self.labels[id as usize]
+    }
+
+    /// Adds a series (which must be new) and returns its id.
+    pub fn insert(&mut self, labels: Labels) -> SeriesId {
+        debug_assert!(!self.ids.contains_key(&labels));
+        let id = SeriesId::try_from(self.labels.len()).expect("fewer than 2^32 series");
+        for label in labels.iter() {
+            self.postings
+                .entry(label.name.clone())
+                .or_default()
+                .entry(label.value.clone())
+                .or_default()
+                .push(id);
+        }
+        self.ids.insert(labels.clone(), id);
+        self.labels.push(labels);
+        id
+    }
+
+    /// The id of `labels`, inserting it when new; the flag says whether it was created.
+    pub fn get_or_insert(&mut self, labels: Labels) -> (SeriesId, bool) {
+        match self.ids.get(&labels) {
+            Some(&id) => (id, false),
+            None => (self.insert(labels), true),
+        }
+    }
+
+    /// Ids of the series matching every matcher, ascending.
+    pub fn matching(&self, matchers: &[Matcher]) -> Vec<SeriesId> {
+        // Narrow with the most selective equality matcher on a non-empty value, if any.
+        let candidates: Option<&Vec<SeriesId>> = matchers
+            .iter()
+            .filter_map(|m| match &m.op {
+                MatchOp::Equal(v) if !v.is_empty() => Some(
+                    self.postings
+                        .get(m.name.as_str())
+                        .and_then(|values| values.get(v.as_str())),
+                ),
+                _ => None,
+            })
+            .map(|list| list.unwrap_or(const { &Vec::new() }))
+            .min_by_key(|list| list.len());
+        let accept = |id: SeriesId| {
+            let labels = &self.labels[id as usize];
+            matchers
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+        };
+        match candidates {
+            Some(list) => list.iter().copied().filter(|&id| accept(id)).collect(),
+            None => (0..self.labels.len() as SeriesId)
+                .filter(|&id| accept(id))
+                .collect(),
+        }
+    }
+
+    /// Ids matching any selector (all series when there are none), ascending, deduplicated.
+    pub fn matching_any(&self, selectors: &[Vec<Matcher>]) -> Vec<SeriesId> {
+        if selectors.is_empty() {
+            return (0..self.labels.len() as SeriesId).collect();
+        }
+        let mut ids: Vec<SeriesId> = selectors.iter().flat_map(|m| self.matching(m)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Approximate heap bytes held (labels are shared `Arc<str>`s, counted once per series).
+    pub fn heap_bytes(&self) -> usize {
+        let per_series: usize = self
+            .labels
+            .iter()
+            .map(|l| {
+                l.len() * size_of::<super::Label>()
+                    + l.iter().map(|p| p.value.len() + 16).sum::<usize>()
+            })
+            .sum();
+        // Labels twice (vector and map key share the Arcs), postings one id each per label.
+        per_series
+            + self.labels.len() * (2 * size_of::<Labels>() + 8)
+            + self.labels.iter().map(|l| l.len() * 4).sum::<usize>()
+    }
+}
