@@ -1,59 +1,34 @@
 //! Differential test against the real Prometheus (Debian's 2.42): the same generated dataset
-//! is backfilled into Prometheus with `promtool tsdb create-blocks-from openmetrics` and loaded
-//! into Sonde, then every query of `tests/fixtures/promql/differential.queries` runs on both
+//! is backfilled into Prometheus with `promtool tsdb create-blocks-from openmetrics` and into
+//! Sonde with `sonde-aggregator import`, then every query of `tests/fixtures/promql/differential.queries` runs on both
 //! as instant queries at several times and as range queries, and the answers must agree at
 //! relative 1e-6 (documented divergences excepted, see `divergences.md`).
 
 use std::collections::BTreeMap;
 
-use sonde_proto::v1::{BatchPayload, Label, Sample, Series};
+use std::path::Path;
+
 use sonde_tests::{
-    Aggregator,
+    Aggregator, binary,
     promqldiff::{DURATION_MS, Dataset, Prometheus, START_MS, fixture, read_corpus},
     promqltest::{Eval, EvalKind, Outcome, compare, run_eval},
 };
 
-/// Loads the dataset into a fresh aggregator.
-fn load_sonde(dataset: &Dataset) -> Aggregator {
-    let agg = Aggregator::start();
-    let series: Vec<Series> = dataset
-        .series
-        .iter()
-        .map(|s| Series {
-            labels: s
-                .labels
-                .iter()
-                .map(|(n, v)| Label {
-                    name: n.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
-            samples: s
-                .samples
-                .iter()
-                .map(|&(timestamp_ms, value)| Sample {
-                    timestamp_ms,
-                    value,
-                })
-                .collect(),
-            exemplars: vec![],
-        })
-        .collect();
-    let batches = series
-        .chunks(20)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let payload = BatchPayload {
-                series: chunk.to_vec(),
-                ..Default::default()
-            };
-            sonde_proto::codec::encode_batch("differential", 1, i as u64 + 1, &payload, 3)
-        })
-        .collect();
-    for ack in agg.push(batches) {
-        assert_eq!(ack.status, sonde_proto::v1::AckStatus::Ok as i32, "{ack:?}");
-    }
-    agg
+/// Imports the OpenMetrics file with `sonde-aggregator import` and serves the result.
+fn load_sonde(openmetrics: &Path, data_dir: &Path) -> Aggregator {
+    let output = std::process::Command::new(binary("sonde-aggregator"))
+        .args(["import", "--data-dir"])
+        .arg(data_dir)
+        .arg(openmetrics)
+        .output()
+        .expect("run sonde-aggregator import");
+    assert!(
+        output.status.success(),
+        "sonde-aggregator import failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Aggregator::start_in(Some(data_dir), None, &[])
 }
 
 fn eval(query: &str, kind: EvalKind, ordered: bool) -> Eval {
@@ -79,7 +54,7 @@ fn sonde_agrees_with_prometheus() {
         std::fs::copy(&openmetrics, copy).unwrap();
     }
     let prometheus = Prometheus::start_with(&openmetrics);
-    let sonde = load_sonde(&dataset);
+    let sonde = load_sonde(&openmetrics, &dir.path().join("sonde-data"));
 
     let end = START_MS + DURATION_MS;
     let instants = [
