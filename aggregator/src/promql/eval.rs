@@ -205,6 +205,13 @@ impl<'a> Evaluator<'a> {
     /// Evaluates `plan` at every step of `grid`.
     pub fn eval(&mut self, plan: &Plan, grid: Grid) -> Result<Val, QueryError> {
         self.check()?;
+        // Every node holds at least one value per step: refuse a grid (a subquery's, say
+        // `x[1y:1ms]`) that could not fit before allocating for it.
+        if grid.len() > self.max_samples {
+            return Err(QueryError::TooManySamples {
+                limit: self.max_samples,
+            });
+        }
         let out = match plan {
             Plan::Number(n) => Val::Scalar(vec![*n; grid.len()]),
             Plan::String(s) => Val::String(s.clone()),

@@ -164,3 +164,12 @@ fn errors_are_typed() {
         .unwrap_err();
     assert!(err.to_string().contains("duplicate series"), "{err}");
 }
+
+#[test]
+fn a_huge_subquery_grid_is_refused_before_allocating() {
+    let (engine, _dir) = engine();
+    let err = engine
+        .instant("sum_over_time(vector(1)[1y:1ms])", 420_000, deadline())
+        .unwrap_err();
+    assert!(matches!(err, QueryError::TooManySamples { .. }), "{err}");
+}
