@@ -254,7 +254,12 @@ pub struct Cli {
     #[arg(long, env = "SONDE_AGGREGATOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory for all persistent state [default: data].
-    #[arg(long, env = "SONDE_AGGREGATOR_DATA_DIR", value_name = "DIR", global = true)]
+    #[arg(
+        long,
+        env = "SONDE_AGGREGATOR_DATA_DIR",
+        value_name = "DIR",
+        global = true
+    )]
     pub data_dir: Option<PathBuf>,
     /// HTTP listen address (Prometheus API, /metrics, health) [default: 0.0.0.0:9180].
     #[arg(long, env = "SONDE_AGGREGATOR_LISTEN_HTTP", value_name = "ADDR")]

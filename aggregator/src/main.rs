@@ -69,7 +69,10 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Inspect) => {
-            print!("{}", sonde_aggregator::store::inspect::inspect(&config.data_dir)?);
+            print!(
+                "{}",
+                sonde_aggregator::store::inspect::inspect(&config.data_dir)?
+            );
             return Ok(());
         }
         None => {}

@@ -291,7 +291,11 @@ impl Store {
         Self::open_inner(dir, options, false)
     }
 
-    fn open_inner(dir: &Path, options: StoreOptions, with_wal: bool) -> Result<Arc<Self>, StoreError> {
+    fn open_inner(
+        dir: &Path,
+        options: StoreOptions,
+        with_wal: bool,
+    ) -> Result<Arc<Self>, StoreError> {
         let started = std::time::Instant::now();
         let dir = DataDir::open(dir)?;
         let blocks = Self::load_blocks(dir.path())?;
@@ -306,8 +310,10 @@ impl Store {
         let (mut replayed_samples, mut replayed_spans) = (0u64, 0u64);
         let wal = if with_wal {
             let mut refs: HashMap<u32, Labels> = HashMap::new();
-            let wal = Wal::open(&dir.path().join("wal"), options.wal_segment_bytes, |event| {
-                match event {
+            let wal = Wal::open(
+                &dir.path().join("wal"),
+                options.wal_segment_bytes,
+                |event| match event {
                     ReplayEvent::Segment(_) => refs.clear(),
                     ReplayEvent::Entry(Entry::Series { r, labels }) => {
                         refs.insert(r, labels);
@@ -326,8 +332,8 @@ impl Store {
                         replayed_spans += s.len() as u64;
                         spans.add_to_head(s);
                     }
-                }
-            })?;
+                },
+            )?;
             Some(wal)
         } else {
             None
@@ -623,7 +629,11 @@ impl Store {
         for block in self.blocks() {
             out.extend(block.matching_labels(selectors, mint, maxt).cloned());
         }
-        out.extend(self.head_read().matching_labels(selectors, mint, maxt).cloned());
+        out.extend(
+            self.head_read()
+                .matching_labels(selectors, mint, maxt)
+                .cloned(),
+        );
         out
     }
 
@@ -635,7 +645,10 @@ impl Store {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Labels>, StoreError> {
-        Ok(self.matching_labels(selectors, mint, maxt).into_iter().collect())
+        Ok(self
+            .matching_labels(selectors, mint, maxt)
+            .into_iter()
+            .collect())
     }
 
     /// Sorted label names of the series matching any of `selectors`.
@@ -715,7 +728,9 @@ impl Store {
         let blocks_dir = self.dir.path().join("blocks");
         let mut written = 0;
         for (_, part) in split_by_range(series, self.options.block_ms()) {
-            if let Some((path, _)) = block::write::write_block(&blocks_dir, self.next_seq(), 0, Vec::new(), part)? {
+            if let Some((path, _)) =
+                block::write::write_block(&blocks_dir, self.next_seq(), 0, Vec::new(), part)?
+            {
                 let block = Arc::new(Block::open(&path)?);
                 let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
                 blocks.push(block);

@@ -119,14 +119,21 @@ fn verify(data_dir: &Path, acked: &BTreeSet<u64>, sent_below: u64) {
     let store = Store::open_with(data_dir, StoreOptions::default())
         .unwrap_or_else(|e| panic!("the store must always reopen: {e}"));
     let got = store
-        .select(&[Matcher::equal("__name__", "crash_test")], i64::MIN, i64::MAX)
+        .select(
+            &[Matcher::equal("__name__", "crash_test")],
+            i64::MIN,
+            i64::MAX,
+        )
         .unwrap();
     let mut stored: BTreeMap<(u64, i64), u64> = BTreeMap::new();
     for s in &got {
         let j: u64 = s.labels.get("series").unwrap().parse().unwrap();
         let mut last = i64::MIN;
         for sample in &s.samples {
-            assert!(sample.t > last, "series {j}: samples sorted, one per timestamp");
+            assert!(
+                sample.t > last,
+                "series {j}: samples sorted, one per timestamp"
+            );
             last = sample.t;
             stored.insert((j, sample.t), sample.v.to_bits());
         }
@@ -146,7 +153,11 @@ fn verify(data_dir: &Path, acked: &BTreeSet<u64>, sent_below: u64) {
         let k = ts as u64 / 1000 / PER_BATCH;
         let i = ts as u64 / 1000 % PER_BATCH;
         assert!(k < sent_below, "stored sample at {ts} was never sent");
-        assert_eq!(bits, value(k, j, i).to_bits(), "series {j} at {ts}: wrong value");
+        assert_eq!(
+            bits,
+            value(k, j, i).to_bits(),
+            "series {j} at {ts}: wrong value"
+        );
     }
     // Unacknowledged batches may be stored (killed after the WAL write, before the ack),
     // but only whole: a batch is one WAL record.
@@ -182,7 +193,11 @@ fn sigkill_mid_ingest_loses_no_acknowledged_sample() {
             std::thread::sleep(kill_after);
             sigkill(pid);
         });
-        let (ok, after) = push_until(&agg.grpc_url(), next, Instant::now() + Duration::from_secs(20));
+        let (ok, after) = push_until(
+            &agg.grpc_url(),
+            next,
+            Instant::now() + Duration::from_secs(20),
+        );
         killer.join().unwrap();
         assert!(
             !ok.is_empty() || life > 0,
@@ -193,7 +208,11 @@ fn sigkill_mid_ingest_loses_no_acknowledged_sample() {
         next = after;
         drop(agg);
     }
-    assert!(acked.len() > 20, "too few batches acknowledged to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 20,
+        "too few batches acknowledged to mean anything: {}",
+        acked.len()
+    );
     // After the last SIGKILL: everything from WAL + blocks.
     verify(&data, &acked, next);
     // Restart the binary, stop it cleanly (flush on shutdown), check again from blocks.
@@ -220,7 +239,11 @@ fn truncated_wal_and_parquet_are_repaired_or_set_aside_with_a_log_line() {
     let config = config(tmp.path());
     let config_arg = config.to_str().unwrap();
     let mut agg = Aggregator::start_in(Some(&data), None, &["--config", config_arg]);
-    let (acked, _) = push_until(&agg.grpc_url(), 1, Instant::now() + Duration::from_millis(1500));
+    let (acked, _) = push_until(
+        &agg.grpc_url(),
+        1,
+        Instant::now() + Duration::from_millis(1500),
+    );
     assert!(!acked.is_empty());
     sonde_tests::eventually(Duration::from_secs(20), "a block on disk", || {
         std::fs::read_dir(data.join("blocks"))
@@ -241,7 +264,12 @@ fn truncated_wal_and_parquet_are_repaired_or_set_aside_with_a_log_line() {
         .unwrap();
     let samples = block.join("samples.parquet");
     let len = std::fs::metadata(&samples).unwrap().len();
-    std::fs::File::options().write(true).open(&samples).unwrap().set_len(len / 2).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&samples)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let mut segments: Vec<_> = std::fs::read_dir(data.join("wal"))
         .unwrap()
         .flatten()
@@ -250,15 +278,27 @@ fn truncated_wal_and_parquet_are_repaired_or_set_aside_with_a_log_line() {
     segments.sort();
     let last = segments.last().unwrap();
     let len = std::fs::metadata(last).unwrap().len();
-    std::fs::File::options().write(true).open(last).unwrap().set_len(len - 3).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
 
     let mut agg = Aggregator::start_in(Some(&data), None, &["--config", config_arg]);
     let log = agg.log();
-    assert!(log.contains("unreadable block skipped and moved aside"), "{log}");
+    assert!(
+        log.contains("unreadable block skipped and moved aside"),
+        "{log}"
+    );
     assert!(log.contains("truncating the torn tail"), "{log}");
     assert!(data.join("corrupt").read_dir().unwrap().count() == 1);
     // Still ingesting after the repair.
-    let (ok, _) = push_until(&agg.grpc_url(), 10_000, Instant::now() + Duration::from_millis(200));
+    let (ok, _) = push_until(
+        &agg.grpc_url(),
+        10_000,
+        Instant::now() + Duration::from_millis(200),
+    );
     assert!(!ok.is_empty(), "{}", agg.log());
     assert!(agg.process().stop(Duration::from_secs(30)).success());
     Store::open(&data).expect("the repaired store opens");

@@ -17,7 +17,9 @@ fn fixture() -> String {
     let mut s = String::new();
     s.push_str("# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.\n");
     s.push_str("# TYPE node_cpu_seconds_total counter\n");
-    s.push_str("# TYPE node_load1 gauge\n# TYPE lat_seconds histogram\n# UNIT lat_seconds seconds\n");
+    s.push_str(
+        "# TYPE node_load1 gauge\n# TYPE lat_seconds histogram\n# UNIT lat_seconds seconds\n",
+    );
     let start = 1_767_225_600; // 2026-01-01T00:00:00Z, 2h-aligned.
     for (j, mode) in ["idle", "user"].iter().enumerate() {
         for i in 0..720 {
@@ -47,18 +49,29 @@ fn fixture() -> String {
         let mut cum = 0;
         for (k, le) in ["0.1", "1", "+Inf"].iter().enumerate() {
             cum += i * (k as u64 + 1);
-            let exemplar = if k == 2 { " # {trace_id=\"abc\"} 0.5" } else { "" };
-            s.push_str(&format!("lat_seconds_bucket{{le=\"{le}\"}} {cum} {t}{exemplar}\n"));
+            let exemplar = if k == 2 {
+                " # {trace_id=\"abc\"} 0.5"
+            } else {
+                ""
+            };
+            s.push_str(&format!(
+                "lat_seconds_bucket{{le=\"{le}\"}} {cum} {t}{exemplar}\n"
+            ));
         }
         s.push_str(&format!("lat_seconds_count {cum} {t}\n"));
-        s.push_str(&format!("lat_seconds_sum {} {t}\n", i as f64 * 0.123_456_789));
+        s.push_str(&format!(
+            "lat_seconds_sum {} {t}\n",
+            i as f64 * 0.123_456_789
+        ));
     }
     s.push_str("# EOF\n");
     s
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     out
 }
 
@@ -78,7 +91,11 @@ fn sonde_samples(dir: &Path) -> BTreeMap<(String, i64), u64> {
     let store = Store::open(dir).expect("store opens");
     let mut out = BTreeMap::new();
     for s in store
-        .select(&[Matcher::regex("__name__", ".+", false).unwrap()], i64::MIN, i64::MAX)
+        .select(
+            &[Matcher::regex("__name__", ".+", false).unwrap()],
+            i64::MIN,
+            i64::MAX,
+        )
         .unwrap()
     {
         for sample in s.samples {
@@ -146,7 +163,11 @@ fn split_pairs(s: &str) -> Vec<String> {
 }
 
 fn canonical_nan(bits: u64) -> u64 {
-    if f64::from_bits(bits).is_nan() { 0x7ff8_0000_0000_0001 } else { bits }
+    if f64::from_bits(bits).is_nan() {
+        0x7ff8_0000_0000_0001
+    } else {
+        bits
+    }
 }
 
 #[test]
@@ -160,7 +181,10 @@ fn import_matches_promtool_on_the_same_file() {
         .arg("--data-dir")
         .arg(&sonde)
         .arg(&file));
-    assert!(summary.contains("imported 5760 samples of 8 series"), "{summary}");
+    assert!(
+        summary.contains("imported 5760 samples of 8 series"),
+        "{summary}"
+    );
     let prom = tmp.path().join("prom");
     ok(Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics"])
@@ -169,8 +193,14 @@ fn import_matches_promtool_on_the_same_file() {
     let ours = sonde_samples(&sonde);
     let theirs = promtool_samples(&prom);
     assert_eq!(ours.len(), 5760);
-    let ours: BTreeMap<_, _> = ours.into_iter().map(|(k, v)| (k, canonical_nan(v))).collect();
-    let theirs: BTreeMap<_, _> = theirs.into_iter().map(|(k, v)| (k, canonical_nan(v))).collect();
+    let ours: BTreeMap<_, _> = ours
+        .into_iter()
+        .map(|(k, v)| (k, canonical_nan(v)))
+        .collect();
+    let theirs: BTreeMap<_, _> = theirs
+        .into_iter()
+        .map(|(k, v)| (k, canonical_nan(v)))
+        .collect();
     assert_eq!(ours.len(), theirs.len());
     for ((key, ours), (tkey, theirs)) in ours.iter().zip(&theirs) {
         assert_eq!(key, tkey, "same series and timestamps as promtool");
@@ -179,7 +209,10 @@ fn import_matches_promtool_on_the_same_file() {
     // Metadata is imported and persisted.
     let store = Store::open(&sonde).unwrap();
     let meta = store.metadata();
-    assert_eq!(meta["node_cpu_seconds_total"].help, "Seconds the CPUs spent in each mode.");
+    assert_eq!(
+        meta["node_cpu_seconds_total"].help,
+        "Seconds the CPUs spent in each mode."
+    );
     assert_eq!(meta["lat_seconds"].unit, "seconds");
 }
 
@@ -199,12 +232,14 @@ fn import_errors_name_file_and_line_and_write_nothing() {
     assert!(err.contains(&format!("{}:2:", file.display())), "{err}");
     assert!(!data.join("blocks").exists(), "nothing written");
     // promtool refuses it too.
-    assert!(!run(Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&file)
-        .arg(tmp.path().join("prom")))
-    .status
-    .success());
+    assert!(
+        !run(Command::new("promtool")
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&file)
+            .arg(tmp.path().join("prom")))
+        .status
+        .success()
+    );
 }
 
 const READER: &str = r#"
@@ -297,9 +332,18 @@ fn blocks_are_plain_parquet_that_pyarrow_reads() {
         ])
     );
     let enc = &read["schemas"]["encodings"];
-    assert!(enc["t"].to_string().contains("DELTA_BINARY_PACKED"), "{enc}");
-    assert!(enc["v_int"].to_string().contains("DELTA_BINARY_PACKED"), "{enc}");
-    assert!(enc["v_float"].to_string().contains("BYTE_STREAM_SPLIT"), "{enc}");
+    assert!(
+        enc["t"].to_string().contains("DELTA_BINARY_PACKED"),
+        "{enc}"
+    );
+    assert!(
+        enc["v_int"].to_string().contains("DELTA_BINARY_PACKED"),
+        "{enc}"
+    );
+    assert!(
+        enc["v_float"].to_string().contains("BYTE_STREAM_SPLIT"),
+        "{enc}"
+    );
     let theirs: BTreeMap<(String, i64), u64> = read["samples"]
         .as_array()
         .unwrap()

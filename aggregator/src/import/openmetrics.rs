@@ -140,12 +140,12 @@ impl Parser {
         let mut parts = text.splitn(4, ' ');
         let (Some("#"), Some(keyword), Some(name)) = (parts.next(), parts.next(), parts.next())
         else {
-            return self.err(format!("invalid comment {text:?}: expected # HELP, # TYPE, # UNIT or # EOF"));
+            return self.err(format!(
+                "invalid comment {text:?}: expected # HELP, # TYPE, # UNIT or # EOF"
+            ));
         };
         let rest = parts.next().unwrap_or("");
-        if name.is_empty()
-            || !is_name_start(name.as_bytes()[0])
-            || !name.bytes().all(is_name_char)
+        if name.is_empty() || !is_name_start(name.as_bytes()[0]) || !name.bytes().all(is_name_char)
         {
             return self.err(format!("invalid metric name {name:?} in # {keyword}"));
         }
@@ -158,16 +158,25 @@ impl Parser {
             "HELP" => {
                 let help = unescape(rest.as_bytes(), false)
                     .ok_or_else(|| self.perr(format!("invalid escape in help text {rest:?}")))?;
-                self.metadata.entry(name.to_owned()).or_insert_with(entry).help = help;
+                self.metadata
+                    .entry(name.to_owned())
+                    .or_insert_with(entry)
+                    .help = help;
             }
             "TYPE" => {
                 let Some(t) = MetricType::parse(rest) else {
                     return self.err(format!("invalid metric type {rest:?}"));
                 };
-                self.metadata.entry(name.to_owned()).or_insert_with(entry).metric_type = t;
+                self.metadata
+                    .entry(name.to_owned())
+                    .or_insert_with(entry)
+                    .metric_type = t;
             }
             "UNIT" => {
-                self.metadata.entry(name.to_owned()).or_insert_with(entry).unit = rest.to_owned();
+                self.metadata
+                    .entry(name.to_owned())
+                    .or_insert_with(entry)
+                    .unit = rest.to_owned();
             }
             _ => {
                 return self.err(format!(
@@ -225,7 +234,10 @@ impl Parser {
         let mut fields = rest.split(|&b| b == b' ');
         let value = fields.next().unwrap_or_default();
         let Some(v) = parse_float(value) else {
-            return self.err(format!("invalid value {:?}", String::from_utf8_lossy(value)));
+            return self.err(format!(
+                "invalid value {:?}",
+                String::from_utf8_lossy(value)
+            ));
         };
         let Some(ts) = fields.next() else {
             return self.err(format!(
@@ -396,9 +408,30 @@ mod tests {
             p.series[0].to_string(),
             r#"http_requests_total{code="200", service="a\"b"}"#
         );
-        assert_eq!(lines[2], Line::Sample { id: 0, t: 1_395_066_363_000, v: 1027.0 });
-        assert_eq!(lines[3], Line::Sample { id: 0, t: 1_395_066_363_500, v: 1028.0 });
-        assert_eq!(lines[4], Line::Sample { id: 1, t: 1_395_066_364_000, v: 1.0 });
+        assert_eq!(
+            lines[2],
+            Line::Sample {
+                id: 0,
+                t: 1_395_066_363_000,
+                v: 1027.0
+            }
+        );
+        assert_eq!(
+            lines[3],
+            Line::Sample {
+                id: 0,
+                t: 1_395_066_363_500,
+                v: 1028.0
+            }
+        );
+        assert_eq!(
+            lines[4],
+            Line::Sample {
+                id: 1,
+                t: 1_395_066_364_000,
+                v: 1.0
+            }
+        );
         match lines[5] {
             Line::Sample { v, t, .. } => {
                 assert_eq!(v.to_bits(), PROMETHEUS_NAN);
@@ -407,7 +440,10 @@ mod tests {
             Line::Other => panic!("sample expected"),
         }
         let m = &p.metadata["http_requests_total"];
-        assert_eq!((m.metric_type, m.help.as_str()), (MetricType::Counter, "The total \\ number."));
+        assert_eq!(
+            (m.metric_type, m.help.as_str()),
+            (MetricType::Counter, "The total \\ number.")
+        );
     }
 
     #[test]

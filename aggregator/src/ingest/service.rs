@@ -110,21 +110,23 @@ impl Shared {
             self.store.set_metadata(family, metadata);
         }
         // One WAL record for the whole batch: all or nothing, durable before the ack.
-        let (stored, duplicates, spans) =
-            match self.store.append_batch(converted.series, converted.spans) {
-                Ok(outcome) => (outcome.appended, outcome.duplicates, outcome.spans),
-                Err(error) if error.is_permanent() => return reject(error.to_string()),
-                Err(error) => {
-                    tracing::warn!(agent = %batch.agent_id, sequence, %error, "batch not stored; agent will retry");
-                    self.metrics.batch("retry");
-                    return Ack {
-                        sequence,
-                        status: AckStatus::Retry as i32,
-                        error: error.to_string(),
-                        ..Default::default()
-                    };
-                }
-            };
+        let (stored, duplicates, spans) = match self
+            .store
+            .append_batch(converted.series, converted.spans)
+        {
+            Ok(outcome) => (outcome.appended, outcome.duplicates, outcome.spans),
+            Err(error) if error.is_permanent() => return reject(error.to_string()),
+            Err(error) => {
+                tracing::warn!(agent = %batch.agent_id, sequence, %error, "batch not stored; agent will retry");
+                self.metrics.batch("retry");
+                return Ack {
+                    sequence,
+                    status: AckStatus::Retry as i32,
+                    error: error.to_string(),
+                    ..Default::default()
+                };
+            }
+        };
         self.streams
             .lock()
             .unwrap_or_else(|p| p.into_inner())

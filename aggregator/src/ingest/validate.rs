@@ -88,7 +88,10 @@ pub enum ValidationError {
 pub fn validate(payload: &BatchPayload, limits: &Limits) -> Result<(), ValidationError> {
     for (index, span) in payload.spans.iter().enumerate() {
         let problem = if span.trace_id.len() != 16 {
-            Some(format!("trace_id has {} bytes, not 16", span.trace_id.len()))
+            Some(format!(
+                "trace_id has {} bytes, not 16",
+                span.trace_id.len()
+            ))
         } else if span.span_id.len() != 8 {
             Some(format!("span_id has {} bytes, not 8", span.span_id.len()))
         } else if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {

@@ -128,6 +128,8 @@ pub struct Evaluator<'a> {
     peak_samples: usize,
     /// Series selected from the store in the current block.
     series: usize,
+    /// Calls to the store's `select` so far.
+    selections: usize,
     ticks: u32,
 }
 
@@ -153,8 +155,15 @@ impl<'a> Evaluator<'a> {
             samples: 0,
             peak_samples: 0,
             series: 0,
+            selections: 0,
             ticks: 0,
         }
+    }
+
+    /// How many times the store was asked for samples so far (once per selector and
+    /// evaluation block, never once per step).
+    pub fn selections(&self) -> usize {
+        self.selections
     }
 
     /// The most samples held at once so far.

@@ -31,8 +31,10 @@ pub fn plan(blocks: &[Arc<Block>], window_ms: i64, watermark: Option<i64>) -> Ve
                 return false;
             }
             let complete = watermark.is_none_or(|w| start + window_ms <= w);
-            let mut ranges: Vec<(i64, i64)> =
-                group.iter().map(|b| (b.meta().min_t, b.meta().max_t)).collect();
+            let mut ranges: Vec<(i64, i64)> = group
+                .iter()
+                .map(|b| (b.meta().min_t, b.meta().max_t))
+                .collect();
             ranges.sort_unstable();
             let overlapping = ranges.windows(2).any(|w| w[1].0 <= w[0].1);
             complete || overlapping
@@ -45,7 +47,11 @@ pub fn plan(blocks: &[Arc<Block>], window_ms: i64, watermark: Option<i64>) -> Ve
 }
 
 /// Merges `group` (sorted by sequence, oldest first) into block `seq` under `blocks_dir`.
-pub fn compact(blocks_dir: &Path, seq: u64, group: &[Arc<Block>]) -> Result<Option<Block>, BlockError> {
+pub fn compact(
+    blocks_dir: &Path,
+    seq: u64,
+    group: &[Arc<Block>],
+) -> Result<Option<Block>, BlockError> {
     let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::new();
     for block in group {
         block.read_all(|labels, samples| match merged.get_mut(labels) {
@@ -57,7 +63,13 @@ pub fn compact(blocks_dir: &Path, seq: u64, group: &[Arc<Block>]) -> Result<Opti
     }
     let level = group.iter().map(|b| b.meta().level).max().unwrap_or(0) + 1;
     let sources = group.iter().map(|b| b.meta().seq).collect();
-    match write_block(blocks_dir, seq, level, sources, merged.into_iter().collect())? {
+    match write_block(
+        blocks_dir,
+        seq,
+        level,
+        sources,
+        merged.into_iter().collect(),
+    )? {
         Some((path, _)) => Block::open(&path).map(Some),
         None => Ok(None),
     }

@@ -135,7 +135,11 @@ impl Head {
 
     /// Oldest timestamp held, if any.
     pub fn min_t(&self) -> Option<i64> {
-        self.samples.iter().filter_map(|s| s.first()).map(|s| s.t).min()
+        self.samples
+            .iter()
+            .filter_map(|s| s.first())
+            .map(|s| s.t)
+            .min()
     }
 
     /// Every series with samples: id, labels, samples.
@@ -144,7 +148,13 @@ impl Head {
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.is_empty())
-            .map(|(i, s)| (i as SeriesId, self.index.labels(i as SeriesId), s.as_slice()))
+            .map(|(i, s)| {
+                (
+                    i as SeriesId,
+                    self.index.labels(i as SeriesId),
+                    s.as_slice(),
+                )
+            })
     }
 
     /// Removes and returns the samples in `[mint, maxt)`, per series (series without any
@@ -220,7 +230,10 @@ impl Head {
 
     /// Label sets of matching series, sorted.
     pub fn series(&self, selectors: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
-        let mut out: Vec<Labels> = self.matching_labels(selectors, mint, maxt).cloned().collect();
+        let mut out: Vec<Labels> = self
+            .matching_labels(selectors, mint, maxt)
+            .cloned()
+            .collect();
         out.sort();
         out
     }

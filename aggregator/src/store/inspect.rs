@@ -45,7 +45,10 @@ pub fn inspect(dir: &Path) -> Result<String, StoreError> {
         })?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("blk-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("blk-"))
+        })
         .collect();
     entries.sort();
     for block in entries {
@@ -81,7 +84,11 @@ pub fn inspect(dir: &Path) -> Result<String, StoreError> {
         "total: {samples} samples, {bytes} B, {:.3} B/sample\n",
         bytes as f64 / samples.max(1) as f64
     );
-    let _ = writeln!(out, "{:<40} {:>12} {:>12} {:>9}  encodings", "column", "compressed", "plain", "B/sample");
+    let _ = writeln!(
+        out,
+        "{:<40} {:>12} {:>12} {:>9}  encodings",
+        "column", "compressed", "plain", "B/sample"
+    );
     for (name, (compressed, uncompressed, encodings)) in &columns {
         let _ = writeln!(
             out,

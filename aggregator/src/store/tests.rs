@@ -26,7 +26,11 @@ fn options() -> StoreOptions {
 
 fn all(store: &Store) -> Vec<SeriesSamples> {
     store
-        .select(&[Matcher::regex("__name__", ".+", false).unwrap()], i64::MIN, i64::MAX)
+        .select(
+            &[Matcher::regex("__name__", ".+", false).unwrap()],
+            i64::MIN,
+            i64::MAX,
+        )
         .unwrap()
 }
 
@@ -44,14 +48,19 @@ fn wal_replay_restores_acknowledged_samples_bit_exact() {
         store
             .append_batch(
                 vec![
-                    (labels("a", "x"), vec![s(1000, 1.5), s(2000, f64::from_bits(STALE))]),
+                    (
+                        labels("a", "x"),
+                        vec![s(1000, 1.5), s(2000, f64::from_bits(STALE))],
+                    ),
                     (labels("b", "x"), vec![s(1000, -0.0)]),
                 ],
                 vec![],
             )
             .unwrap();
         // Duplicate with another value: first write wins.
-        let out = store.append(labels("a", "x"), &[s(1000, 99.0), s(3000, 3.0)]).unwrap();
+        let out = store
+            .append(labels("a", "x"), &[s(1000, 99.0), s(3000, 3.0)])
+            .unwrap();
         assert_eq!((out.appended, out.duplicates), (1, 1));
         // Dropped without flush: only the WAL has the data.
     }
@@ -60,7 +69,11 @@ fn wal_replay_restores_acknowledged_samples_bit_exact() {
     assert_eq!(got.len(), 2);
     assert_eq!(
         bits(&got[0].samples),
-        vec![(1000, 1.5f64.to_bits()), (2000, STALE), (3000, 3f64.to_bits())]
+        vec![
+            (1000, 1.5f64.to_bits()),
+            (2000, STALE),
+            (3000, 3f64.to_bits())
+        ]
     );
     assert_eq!(bits(&got[1].samples), vec![(1000, (-0.0f64).to_bits())]);
 }
@@ -69,7 +82,9 @@ fn wal_replay_restores_acknowledged_samples_bit_exact() {
 fn flush_moves_old_samples_to_blocks_and_select_merges() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open_with(tmp.path(), options()).unwrap();
-    let series: Vec<Sample> = (0..(3 * 60)).map(|i| s(i * 60_000, i as f64 * 0.25)).collect();
+    let series: Vec<Sample> = (0..(3 * 60))
+        .map(|i| s(i * 60_000, i as f64 * 0.25))
+        .collect();
     store
         .append_batch(
             vec![
@@ -84,7 +99,10 @@ fn flush_moves_old_samples_to_blocks_and_select_merges() {
     assert_eq!(store.disk_stats().blocks, 2);
     assert_eq!(store.stats().samples, 60, "head keeps only the last hour");
     let got = all(&store);
-    assert_eq!(got[0].samples, series, "blocks + head give every sample once, in order");
+    assert_eq!(
+        got[0].samples, series,
+        "blocks + head give every sample once, in order"
+    );
     assert_eq!(bits(&got[1].samples), vec![(10, STALE)]);
     // Range selection across the block boundary.
     let part = store
@@ -94,33 +112,50 @@ fn flush_moves_old_samples_to_blocks_and_select_merges() {
     // Too old now: before newest - window.
     let err = store.append(labels("a", "x"), &[s(1000, 1.0)]).unwrap_err();
     assert!(err.is_permanent());
-    assert!(err.to_string().contains("a{job=\"x\"}") && err.to_string().contains("1000"), "{err}");
+    assert!(
+        err.to_string().contains("a{job=\"x\"}") && err.to_string().contains("1000"),
+        "{err}"
+    );
     drop(store);
     // Reopen: blocks load, WAL replay skips what was flushed.
     let store = Store::open_with(tmp.path(), options()).unwrap();
     assert_eq!(all(&store)[0].samples, series);
     assert_eq!(store.series(&[], 0, 5 * H).unwrap().len(), 2);
-    assert_eq!(store.label_values("job", &[], 0, 5 * H).unwrap(), ["x", "y"]);
+    assert_eq!(
+        store.label_values("job", &[], 0, 5 * H).unwrap(),
+        ["x", "y"]
+    );
 }
 
 #[test]
 fn shutdown_flush_then_more_data_then_compaction_keeps_first_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open_with(tmp.path(), options()).unwrap();
-    store.append(labels("a", "x"), &[s(1000, 1.0), s(2000, 2.0)]).unwrap();
+    store
+        .append(labels("a", "x"), &[s(1000, 1.0), s(2000, 2.0)])
+        .unwrap();
     store.flush(true).unwrap();
     assert_eq!(store.stats().samples, 0);
     drop(store);
     let store = Store::open_with(tmp.path(), options()).unwrap();
     // Same range again (an overlapping block after the next flush); 2000 is a duplicate of
     // a flushed sample: the block's value must win.
-    store.append(labels("a", "x"), &[s(2000, 20.0), s(3000, 3.0)]).unwrap();
+    store
+        .append(labels("a", "x"), &[s(2000, 20.0), s(3000, 3.0)])
+        .unwrap();
     assert_eq!(bits(&all(&store)[0].samples)[1], (2000, 2f64.to_bits()));
     store.flush(true).unwrap();
     assert_eq!(store.disk_stats().blocks, 2);
-    assert_eq!(store.compact(false).unwrap(), 1, "overlapping blocks are compacted");
+    assert_eq!(
+        store.compact(false).unwrap(),
+        1,
+        "overlapping blocks are compacted"
+    );
     assert_eq!(store.disk_stats().blocks, 1);
-    assert_eq!(all(&store)[0].samples, vec![s(1000, 1.0), s(2000, 2.0), s(3000, 3.0)]);
+    assert_eq!(
+        all(&store)[0].samples,
+        vec![s(1000, 1.0), s(2000, 2.0), s(3000, 3.0)]
+    );
 }
 
 #[test]
@@ -132,7 +167,11 @@ fn torn_wal_tail_is_cut_and_store_reopens() {
         store.append(labels("a", "x"), &[s(2000, 2.0)]).unwrap();
     }
     let wal = tmp.path().join("wal");
-    let mut segments: Vec<_> = std::fs::read_dir(&wal).unwrap().flatten().map(|e| e.path()).collect();
+    let mut segments: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     segments.sort();
     let data_segment = segments
         .iter()
@@ -140,7 +179,10 @@ fn torn_wal_tail_is_cut_and_store_reopens() {
         .unwrap()
         .clone();
     let len = std::fs::metadata(&data_segment).unwrap().len();
-    let file = std::fs::File::options().write(true).open(&data_segment).unwrap();
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&data_segment)
+        .unwrap();
     file.set_len(len - 5).unwrap();
     drop(file);
     // Remove the later, empty segments so the torn one is the last.
@@ -163,16 +205,31 @@ fn truncated_block_is_moved_aside_and_store_opens() {
         store.append(labels("a", "x"), &[s(1000, 1.0)]).unwrap();
         store.flush(true).unwrap();
     }
-    let block = std::fs::read_dir(tmp.path().join("blocks")).unwrap().flatten().next().unwrap().path();
+    let block = std::fs::read_dir(tmp.path().join("blocks"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     let samples = block.join("samples.parquet");
     let len = std::fs::metadata(&samples).unwrap().len();
-    std::fs::File::options().write(true).open(&samples).unwrap().set_len(len / 2).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&samples)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     // An unfinished block from an interrupted write is removed too.
     std::fs::create_dir_all(tmp.path().join("blocks/.tmp-blk-00000099")).unwrap();
     let store = Store::open_with(tmp.path(), options()).unwrap();
     assert!(all(&store).is_empty());
     assert!(!tmp.path().join("blocks/.tmp-blk-00000099").exists());
-    assert_eq!(std::fs::read_dir(tmp.path().join("corrupt")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("corrupt"))
+            .unwrap()
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -193,12 +250,18 @@ fn spans_survive_restart_and_flush_and_are_found() {
             ("http.status_code".to_owned(), AttrValue::Int(200)),
             ("raw".to_owned(), AttrValue::Bytes(vec![0, 255])),
         ],
-        resource: vec![("service.name".to_owned(), AttrValue::Str(service.to_owned()))],
+        resource: vec![(
+            "service.name".to_owned(),
+            AttrValue::Str(service.to_owned()),
+        )],
     };
     {
         let store = Store::open_with(tmp.path(), options()).unwrap();
         store
-            .append_spans(vec![span(1, "api", 1_000, 500), span(2, "db", 2_000, 5_000)])
+            .append_spans(vec![
+                span(1, "api", 1_000, 500),
+                span(2, "db", 2_000, 5_000),
+            ])
             .unwrap();
     }
     let store = Store::open_with(tmp.path(), options()).unwrap();
@@ -206,12 +269,18 @@ fn spans_survive_restart_and_flush_and_are_found() {
         trace_id: Some([2; 16]),
         ..Default::default()
     };
-    assert_eq!(store.find_spans(&by_trace).unwrap(), vec![span(2, "db", 2_000, 5_000)]);
+    assert_eq!(
+        store.find_spans(&by_trace).unwrap(),
+        vec![span(2, "db", 2_000, 5_000)]
+    );
     store.flush(false).unwrap();
     assert_eq!(store.spans.head_len(), 0, "spans went to a file");
     drop(store);
     let store = Store::open_with(tmp.path(), options()).unwrap();
-    assert_eq!(store.find_spans(&by_trace).unwrap(), vec![span(2, "db", 2_000, 5_000)]);
+    assert_eq!(
+        store.find_spans(&by_trace).unwrap(),
+        vec![span(2, "db", 2_000, 5_000)]
+    );
     let slow = SpanQuery {
         min_duration_ns: Some(1_000),
         ..Default::default()
@@ -223,8 +292,19 @@ fn spans_survive_restart_and_flush_and_are_found() {
         start_max_ns: Some(1_500),
         ..Default::default()
     };
-    assert_eq!(store.find_spans(&api).unwrap(), vec![span(1, "api", 1_000, 500)]);
-    assert!(store.find_spans(&SpanQuery { trace_id: Some([9; 16]), ..Default::default() }).unwrap().is_empty());
+    assert_eq!(
+        store.find_spans(&api).unwrap(),
+        vec![span(1, "api", 1_000, 500)]
+    );
+    assert!(
+        store
+            .find_spans(&SpanQuery {
+                trace_id: Some([9; 16]),
+                ..Default::default()
+            })
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -239,7 +319,12 @@ fn retention_deletes_old_blocks() {
         .write_blocks(vec![(labels("a", "x"), vec![s(0, 1.0), s(5 * H, 2.0)])])
         .unwrap();
     assert_eq!(store.disk_stats().blocks, 2);
-    store.append(labels("a", "x"), &[s(5 * H + 1, 3.0)]).unwrap();
+    store
+        .append(labels("a", "x"), &[s(5 * H + 1, 3.0)])
+        .unwrap();
     assert_eq!(store.apply_retention().unwrap(), 1);
-    assert_eq!(all(&store)[0].samples, vec![s(5 * H, 2.0), s(5 * H + 1, 3.0)]);
+    assert_eq!(
+        all(&store)[0].samples,
+        vec![s(5 * H, 2.0), s(5 * H + 1, 3.0)]
+    );
 }

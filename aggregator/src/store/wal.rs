@@ -86,9 +86,7 @@ fn segment_seq(path: &Path) -> Option<u64> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))
 }
 
 fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -114,7 +112,11 @@ fn replay_segment(
     while pos < data.len() {
         let rest = &data[pos..];
         if rest.len() < record::HEADER {
-            return (pos, max_t, Some(format!("torn record header at byte {pos}")));
+            return (
+                pos,
+                max_t,
+                Some(format!("torn record header at byte {pos}")),
+            );
         }
         let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));

@@ -48,7 +48,9 @@ struct Figures {
 fn measure(cmd: &mut Command) -> anyhow::Result<(f64, u64)> {
     eprintln!("+ {}", util::display(cmd));
     let started = Instant::now();
-    let child = cmd.spawn().with_context(|| format!("cannot start {}", util::display(cmd)))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", util::display(cmd)))?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value to be overwritten.
@@ -173,7 +175,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let sonde = root.join("target/release/sonde-aggregator");
     let work = root.join(&options.work_dir);
     if work.exists() {
-        std::fs::remove_dir_all(&work).with_context(|| format!("cannot clear {}", work.display()))?;
+        std::fs::remove_dir_all(&work)
+            .with_context(|| format!("cannot clear {}", work.display()))?;
     }
     std::fs::create_dir_all(&work)?;
     let om_path = work.join("data.om");
@@ -187,7 +190,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let generated = {
         let mut om = BufWriter::with_capacity(1 << 20, std::fs::File::create(&om_path)?);
         let mut prom = BufWriter::with_capacity(1 << 20, std::fs::File::create(&prom_path)?);
-        datagen::generate(&mut om, &mut prom, options.hosts, scrapes, interval_ms, start_ms)?
+        datagen::generate(
+            &mut om,
+            &mut prom,
+            options.hosts,
+            scrapes,
+            interval_ms,
+            start_ms,
+        )?
     };
     let samples = generated.samples;
     eprintln!("{} series, {samples} samples", generated.series);
@@ -229,7 +239,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         note: "`promtool tsdb create-blocks-from openmetrics` (2h blocks)".to_owned(),
     });
 
-    results.push(victoria_metrics(&prom_path, &work.join("victoria-metrics"))?);
+    results.push(victoria_metrics(
+        &prom_path,
+        &work.join("victoria-metrics"),
+    )?);
 
     let inspect = util::output(
         Command::new(&sonde)
@@ -262,7 +275,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         options.hours,
         du(&om_path) / 1_000_000
     );
-    let _ = writeln!(md, "| store | bytes on disk | bytes/sample | import samples/s | peak RSS | how |");
+    let _ = writeln!(
+        md,
+        "| store | bytes on disk | bytes/sample | import samples/s | peak RSS | how |"
+    );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---|");
     for r in &results {
         let _ = writeln!(

@@ -71,6 +71,7 @@ impl Evaluator<'_> {
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, QueryError> {
         self.check()?;
+        self.selections += 1;
         let mut out: Vec<SeriesSamples> = Vec::new();
         for group in &sel.groups {
             out.extend(self.store.select(group, mint, maxt)?);

@@ -173,3 +173,56 @@ fn a_huge_subquery_grid_is_refused_before_allocating() {
         .unwrap_err();
     assert!(matches!(err, QueryError::TooManySamples { .. }), "{err}");
 }
+
+#[test]
+fn range_queries_select_once_per_selector_and_block() {
+    use std::sync::atomic::AtomicBool;
+
+    use crate::promql::{
+        eval::{Evaluator, Grid, run_range},
+        plan::{Plan, PlanContext},
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let samples: Vec<Sample> = (0..2000)
+        .map(|i| Sample {
+            t: i * 60_000,
+            v: i as f64,
+        })
+        .collect();
+    store
+        .append(Labels::from_pairs([("__name__", "x")]), &samples)
+        .unwrap();
+    let config = QueryConfig::default();
+    let cancelled = AtomicBool::new(false);
+    let run = |query: &str, grid: Grid| {
+        let ctx = PlanContext {
+            start_ms: grid.start,
+            end_ms: grid.end,
+            default_subquery_step_ms: 60_000,
+        };
+        let plan = Plan::from_ast(&crate::promql::parse(query).unwrap(), &ctx).unwrap();
+        let mut ev = Evaluator::new(&store, &config, deadline(), &cancelled);
+        run_range(&mut ev, &plan, grid).unwrap();
+        ev.selections()
+    };
+    // One hour at 15 s: 241 steps, one selection per selector.
+    let hour = Grid {
+        start: 3_600_000,
+        end: 7_200_000,
+        step: 15_000,
+    };
+    assert_eq!(run("rate(x[5m])", hour), 1);
+    assert_eq!(run("x / on() x offset 1m", hour), 2);
+    assert_eq!(run("max_over_time(x[10m:1m])", hour), 1);
+    // A day at 60 s is split into blocks of 2 h: one selection per block.
+    let day = Grid {
+        start: 0,
+        end: 24 * 3_600_000,
+        step: 60_000,
+    };
+    assert_eq!(run("sum(rate(x[5m]))", day), 13);
+    // `@` makes the selector step invariant: evaluated once per block at one step.
+    assert_eq!(run("x @ 600", hour), 1);
+}

@@ -25,7 +25,11 @@ use crate::store::{
 /// Rows decoded per Arrow batch.
 const READ_BATCH_ROWS: usize = 8192;
 
-fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a dyn Array, BlockError> {
+fn column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<&'a dyn Array, BlockError> {
     batch
         .column_by_name(name)
         .map(|c| c.as_ref())
@@ -170,8 +174,12 @@ pub fn read_series(
         cursor = rows.start + u64::from(rows.count);
     }
     let file = File::open(&path).map_err(BlockError::io(&path))?;
-    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, block.samples_meta.clone());
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["t", "v_int", "v_scale", "v_float"]);
+    let builder =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, block.samples_meta.clone());
+    let mask = ProjectionMask::columns(
+        builder.parquet_schema(),
+        ["t", "v_int", "v_scale", "v_float"],
+    );
     let reader = builder
         .with_projection(mask)
         .with_row_selection(RowSelection::from(selectors))
@@ -210,7 +218,10 @@ pub fn read_series(
             } else if v_float.is_valid(row) {
                 v_float.value(row)
             } else {
-                return Err(BlockError::invalid(&path, "a row has neither v_int nor v_float"));
+                return Err(BlockError::invalid(
+                    &path,
+                    "a row has neither v_int nor v_float",
+                ));
             };
             buf.push(Sample { t: t.value(row), v });
             if buf.len() == block.rows[id as usize].count as usize {
@@ -221,7 +232,10 @@ pub fn read_series(
         }
     }
     if current.is_some() {
-        return Err(BlockError::invalid(&path, "fewer rows than the series table says"));
+        return Err(BlockError::invalid(
+            &path,
+            "fewer rows than the series table says",
+        ));
     }
     Ok(())
 }

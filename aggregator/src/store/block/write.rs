@@ -43,7 +43,8 @@ impl SampleColumns {
             let int = scale.and_then(|k| values::encode_at(s.v, k));
             self.v_int.push(int);
             self.v_scale.push(scale.unwrap_or(0));
-            self.v_float.push(if int.is_some() { None } else { Some(s.v) });
+            self.v_float
+                .push(if int.is_some() { None } else { Some(s.v) });
         }
     }
 

@@ -19,7 +19,10 @@ use parquet::{
         arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder},
     },
     basic::{Compression, ZstdLevel},
-    file::{metadata::KeyValue, properties::{EnabledStatistics, WriterProperties}},
+    file::{
+        metadata::KeyValue,
+        properties::{EnabledStatistics, WriterProperties},
+    },
     schema::types::ColumnPath,
 };
 use serde_json::{Map, Value};
@@ -133,7 +136,10 @@ impl SpanFile {
                 .ok()
         };
         let (Some(min_start_ns), Some(max_start_ns)) = (kv(MIN_KEY), kv(MAX_KEY)) else {
-            return Err(BlockError::invalid(path, "missing sonde.*_start_ns metadata"));
+            return Err(BlockError::invalid(
+                path,
+                "missing sonde.*_start_ns metadata",
+            ));
         };
         if meta.schema().fields() != schema().fields() {
             return Err(BlockError::invalid(path, "unexpected schema"));
@@ -191,7 +197,11 @@ impl SpanFile {
     }
 }
 
-fn decode_batch(batch: &RecordBatch, path: &Path, mut f: impl FnMut(Span)) -> Result<(), BlockError> {
+fn decode_batch(
+    batch: &RecordBatch,
+    path: &Path,
+    mut f: impl FnMut(Span),
+) -> Result<(), BlockError> {
     let bad = || BlockError::invalid(path, "unexpected column types");
     let c = |i: usize| batch.column(i);
     let trace = c(0).as_fixed_size_binary_opt().ok_or_else(bad)?;
@@ -200,7 +210,9 @@ fn decode_batch(batch: &RecordBatch, path: &Path, mut f: impl FnMut(Span)) -> Re
     let service = c(3).as_string_opt::<i32>().ok_or_else(bad)?;
     let name = c(4).as_string_opt::<i32>().ok_or_else(bad)?;
     let kind = c(5).as_primitive_opt::<Int8Type>().ok_or_else(bad)?;
-    let start = c(6).as_primitive_opt::<TimestampNanosecondType>().ok_or_else(bad)?;
+    let start = c(6)
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(bad)?;
     let duration = c(7).as_primitive_opt::<Int64Type>().ok_or_else(bad)?;
     let status = c(8).as_primitive_opt::<Int8Type>().ok_or_else(bad)?;
     let message = c(9).as_string_opt::<i32>().ok_or_else(bad)?;
@@ -245,7 +257,9 @@ pub fn write(dir: &Path, seq: u64, spans: &[Span]) -> Result<SpanFile, BlockErro
         Arc::new(
             FixedSizeBinaryArray::try_from_iter(order.iter().map(|s| s.trace_id)).map_err(bad)?,
         ),
-        Arc::new(FixedSizeBinaryArray::try_from_iter(order.iter().map(|s| s.span_id)).map_err(bad)?),
+        Arc::new(
+            FixedSizeBinaryArray::try_from_iter(order.iter().map(|s| s.span_id)).map_err(bad)?,
+        ),
         Arc::new(
             FixedSizeBinaryArray::try_from_sparse_iter_with_size(
                 order.iter().map(|s| s.parent_span_id),
@@ -253,22 +267,38 @@ pub fn write(dir: &Path, seq: u64, spans: &[Span]) -> Result<SpanFile, BlockErro
             )
             .map_err(bad)?,
         ),
-        Arc::new(StringArray::from_iter_values(order.iter().map(|s| &s.service))),
+        Arc::new(StringArray::from_iter_values(
+            order.iter().map(|s| &s.service),
+        )),
         Arc::new(StringArray::from_iter_values(order.iter().map(|s| &s.name))),
-        Arc::new(Int8Array::from_iter_values(order.iter().map(|s| s.kind as i8))),
+        Arc::new(Int8Array::from_iter_values(
+            order.iter().map(|s| s.kind as i8),
+        )),
         Arc::new(
             TimestampNanosecondArray::from_iter_values(order.iter().map(|s| s.start_unix_nano))
                 .with_timezone("UTC"),
         ),
-        Arc::new(Int64Array::from_iter_values(order.iter().map(|s| s.duration_nanos()))),
-        Arc::new(Int8Array::from_iter_values(order.iter().map(|s| s.status_code as i8))),
-        Arc::new(StringArray::from_iter_values(order.iter().map(|s| &s.status_message))),
-        Arc::new(StringArray::from_iter_values(order.iter().map(|s| attrs_json(&s.attributes)))),
-        Arc::new(StringArray::from_iter_values(order.iter().map(|s| attrs_json(&s.resource)))),
+        Arc::new(Int64Array::from_iter_values(
+            order.iter().map(|s| s.duration_nanos()),
+        )),
+        Arc::new(Int8Array::from_iter_values(
+            order.iter().map(|s| s.status_code as i8),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            order.iter().map(|s| &s.status_message),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            order.iter().map(|s| attrs_json(&s.attributes)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            order.iter().map(|s| attrs_json(&s.resource)),
+        )),
     ];
     let batch = RecordBatch::try_new(schema(), columns).map_err(bad)?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_max_row_group_size(ROW_GROUP_ROWS)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
