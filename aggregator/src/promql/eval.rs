@@ -64,6 +64,11 @@ impl Grid {
         }
     }
 
+    /// Whether the grid has no step (its end is before its start).
+    pub fn is_empty(&self) -> bool {
+        self.end < self.start
+    }
+
     /// Time of step `i`.
     pub fn ts(&self, i: usize) -> i64 {
         self.start + i as i64 * self.step
@@ -187,7 +192,7 @@ impl<'a> Evaluator<'a> {
     /// A cheap [`check`](Self::check) for inner loops: looks at the clock every 64 calls.
     fn tick(&mut self) -> Result<(), QueryError> {
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % 64 == 0 {
+        if self.ticks.is_multiple_of(64) {
             self.check()
         } else {
             Ok(())

@@ -55,7 +55,8 @@ impl Outputs {
 
 /// Prometheus' conversion of `k` to an integer, with its error for values that do not fit.
 fn int_param(k: f64) -> Result<i64, QueryError> {
-    if k.is_nan() || k >= 9.223_372_036_854_776e18 || k < -9.223_372_036_854_776e18 {
+    // NaN is outside every range.
+    if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&k) {
         return Err(QueryError::Execution(format!(
             "Scalar value {} overflows int64",
             format_float(k)
@@ -177,16 +178,8 @@ impl Evaluator<'_> {
                 let nf = f64::from(n);
                 match op {
                     AggOp::Sum => value[k] += v,
-                    AggOp::Min => {
-                        if value[k] > v || value[k].is_nan() {
-                            value[k] = v;
-                        }
-                    }
-                    AggOp::Max => {
-                        if value[k] < v || value[k].is_nan() {
-                            value[k] = v;
-                        }
-                    }
+                    AggOp::Min if value[k] > v || value[k].is_nan() => value[k] = v,
+                    AggOp::Max if value[k] < v || value[k].is_nan() => value[k] = v,
                     AggOp::Avg => {
                         let m = mean[k];
                         if m.is_infinite() {
