@@ -31,8 +31,9 @@ use crate::{
     store::{Labels, Sample, Store},
 };
 
-/// The smallest block a long range query is split into, milliseconds.
-const MIN_BLOCK_MS: i64 = 2 * 3600 * 1000;
+/// The sample density assumed when sizing blocks: one sample per this many milliseconds
+/// (Prometheus' default scrape interval).
+const ASSUMED_INTERVAL_MS: i64 = 15_000;
 
 /// Evaluation times: `start`, `start + step`, … up to `end` inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,23 +423,43 @@ pub fn run_instant(ev: &mut Evaluator<'_>, plan: &Plan, time: i64) -> Result<Val
     })
 }
 
-/// How many steps each block of a range query holds: whole queries up to a few hours run as
-/// one block; longer ones are split so that each block's data (its steps plus the look-back
-/// the plan needs) stays a small multiple of the look-back.
-fn steps_per_block(plan: &Plan, grid: Grid, lookback_ms: i64) -> usize {
-    let reach = plan.reach_ms(lookback_ms).max(0);
-    let block_ms = MIN_BLOCK_MS.max(reach.saturating_mul(4));
-    let span = grid.end - grid.start;
-    if span <= block_ms + block_ms / 2 {
-        return grid.len().max(1);
+/// How many steps each block of a range query holds. The series the plan's selectors match
+/// over the whole query (an index lookup, no samples read) give an estimate of the samples a
+/// block selects, at one per 15 s over the block plus the plan's look-back; the whole query is
+/// one block when that fits in `max_samples`, otherwise blocks are as long as fits.
+fn steps_per_block(ev: &mut Evaluator<'_>, plan: &Plan, grid: Grid) -> Result<usize, QueryError> {
+    let total = grid.len().max(1);
+    if total == 1 {
+        return Ok(1);
     }
-    usize::try_from((block_ms / grid.step).max(1)).unwrap_or(usize::MAX)
+    let reach = plan.reach_ms(ev.lookback_ms).max(0);
+    let mut selectors = Vec::new();
+    plan.selectors(&mut selectors);
+    let mut series = 0usize;
+    for sel in selectors {
+        let (mint, maxt) = match sel.at_ms {
+            // Selectors with `@` read one instant, whatever the grid.
+            Some(at) => (at - sel.offset_ms - reach, at - sel.offset_ms),
+            None => (grid.start - reach - sel.offset_ms, grid.end - sel.offset_ms),
+        };
+        series = series.saturating_add(ev.store.series(&sel.groups, mint, maxt)?.len());
+    }
+    let series = i64::try_from(series.max(1)).unwrap_or(i64::MAX);
+    let budget = i64::try_from(ev.max_samples).unwrap_or(i64::MAX);
+    let span = grid.end - grid.start + reach;
+    if series.saturating_mul(span / ASSUMED_INTERVAL_MS + 1) <= budget {
+        return Ok(total);
+    }
+    let block_ms = (budget / series * ASSUMED_INTERVAL_MS - reach).max(grid.step);
+    Ok(usize::try_from(block_ms / grid.step)
+        .unwrap_or(usize::MAX)
+        .clamp(1, total))
 }
 
 /// Runs a range query; the result is a matrix sorted by labels.
 pub fn run_range(ev: &mut Evaluator<'_>, plan: &Plan, grid: Grid) -> Result<Value, QueryError> {
     check_range_query_kind(plan)?;
-    let per_block = steps_per_block(plan, grid, ev.lookback_ms);
+    let per_block = steps_per_block(ev, plan, grid)?;
     let total = grid.len();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut out: Vec<RangeSeries> = Vec::new();
@@ -490,6 +511,13 @@ pub fn run_range(ev: &mut Evaluator<'_>, plan: &Plan, grid: Grid) -> Result<Valu
             }
         }
         done += count;
+        // The result so far stays in memory until the query ends.
+        let kept: usize = out.iter().map(|s| s.samples.len()).sum();
+        if kept > ev.max_samples {
+            return Err(QueryError::TooManySamples {
+                limit: ev.max_samples,
+            });
+        }
     }
     out.retain(|s| !s.samples.is_empty());
     out.sort_by(|a, b| a.labels.cmp(&b.labels));

@@ -517,6 +517,31 @@ impl Plan {
         }
     }
 
+    /// Every selector in the plan (subqueries included), in no particular order.
+    pub fn selectors<'a>(&'a self, out: &mut Vec<&'a Selector>) {
+        match self {
+            Self::Number(_) | Self::String(_) => {}
+            Self::Selector(s) => out.push(s),
+            Self::Matrix(m) => source_selectors(m, out),
+            Self::Call(c) => c.args.iter().for_each(|a| a.selectors(out)),
+            Self::RangeCall(c) => {
+                source_selectors(&c.source, out);
+                c.scalars.iter().for_each(|a| a.selectors(out));
+            }
+            Self::Aggregate(a) => {
+                a.expr.selectors(out);
+                if let Some(p) = &a.param {
+                    p.selectors(out);
+                }
+            }
+            Self::Binary(b) => {
+                b.lhs.selectors(out);
+                b.rhs.selectors(out);
+            }
+            Self::Neg(inner) | Self::StepInvariant(inner) => inner.selectors(out),
+        }
+    }
+
     /// The longest stretch of time before a step that evaluating this plan at that step reads
     /// (lookback, ranges, subquery ranges, offsets), milliseconds; used to size evaluation
     /// blocks.
@@ -546,6 +571,13 @@ impl Plan {
             Self::Neg(inner) => inner.reach_ms(lookback_ms),
             Self::StepInvariant(_) => 0,
         }
+    }
+}
+
+fn source_selectors<'a>(source: &'a MatrixSource, out: &mut Vec<&'a Selector>) {
+    match source {
+        MatrixSource::Selector { selector, .. } => out.push(selector),
+        MatrixSource::Subquery(s) => s.expr.selectors(out),
     }
 }
 

@@ -216,13 +216,31 @@ fn range_queries_select_once_per_selector_and_block() {
     assert_eq!(run("rate(x[5m])", hour), 1);
     assert_eq!(run("x / on() x offset 1m", hour), 2);
     assert_eq!(run("max_over_time(x[10m:1m])", hour), 1);
-    // A day at 60 s is split into blocks of 2 h: one selection per block.
+    // A day at 60 s fits the default limit: one block.
     let day = Grid {
         start: 0,
         end: 24 * 3_600_000,
         step: 60_000,
     };
-    assert_eq!(run("sum(rate(x[5m]))", day), 13);
+    assert_eq!(run("sum(rate(x[5m]))", day), 1);
     // `@` makes the selector step invariant: evaluated once per block at one step.
     assert_eq!(run("x @ 600", hour), 1);
+
+    // With room for 2000 samples, a day (at an assumed sample per 15 s) is cut into blocks
+    // of 8 h 15 min that each fit: three selections, and the same answer as one block.
+    let small = QueryConfig {
+        max_samples: 2000,
+        ..QueryConfig::default()
+    };
+    let ctx = PlanContext {
+        start_ms: day.start,
+        end_ms: day.end,
+        default_subquery_step_ms: 60_000,
+    };
+    let plan = Plan::from_ast(&crate::promql::parse("sum(rate(x[5m]))").unwrap(), &ctx).unwrap();
+    let mut ev = Evaluator::new(&store, &small, deadline(), &cancelled);
+    let blocks = run_range(&mut ev, &plan, day).unwrap();
+    assert_eq!(ev.selections(), 3);
+    let mut ev = Evaluator::new(&store, &config, deadline(), &cancelled);
+    assert_eq!(run_range(&mut ev, &plan, day).unwrap(), blocks);
 }
