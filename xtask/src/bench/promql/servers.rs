@@ -87,7 +87,11 @@ pub fn get(url: &str) -> anyhow::Result<(u16, String)> {
         .into();
     let mut response = agent.get(url).call()?;
     let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string()?;
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()?;
     Ok((status, body))
 }
 
