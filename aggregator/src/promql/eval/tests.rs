@@ -244,3 +244,14 @@ fn range_queries_select_once_per_selector_and_block() {
     let mut ev = Evaluator::new(&store, &config, deadline(), &cancelled);
     assert_eq!(run_range(&mut ev, &plan, day).unwrap(), blocks);
 }
+
+#[test]
+fn a_cancelled_query_stops() {
+    use std::sync::atomic::AtomicBool;
+    let (engine, _dir) = engine();
+    let cancelled = AtomicBool::new(true);
+    let err = engine
+        .range_cancellable("up", 0, 420_000, 1_000, deadline(), &cancelled)
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Cancelled), "{err}");
+}
