@@ -151,24 +151,35 @@ fn parse_answer(body: &str) -> anyhow::Result<Answer> {
 
 /// Where two answers differ by more than relative 1e-6, described; `None` if they agree.
 fn differences(a: &Answer, b: &Answer) -> Option<String> {
-    if a.len() != b.len() {
-        return Some(format!("{} vs {} series", a.len(), b.len()));
-    }
-    for ((la, pa), (lb, pb)) in a.iter().zip(b) {
-        if la != lb || pa.len() != pb.len() {
-            return Some(format!("series {la} vs {lb}"));
-        }
-        for ((ta, va), (tb, vb)) in pa.iter().zip(pb) {
-            let same = ta == tb
-                && ((va.is_nan() && vb.is_nan())
-                    || va == vb
-                    || (va - vb).abs() <= 1e-6 * va.abs().max(vb.abs()));
-            if !same {
-                return Some(format!("{la} at {ta}: {va} vs {vb}"));
+    let close = |x: f64, y: f64| {
+        (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= 1e-6 * x.abs().max(y.abs())
+    };
+    let mut found = Vec::new();
+    for (labels, points) in a {
+        for (t, v) in points {
+            match b.get(labels).and_then(|p| p.get(t)) {
+                Some(w) if close(*v, *w) => {}
+                Some(w) => found.push(format!("{labels} at {t}: {v} vs {w}")),
+                None => found.push(format!("{labels} at {t}: {v} only in Sonde's answer")),
             }
         }
     }
-    None
+    for (labels, points) in b {
+        for (t, w) in points {
+            if a.get(labels).and_then(|p| p.get(t)).is_none() {
+                found.push(format!("{labels} at {t}: {w} only in Prometheus' answer"));
+            }
+        }
+    }
+    if found.is_empty() {
+        return None;
+    }
+    let shown = found.len().min(4);
+    Some(format!(
+        "{} point(s) differ: {}",
+        found.len(),
+        found[..shown].join("; ")
+    ))
 }
 
 /// One system's timings for one case.
@@ -375,7 +386,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if mismatches.is_empty() {
         md.push_str("Sonde's answers equal Prometheus' for every case (relative 1e-6).\n");
     } else {
-        md.push_str("Sonde's answers differ from Prometheus' in:\n\n");
+        md.push_str(
+            "Sonde's answers equal Prometheus' (relative 1e-6) except in the cases below. A \
+             `topk` point present on one side only, with the same value as the other side's, \
+             is a tie that each breaks its own way (see \
+             `tests/fixtures/promql/divergences.md`, topk-ties):\n\n",
+        );
         for m in &mismatches {
             let _ = writeln!(md, "- {m}");
         }
