@@ -30,6 +30,97 @@ struct Window<'a> {
     args: [f64; 2],
 }
 
+/// The windows of one evaluation: the input, the grid and the scalar arguments per step.
+struct Windows<'a> {
+    series: &'a [(Labels, Vec<Sample>)],
+    grid: Grid,
+    range_ms: i64,
+    at_ms: Option<i64>,
+    offset_ms: i64,
+    scalars: &'a [Vec<f64>],
+}
+
+impl Windows<'_> {
+    /// Calls `visit(series index, step, window)` for every non-empty window, series by
+    /// series; each series' samples are walked once with two cursors.
+    fn each(
+        &self,
+        mut visit: impl FnMut(usize, usize, &Window<'_>) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        let steps = self.grid.len();
+        // Window bounds and arguments are the same for every series: compute them once.
+        let bounds: Vec<(i64, i64, i64)> = (0..steps)
+            .map(|i| {
+                let ts = self.grid.ts(i);
+                let end = self.at_ms.unwrap_or(ts) - self.offset_ms;
+                (ts, end - self.range_ms, end)
+            })
+            .collect();
+        for (si, (_, samples)) in self.series.iter().enumerate() {
+            let (mut lo, mut hi) = (0usize, 0usize);
+            for (i, &(ts, start, end)) in bounds.iter().enumerate() {
+                while hi < samples.len() && samples[hi].t <= end {
+                    hi += 1;
+                }
+                while lo < hi && samples[lo].t < start {
+                    lo += 1;
+                }
+                if lo >= hi {
+                    continue;
+                }
+                let window = Window {
+                    samples: &samples[lo..hi],
+                    start,
+                    end,
+                    range_ms: self.range_ms,
+                    ts,
+                    args: [
+                        self.scalars.first().map_or(f64::NAN, |s| s[i]),
+                        self.scalars.get(1).map_or(f64::NAN, |s| s[i]),
+                    ],
+                };
+                visit(si, i, &window)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `f` to every window; one output series per input series with any value.
+    fn map(
+        &self,
+        ev: &mut Evaluator<'_>,
+        keep_name: bool,
+        f: impl Fn(&Window<'_>) -> Result<Option<f64>, QueryError>,
+    ) -> Result<Vec<Series>, QueryError> {
+        let mut points: Vec<Vec<Point>> = vec![Vec::new(); self.series.len()];
+        let mut last = usize::MAX;
+        self.each(|si, i, w| {
+            if si != last {
+                last = si;
+                ev.tick()?;
+            }
+            if let Some(v) = f(w)? {
+                points[si].push(Point { step: i as u32, v });
+            }
+            Ok(())
+        })?;
+        Ok(self
+            .series
+            .iter()
+            .zip(points)
+            .filter(|(_, p)| !p.is_empty())
+            .map(|((labels, _), points)| Series {
+                labels: if keep_name {
+                    labels.clone()
+                } else {
+                    drop_name(labels)
+                },
+                points,
+            })
+            .collect())
+    }
+}
+
 impl Evaluator<'_> {
     /// Evaluates a range function at every step of `grid`.
     pub(super) fn range_call(
@@ -44,78 +135,63 @@ impl Evaluator<'_> {
             scalars.push(values);
         }
         let input = self.range_input(&call.source, grid)?;
-        let steps = grid.len();
-        let absent = call.func == RangeFn::AbsentOverTime;
+        let windows = Windows {
+            series: &input.series,
+            grid,
+            range_ms: input.range_ms,
+            at_ms: input.at_ms,
+            offset_ms: input.offset_ms,
+            scalars: &scalars,
+        };
         let keep_name = call.func == RangeFn::LastOverTime;
-        let mut covered = vec![false; if absent { steps } else { 0 }];
-        let mut out: Vec<Series> = Vec::new();
-        for (labels, samples) in &input.series {
-            self.tick()?;
-            let mut points = Vec::new();
-            let (mut lo, mut hi) = (0usize, 0usize);
-            for i in 0..steps {
-                let ts = grid.ts(i);
-                let end = input.window_end(ts);
-                let start = end - input.range_ms;
-                while hi < samples.len() && samples[hi].t <= end {
-                    hi += 1;
-                }
-                while lo < hi && samples[lo].t < start {
-                    lo += 1;
-                }
-                if lo >= hi {
-                    continue;
-                }
-                if absent {
+        // One loop per function, so each is compiled with its function inlined.
+        let out = match call.func {
+            RangeFn::AbsentOverTime => {
+                let mut covered = vec![false; grid.len()];
+                windows.each(|_, i, _| {
                     covered[i] = true;
-                    continue;
-                }
-                let window = Window {
-                    samples: &samples[lo..hi],
-                    start,
-                    end,
-                    range_ms: input.range_ms,
-                    ts,
-                    args: [
-                        scalars.first().map_or(f64::NAN, |s| s[i]),
-                        scalars.get(1).map_or(f64::NAN, |s| s[i]),
-                    ],
-                };
-                if let Some(v) = apply(call.func, &window)? {
-                    points.push(Point { step: i as u32, v });
-                }
-            }
-            if !points.is_empty() {
-                out.push(Series {
-                    labels: if keep_name {
-                        labels.clone()
-                    } else {
-                        drop_name(labels)
-                    },
-                    points,
+                    Ok(())
+                })?;
+                self.release(input.held);
+                let points: Vec<Point> = covered
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| !**c)
+                    .map(|(i, _)| Point {
+                        step: i as u32,
+                        v: 1.0,
+                    })
+                    .collect();
+                return Ok(if points.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![Series {
+                        labels: call.source.absent_labels(),
+                        points,
+                    }]
                 });
             }
-        }
+            RangeFn::Rate => windows.map(self, false, |w| Ok(extrapolated_rate(w, true, true)))?,
+            RangeFn::Increase => {
+                windows.map(self, false, |w| Ok(extrapolated_rate(w, true, false)))?
+            }
+            RangeFn::Delta => {
+                windows.map(self, false, |w| Ok(extrapolated_rate(w, false, false)))?
+            }
+            RangeFn::Irate => windows.map(self, false, |w| Ok(instant_value(w.samples, true)))?,
+            RangeFn::Idelta => windows.map(self, false, |w| Ok(instant_value(w.samples, false)))?,
+            RangeFn::AvgOverTime => {
+                windows.map(self, false, |w| Ok(Some(avg_over_time(w.samples))))?
+            }
+            RangeFn::SumOverTime => {
+                windows.map(self, false, |w| Ok(Some(sum_over_time(w.samples))))?
+            }
+            RangeFn::CountOverTime => {
+                windows.map(self, false, |w| Ok(Some(w.samples.len() as f64)))?
+            }
+            func => windows.map(self, keep_name, |w| apply(func, w))?,
+        };
         self.release(input.held);
-        if absent {
-            let points: Vec<Point> = covered
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| !**c)
-                .map(|(i, _)| Point {
-                    step: i as u32,
-                    v: 1.0,
-                })
-                .collect();
-            return Ok(if points.is_empty() {
-                Vec::new()
-            } else {
-                vec![Series {
-                    labels: call.source.absent_labels(),
-                    points,
-                }]
-            });
-        }
         // Prometheus rejects a range function's result with two equal label sets, even when
         // they never have a value at the same step.
         if !keep_name && out.len() > 1 {
@@ -154,10 +230,7 @@ fn apply(func: RangeFn, w: &Window<'_>) -> Result<Option<f64>, QueryError> {
                 },
             ))
         }
-        RangeFn::SumOverTime => {
-            let (sum, c) = values().fold((0.0, 0.0), |(sum, c), v| kahan_inc(v, sum, c));
-            Some(if sum.is_infinite() { sum } else { sum + c })
-        }
+        RangeFn::SumOverTime => Some(sum_over_time(s)),
         RangeFn::CountOverTime => Some(s.len() as f64),
         RangeFn::QuantileOverTime => Some(quantile(w.args[0], &mut values().collect::<Vec<_>>())),
         RangeFn::StddevOverTime => Some(variance_over_time(s).sqrt()),
@@ -264,6 +337,14 @@ fn instant_value(s: &[Sample], rate: bool) -> Option<f64> {
         result /= interval as f64 / 1000.0;
     }
     Some(result)
+}
+
+/// Compensated sum.
+fn sum_over_time(s: &[Sample]) -> f64 {
+    let (sum, c) = s
+        .iter()
+        .fold((0.0, 0.0), |(sum, c), x| kahan_inc(x.v, sum, c));
+    if sum.is_infinite() { sum } else { sum + c }
 }
 
 /// Incremental, compensated mean that keeps an infinite mean infinite.
