@@ -136,8 +136,16 @@ pub struct QueryConfig {
     /// Default and maximum evaluation time of one query.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Most samples one query may load into memory.
+    /// Most samples one query may hold in memory at once (selected samples plus
+    /// intermediate results), as Prometheus' `--query.max-samples`.
     pub max_samples: usize,
+    /// Most series one query may select from the store (per evaluation block).
+    pub max_series: usize,
+    /// Step of subqueries written without one (`x[1h:]`), Prometheus' evaluation interval.
+    #[serde(with = "humantime_serde")]
+    pub subquery_step: Duration,
+    /// Queries evaluated at once; more wait (their wait counts toward their timeout).
+    pub max_concurrent: usize,
 }
 
 /// When the WAL is fsynced.
@@ -257,6 +265,9 @@ impl Default for QueryConfig {
             lookback_delta: Duration::from_secs(5 * 60),
             timeout: Duration::from_secs(120),
             max_samples: 50_000_000,
+            max_series: 1_000_000,
+            subquery_step: Duration::from_secs(60),
+            max_concurrent: 20,
         }
     }
 }
@@ -417,6 +428,15 @@ impl Config {
         }
         if self.query.max_samples == 0 {
             return invalid("query.max_samples", "must be at least 1");
+        }
+        if self.query.max_series == 0 {
+            return invalid("query.max_series", "must be at least 1");
+        }
+        if self.query.subquery_step.as_millis() == 0 {
+            return invalid("query.subquery_step", "must be at least 1ms");
+        }
+        if self.query.max_concurrent == 0 {
+            return invalid("query.max_concurrent", "must be at least 1");
         }
         let st = &self.storage;
         if st.block_duration < Duration::from_secs(60) {

@@ -1,6 +1,12 @@
 //! The HTTP server: the Prometheus HTTP API as Grafana calls it, health endpoints and our own
 //! `/metrics`.
 //!
+//! Endpoints (GET, and form-encoded POST where Prometheus accepts it): `/api/v1/query`,
+//! `/api/v1/query_range`, `/api/v1/query_exemplars` (empty: no exemplar storage yet),
+//! `/api/v1/labels`, `/api/v1/label/<name>/values`, `/api/v1/series`, `/api/v1/metadata`,
+//! `/api/v1/status/buildinfo`, `/api/v1/rules` and `/api/v1/alerts` (empty: no rule engine
+//! yet), `/federate`, `/-/healthy`, `/-/ready`, `/metrics`.
+//!
 //! Owns: routing, request parameters ([`params`]), Prometheus' JSON envelope and value
 //! formatting ([`json`]), and the one mapping from internal errors to HTTP status codes and
 //! Prometheus error types ([`error`]). Must not: evaluate queries or touch storage beyond the
@@ -9,11 +15,13 @@
 //! Query evaluation runs on the blocking pool so a heavy query never stalls other requests.
 
 pub mod error;
+mod federate;
 mod health;
 pub mod json;
 mod meta;
 pub mod params;
 mod query;
+mod rules;
 
 use std::{
     sync::{
@@ -63,7 +71,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/label/{name}/values", get(meta::label_values))
         .route("/api/v1/series", get(meta::series).post(meta::series))
         .route("/api/v1/metadata", get(meta::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(query::exemplars).post(query::exemplars),
+        )
         .route("/api/v1/status/buildinfo", get(meta::buildinfo))
+        .route("/api/v1/rules", get(rules::rules))
+        .route("/api/v1/alerts", get(rules::alerts))
+        .route("/federate", get(federate::federate))
         .route("/-/healthy", get(health::healthy).head(health::healthy))
         .route("/-/ready", get(health::ready).head(health::ready))
         .route("/metrics", get(health::metrics))

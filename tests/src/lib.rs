@@ -11,6 +11,8 @@
 pub mod certs;
 pub mod exposition;
 mod process;
+pub mod promqldiff;
+pub mod promqltest;
 
 use std::{
     net::{SocketAddr, TcpListener},

@@ -34,7 +34,10 @@ fn health_readiness_and_envelopes() {
     let missing = agg.get("/api/v1/query");
     assert_eq!(missing.status, 400);
     assert!(missing.body.contains("query"), "{}", missing.body);
-    let unsupported = agg.get(&format!("/api/v1/query?query={}", encode("rate(up[5m])")));
+    let unsupported = agg.get(&format!(
+        "/api/v1/query?query={}",
+        encode("sort_by_label(up, \"job\")")
+    ));
     assert_eq!(unsupported.status, 422, "{}", unsupported.body);
     assert_eq!(unsupported.json()["errorType"], "execution");
     let bad_time = agg.get("/api/v1/query?query=1&time=yesterday");

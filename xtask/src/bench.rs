@@ -5,6 +5,7 @@
 pub mod agent_collect;
 mod ingest;
 pub mod process;
+mod promql;
 mod storage;
 
 use clap::Subcommand;
@@ -21,6 +22,8 @@ pub enum Bench {
     /// Bytes per sample, import speed and memory: Sonde vs Prometheus (promtool) vs
     /// VictoriaMetrics on generated node_exporter-like data.
     Storage(storage::Options),
+    /// PromQL dashboard queries over ~10k series against Prometheus and VictoriaMetrics.
+    Promql(promql::Options),
 }
 
 pub fn run(bench: &Bench) -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ pub fn run(bench: &Bench) -> anyhow::Result<()> {
         Bench::AgentCollect(options) => agent_collect::run(options),
         Bench::Ingest(options) => ingest::run(options),
         Bench::Storage(options) => storage::run(options),
+        Bench::Promql(options) => promql::run(options),
     }
 }
 

@@ -23,6 +23,8 @@ pub enum ErrorType {
     NotFound,
     /// The server is not ready (503).
     Unavailable,
+    /// The query was cancelled (503).
+    Canceled,
 }
 
 impl ErrorType {
@@ -34,6 +36,7 @@ impl ErrorType {
             Self::Internal => "internal",
             Self::NotFound => "not_found",
             Self::Unavailable => "unavailable",
+            Self::Canceled => "canceled",
         }
     }
 
@@ -41,7 +44,7 @@ impl ErrorType {
         match self {
             Self::BadData => StatusCode::BAD_REQUEST,
             Self::Execution => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Timeout | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout | Self::Unavailable | Self::Canceled => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound => StatusCode::NOT_FOUND,
         }
@@ -95,8 +98,11 @@ impl From<QueryError> for ApiError {
             QueryError::Parse(_) => ErrorType::BadData,
             QueryError::Execution(_)
             | QueryError::Unsupported(_)
-            | QueryError::TooManySamples { .. } => ErrorType::Execution,
+            | QueryError::TooManySamples { .. }
+            | QueryError::TooManySeries { .. } => ErrorType::Execution,
             QueryError::Timeout { .. } => ErrorType::Timeout,
+            // Nobody is waiting for the answer; Prometheus reports a cancelled query this way.
+            QueryError::Cancelled => ErrorType::Canceled,
             QueryError::Store(_) => ErrorType::Internal,
         };
         let message = match &error {

@@ -28,19 +28,9 @@ pub fn success_json(data: &impl serde::Serialize) -> Response {
     success(serde_json::to_string(data).expect("serializing plain data cannot fail"))
 }
 
-/// Formats a sample value as Prometheus does.
+/// Formats a sample value as Prometheus does (`NaN`, `+Inf`, shortest digits, no exponent).
 pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_owned()
-    } else if v == f64::INFINITY {
-        "+Inf".to_owned()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_owned()
-    } else {
-        // Rust's shortest round-trip, never exponent notation: the same digits as Go's
-        // FormatFloat(v, 'f', -1, 64).
-        format!("{v}")
-    }
+    crate::promql::math::format_float(v)
 }
 
 /// Writes a millisecond timestamp as seconds (`1435781451.781`, `1.5` → `1.500`).
@@ -74,11 +64,20 @@ pub fn write_labels(out: &mut String, labels: &Labels) {
     out.push('}');
 }
 
+/// Writes a sample value as Prometheus formats it, without an intermediate allocation.
+fn write_value(out: &mut String, v: f64) {
+    if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(&format_value(v));
+    }
+}
+
 fn write_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     write_timestamp(out, t);
     out.push_str(",\"");
-    out.push_str(&format_value(v));
+    write_value(out, v);
     out.push_str("\"]");
 }
 

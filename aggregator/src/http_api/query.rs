@@ -1,11 +1,24 @@
-//! `/api/v1/query` and `/api/v1/query_range`.
+//! `/api/v1/query`, `/api/v1/query_range` and `/api/v1/query_exemplars`.
+//!
+//! Evaluation waits for an admission slot (`query.max_concurrent`), then runs on the blocking
+//! pool. When the client goes away, the request future is dropped, which sets the query's
+//! cancellation flag; the evaluator notices it within a few thousand samples and stops.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use axum::{extract::State, response::Response};
 
 use super::{ApiState, error::ApiError, json, params::Params};
-use crate::{metrics::QueryLabels, promql::Value};
+use crate::{
+    metrics::QueryLabels,
+    promql::{Engine, QueryError, Value},
+};
 
 /// Prometheus' cap on points per series in a range query.
 const MAX_POINTS: i64 = 11_000;
@@ -22,17 +35,44 @@ fn timeout(state: &ApiState, params: &Params) -> Result<Duration, ApiError> {
     Ok(params.duration("timeout")?.map_or(max, |t| t.min(max)))
 }
 
-/// Runs evaluation on the blocking pool, timing it.
+/// Sets the flag when dropped armed: the request future went away before evaluation
+/// finished.
+struct CancelOnDrop(Option<Arc<AtomicBool>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Admits, then evaluates on the blocking pool, timing it.
 async fn evaluate(
     state: &ApiState,
     kind: &'static str,
-    f: impl FnOnce(&crate::promql::Engine) -> Result<Value, crate::promql::QueryError> + Send + 'static,
+    deadline: Instant,
+    f: impl FnOnce(&Engine, &AtomicBool) -> Result<Value, QueryError> + Send + 'static,
 ) -> Result<Value, ApiError> {
-    let engine = state.engine.clone();
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || f(&engine))
-        .await
-        .map_err(|e| ApiError::internal(format!("query evaluation failed: {e}")))?;
+    let permit = state.engine.admit(deadline).await?;
+    let engine = state.engine.clone();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let guard = CancelOnDrop(Some(cancelled.clone()));
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&engine, &cancelled)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("query evaluation failed: {e}")))?;
+    // Finished: nothing left to cancel.
+    guard.disarm();
     state
         .metrics
         .query_duration
@@ -46,8 +86,8 @@ pub async fn instant(State(state): State<ApiState>, params: Params) -> Result<Re
     let query = params.required("query")?.to_owned();
     let time = params.time("time")?.unwrap_or_else(now_ms);
     let deadline = Instant::now() + timeout(&state, &params)?;
-    let value = evaluate(&state, "instant", move |engine| {
-        engine.instant(&query, time, deadline)
+    let value = evaluate(&state, "instant", deadline, move |engine, cancelled| {
+        engine.instant_cancellable(&query, time, deadline, cancelled)
     })
     .await?;
     Ok(json::success(json::encode_value(&value)))
@@ -84,9 +124,32 @@ pub async fn range(State(state): State<ApiState>, params: Params) -> Result<Resp
         ));
     }
     let deadline = Instant::now() + timeout(&state, &params)?;
-    let value = evaluate(&state, "range", move |engine| {
-        engine.range(&query, start, end, step_ms, deadline)
+    let value = evaluate(&state, "range", deadline, move |engine, cancelled| {
+        engine.range_cancellable(&query, start, end, step_ms, deadline, cancelled)
     })
     .await?;
     Ok(json::success(json::encode_value(&value)))
+}
+
+/// `GET|POST /api/v1/query_exemplars?query=…&start=…&end=…`
+///
+/// Sonde stores no exemplars yet, so the answer is Prometheus' empty result, after the same
+/// parameter checks Prometheus makes (a query that parses, valid times).
+pub async fn exemplars(
+    State(_state): State<ApiState>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let query = params.required("query")?;
+    crate::promql::parse(query)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+    let start = params.time("start")?;
+    let end = params.time("end")?;
+    if let (Some(start), Some(end)) = (start, end)
+        && end < start
+    {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start timestamp",
+        ));
+    }
+    Ok(json::success("[]".to_owned()))
 }

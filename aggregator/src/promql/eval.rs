@@ -1,596 +1,528 @@
-//! Tree-walking evaluation of a parsed expression at one timestamp (instant queries) or at
-//! every step (range queries).
+//! Evaluation of a [`Plan`] over a grid of steps.
+//!
+//! Owns: the internal value types (every instant vector is held series by series with the
+//! steps at which each series has a value, so labels, groupings and vector matchings are
+//! computed once per series rather than once per step), the dispatch over plan nodes, the
+//! per-query limits (samples held in memory, series selected, deadline, cancellation), and
+//! the splitting of long range queries into blocks of steps whose data is selected once per
+//! block. Steps are independent in PromQL, so blocks are evaluated one after the other and
+//! concatenated, which bounds memory by the block rather than the whole range.
+//!
+//! Must not: parse PromQL (that is [`super::plan`]) or know about HTTP.
 
-use std::{collections::BTreeMap, collections::HashMap, time::Instant};
+mod aggregate;
+mod binary;
+mod call;
+mod range;
+mod selector;
 
-use promql_parser::{
-    label::{MatchOp as ParsedOp, Matcher as ParsedMatcher},
-    parser::{
-        AtModifier, BinaryExpr, Expr, MatrixSelector, Offset, VectorMatchCardinality,
-        VectorSelector,
-        token::{self, TokenType},
-        value::ValueType,
-    },
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
 };
 
-use super::{InstantSample, QueryError, RangeSeries, STALE_NAN_BITS, Value};
+use super::{
+    InstantSample, QueryError, RangeSeries, Value,
+    plan::{Plan, check_range_query_kind},
+};
 use crate::{
     config::QueryConfig,
-    store::{Labels, Matcher, Sample, SeriesSamples, Store},
+    store::{Labels, Sample, Store},
 };
 
-pub(super) struct Evaluator<'a> {
+/// The sample density assumed when sizing blocks: one sample per this many milliseconds
+/// (Prometheus' default scrape interval).
+const ASSUMED_INTERVAL_MS: i64 = 15_000;
+
+/// Evaluation times: `start`, `start + step`, … up to `end` inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    /// First step, milliseconds.
+    pub start: i64,
+    /// Last possible step, milliseconds (inclusive; need not be on the grid).
+    pub end: i64,
+    /// Distance between steps, milliseconds (positive).
+    pub step: i64,
+}
+
+impl Grid {
+    /// A single evaluation at `t`.
+    pub fn instant(t: i64) -> Self {
+        Self {
+            start: t,
+            end: t,
+            step: 1,
+        }
+    }
+
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        if self.end < self.start {
+            0
+        } else {
+            usize::try_from((self.end - self.start) / self.step + 1).unwrap_or(usize::MAX)
+        }
+    }
+
+    /// Whether the grid has no step (its end is before its start).
+    pub fn is_empty(&self) -> bool {
+        self.end < self.start
+    }
+
+    /// Time of step `i`.
+    pub fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+/// One value of a series at a step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Step index in the grid.
+    pub step: u32,
+    /// The value.
+    pub v: f64,
+}
+
+/// A series of an instant vector evaluated over a grid: its value at each step where it has
+/// one, in step order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Labels.
+    pub labels: Labels,
+    /// Points, ascending by step, at most one per step.
+    pub points: Vec<Point>,
+}
+
+/// A value evaluated over a grid.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    /// A scalar at every step.
+    Scalar(Vec<f64>),
+    /// A string.
+    String(String),
+    /// An instant vector at every step.
+    Vector(Vec<Series>),
+    /// A range vector (only as a whole instant query's result).
+    Matrix(Vec<RangeSeries>),
+}
+
+impl Val {
+    /// Samples held, for the memory limit.
+    fn size(&self) -> usize {
+        match self {
+            Self::Scalar(v) => v.len(),
+            Self::String(_) => 1,
+            Self::Vector(series) => series.iter().map(|s| s.points.len()).sum(),
+            Self::Matrix(series) => series.iter().map(|s| s.samples.len()).sum(),
+        }
+    }
+}
+
+/// The limits and bookkeeping of one query.
+pub struct Evaluator<'a> {
     store: &'a Store,
     lookback_ms: i64,
-    start_ms: i64,
-    end_ms: i64,
     deadline: Instant,
-    loaded: usize,
+    cancelled: &'a AtomicBool,
     max_samples: usize,
+    max_series: usize,
+    /// Samples currently held by the evaluation.
+    samples: usize,
+    /// Peak of `samples`.
+    peak_samples: usize,
+    /// Series selected from the store in the current block.
+    series: usize,
+    /// Calls to the store's `select` so far.
+    selections: usize,
+    ticks: u32,
 }
 
 fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn is_stale(v: f64) -> bool {
-    v.to_bits() == STALE_NAN_BITS
-}
-
 impl<'a> Evaluator<'a> {
-    pub(super) fn new(
+    /// An evaluator over `store` with `config`'s limits.
+    pub fn new(
         store: &'a Store,
         config: &QueryConfig,
-        start_ms: i64,
-        end_ms: i64,
         deadline: Instant,
+        cancelled: &'a AtomicBool,
     ) -> Self {
         Self {
             store,
             lookback_ms: millis(config.lookback_delta),
-            start_ms,
-            end_ms,
             deadline,
-            loaded: 0,
+            cancelled,
             max_samples: config.max_samples,
+            max_series: config.max_series,
+            samples: 0,
+            peak_samples: 0,
+            series: 0,
+            selections: 0,
+            ticks: 0,
         }
     }
 
-    fn check_deadline(&self, phase: &'static str) -> Result<(), QueryError> {
+    /// How many times the store was asked for samples so far (once per selector and
+    /// evaluation block, never once per step).
+    pub fn selections(&self) -> usize {
+        self.selections
+    }
+
+    /// The most samples held at once so far.
+    pub fn peak_samples(&self) -> usize {
+        self.peak_samples
+    }
+
+    /// Fails when the deadline passed or the query was cancelled.
+    fn check(&self) -> Result<(), QueryError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(QueryError::Cancelled);
+        }
         if Instant::now() > self.deadline {
-            return Err(QueryError::Timeout { phase });
+            return Err(QueryError::Timeout {
+                phase: "expression evaluation",
+            });
         }
         Ok(())
     }
 
-    pub(super) fn eval_range(
-        &mut self,
-        expr: &Expr,
-        start: i64,
-        end: i64,
-        step: i64,
-    ) -> Result<Value, QueryError> {
-        match expr.value_type() {
-            ValueType::Scalar | ValueType::Vector => {}
-            other => {
-                return Err(QueryError::Parse(format!(
-                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
-                    if other == ValueType::Matrix {
-                        "range vector"
-                    } else {
-                        "string"
-                    }
-                )));
-            }
-        }
-        let mut series: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
-        let mut t = start;
-        while t <= end {
-            self.check_deadline("range evaluation")?;
-            match self.eval(expr, t)? {
-                Value::Scalar { v, .. } => series
-                    .entry(Labels::default())
-                    .or_default()
-                    .push(Sample { t, v }),
-                Value::Vector(samples) => {
-                    for s in samples {
-                        series
-                            .entry(s.labels)
-                            .or_default()
-                            .push(Sample { t, v: s.v });
-                    }
-                }
-                other => {
-                    return Err(QueryError::Execution(format!(
-                        "range query evaluated to {}",
-                        other.type_name()
-                    )));
-                }
-            }
-            t += step;
-        }
-        Ok(Value::Matrix(
-            series
-                .into_iter()
-                .map(|(labels, samples)| RangeSeries { labels, samples })
-                .collect(),
-        ))
-    }
-
-    pub(super) fn eval(&mut self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
-        match expr {
-            Expr::NumberLiteral(n) => Ok(Value::Scalar { t, v: n.val }),
-            Expr::StringLiteral(s) => Ok(Value::String {
-                t,
-                v: s.val.clone(),
-            }),
-            Expr::Paren(p) => self.eval(&p.expr, t),
-            Expr::Unary(u) => match self.eval(&u.expr, t)? {
-                Value::Scalar { t, v } => Ok(Value::Scalar { t, v: -v }),
-                Value::Vector(samples) => Ok(Value::Vector(
-                    samples
-                        .into_iter()
-                        .map(|s| InstantSample {
-                            labels: drop_name(&s.labels),
-                            t: s.t,
-                            v: -s.v,
-                        })
-                        .collect(),
-                )),
-                other => Err(QueryError::Execution(format!(
-                    "unary minus on a {}",
-                    other.type_name()
-                ))),
-            },
-            Expr::VectorSelector(vs) => self.vector_selector(vs, t).map(Value::Vector),
-            Expr::MatrixSelector(ms) => self.matrix_selector(ms, t).map(Value::Matrix),
-            Expr::Binary(b) => self.binary(b, t),
-            Expr::Aggregate(a) => Err(QueryError::Unsupported(format!(
-                "the aggregation `{}`",
-                a.op
-            ))),
-            Expr::Call(c) => Err(QueryError::Unsupported(format!(
-                "the function `{}()`",
-                c.func.name
-            ))),
-            Expr::Subquery(_) => Err(QueryError::Unsupported("a subquery".to_owned())),
-            Expr::Extension(_) => Err(QueryError::Unsupported(
-                "an extension expression".to_owned(),
-            )),
+    /// A cheap [`check`](Self::check) for inner loops: looks at the clock every 64 calls.
+    fn tick(&mut self) -> Result<(), QueryError> {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(64) {
+            self.check()
+        } else {
+            Ok(())
         }
     }
 
-    /// The reference time of a selector: `@` if given, minus `offset`.
-    fn reference_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: i64) -> i64 {
-        let base = match at {
-            None => t,
-            Some(AtModifier::Start) => self.start_ms,
-            Some(AtModifier::End) => self.end_ms,
-            Some(AtModifier::At(time)) => match time.duration_since(std::time::UNIX_EPOCH) {
-                Ok(d) => millis(d),
-                Err(e) => -millis(e.duration()),
-            },
-        };
-        match offset {
-            None => base,
-            Some(Offset::Pos(d)) => base - millis(*d),
-            Some(Offset::Neg(d)) => base + millis(*d),
-        }
-    }
-
-    fn select(
-        &mut self,
-        vs: &VectorSelector,
-        mint: i64,
-        maxt: i64,
-    ) -> Result<Vec<SeriesSamples>, QueryError> {
-        self.check_deadline("series selection")?;
-        let groups = matcher_groups(vs)?;
-        let mut out: Vec<SeriesSamples> = Vec::new();
-        for group in &groups {
-            out.extend(self.store.select(group, mint, maxt)?);
-        }
-        if groups.len() > 1 {
-            out.sort_by(|a, b| a.labels.cmp(&b.labels));
-            out.dedup_by(|a, b| a.labels == b.labels);
-        }
-        self.loaded += out.iter().map(|s| s.samples.len()).sum::<usize>();
-        if self.loaded > self.max_samples {
+    /// Accounts for `n` more samples in memory.
+    fn hold(&mut self, n: usize) -> Result<(), QueryError> {
+        self.samples = self.samples.saturating_add(n);
+        self.peak_samples = self.peak_samples.max(self.samples);
+        if self.samples > self.max_samples {
             return Err(QueryError::TooManySamples {
                 limit: self.max_samples,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn vector_selector(
-        &mut self,
-        vs: &VectorSelector,
-        t: i64,
-    ) -> Result<Vec<InstantSample>, QueryError> {
-        let reference = self.reference_time(&vs.at, &vs.offset, t);
-        let mut out: Vec<InstantSample> = self
-            .select(vs, reference - self.lookback_ms, reference)?
-            .into_iter()
-            .filter_map(|series| {
-                let last = series.samples.last()?;
-                (!is_stale(last.v)).then_some(InstantSample {
-                    labels: series.labels,
-                    t,
-                    v: last.v,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+    /// Accounts for `n` samples no longer held.
+    fn release(&mut self, n: usize) {
+        self.samples = self.samples.saturating_sub(n);
     }
 
-    fn matrix_selector(
-        &mut self,
-        ms: &MatrixSelector,
-        t: i64,
-    ) -> Result<Vec<RangeSeries>, QueryError> {
-        let reference = self.reference_time(&ms.vs.at, &ms.vs.offset, t);
-        let mut out: Vec<RangeSeries> = self
-            .select(&ms.vs, reference - millis(ms.range), reference)?
-            .into_iter()
-            .filter_map(|series| {
-                let samples: Vec<Sample> = series
-                    .samples
-                    .into_iter()
-                    .filter(|s| !is_stale(s.v))
-                    .collect();
-                (!samples.is_empty()).then_some(RangeSeries {
-                    labels: series.labels,
-                    samples,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
-    }
-
-    fn binary(&mut self, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
-        let op = b.op.id();
-        if matches!(op, token::T_LAND | token::T_LOR | token::T_LUNLESS) {
-            return Err(QueryError::Unsupported(format!(
-                "the set operator `{}`",
-                b.op
-            )));
+    /// Evaluates `plan` at every step of `grid`.
+    pub fn eval(&mut self, plan: &Plan, grid: Grid) -> Result<Val, QueryError> {
+        self.check()?;
+        // Every node holds at least one value per step: refuse a grid (a subquery's, say
+        // `x[1y:1ms]`) that could not fit before allocating for it.
+        if grid.len() > self.max_samples {
+            return Err(QueryError::TooManySamples {
+                limit: self.max_samples,
+            });
         }
-        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
-        if let Some(m) = &b.modifier
-            && (m.matching.is_some() || m.card != VectorMatchCardinality::OneToOne)
-        {
-            return Err(QueryError::Unsupported(
-                "vector matching with on/ignoring/group_left/group_right".to_owned(),
-            ));
-        }
-        let drop_metric_name = return_bool || !b.op.is_comparison_operator();
-        let lhs = self.eval(&b.lhs, t)?;
-        let rhs = self.eval(&b.rhs, t)?;
-        let finish = |labels: &Labels| {
-            if drop_metric_name {
-                drop_name(labels)
-            } else {
-                labels.clone()
+        let out = match plan {
+            Plan::Number(n) => Val::Scalar(vec![*n; grid.len()]),
+            Plan::String(s) => Val::String(s.clone()),
+            Plan::Selector(sel) => Val::Vector(self.instant_selector(sel, grid, false)?),
+            Plan::Matrix(source) => Val::Matrix(self.matrix_value(source, grid)?),
+            Plan::Call(call) => self.call(call, grid)?,
+            Plan::RangeCall(call) => Val::Vector(self.range_call(call, grid)?),
+            Plan::Aggregate(agg) => Val::Vector(self.aggregate(agg, grid)?),
+            Plan::Binary(b) => self.binary(b, grid)?,
+            Plan::Neg(inner) => {
+                let value = self.eval(inner, grid)?;
+                let size = value.size();
+                let out = match value {
+                    Val::Scalar(v) => Val::Scalar(v.into_iter().map(|v| -v).collect()),
+                    Val::Vector(series) => {
+                        let series = series
+                            .into_iter()
+                            .map(|mut s| {
+                                s.labels = drop_name(&s.labels);
+                                for p in &mut s.points {
+                                    p.v = -p.v;
+                                }
+                                s
+                            })
+                            .collect();
+                        Val::Vector(merge_same_labels(series)?)
+                    }
+                    other => {
+                        return Err(QueryError::Execution(format!(
+                            "unary minus on a {}",
+                            val_type(&other)
+                        )));
+                    }
+                };
+                self.release(size);
+                out
+            }
+            Plan::StepInvariant(inner) => {
+                let steps = grid.len();
+                let once = self.eval(
+                    inner,
+                    Grid {
+                        end: grid.start,
+                        ..grid
+                    },
+                )?;
+                let size = once.size();
+                let out = broadcast(once, steps);
+                self.release(size);
+                out
             }
         };
-        match (lhs, rhs) {
-            (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
-                let (v, keep) = apply(op, l, r)?;
-                let v = if b.op.is_comparison_operator() {
-                    f64::from(u8::from(keep))
-                } else {
-                    v
-                };
-                Ok(Value::Scalar { t, v })
-            }
-            (Value::Vector(vector), Value::Scalar { v: scalar, .. }) => {
-                let mut out = Vec::with_capacity(vector.len());
-                for s in vector {
-                    if let Some(v) = vector_scalar(op, s.v, scalar, false, return_bool)? {
-                        out.push(InstantSample {
-                            labels: finish(&s.labels),
-                            t,
-                            v,
-                        });
-                    }
-                }
-                Ok(Value::Vector(out))
-            }
-            (Value::Scalar { v: scalar, .. }, Value::Vector(vector)) => {
-                let mut out = Vec::with_capacity(vector.len());
-                for s in vector {
-                    if let Some(v) = vector_scalar(op, scalar, s.v, true, return_bool)? {
-                        out.push(InstantSample {
-                            labels: finish(&s.labels),
-                            t,
-                            v,
-                        });
-                    }
-                }
-                Ok(Value::Vector(out))
-            }
-            (Value::Vector(lhs), Value::Vector(rhs)) => {
-                let mut right: HashMap<Labels, &InstantSample> = HashMap::with_capacity(rhs.len());
-                for s in &rhs {
-                    let signature = drop_name(&s.labels);
-                    if let Some(previous) = right.insert(signature.clone(), s) {
-                        return Err(QueryError::Execution(format!(
-                            "found duplicate series for the match group {signature} on the right \
-                             hand-side of the operation: [{}, {}];many-to-many matching not \
-                             allowed: matching labels must be unique on one side",
-                            previous.labels, s.labels
-                        )));
-                    }
-                }
-                let mut matched: HashMap<Labels, &Labels> = HashMap::new();
-                let mut out = Vec::new();
-                for s in &lhs {
-                    let signature = drop_name(&s.labels);
-                    let Some(r) = right.get(&signature) else {
-                        continue;
-                    };
-                    if matched.insert(signature.clone(), &s.labels).is_some() {
-                        return Err(QueryError::Execution(format!(
-                            "multiple matches for labels: many-to-one matching must be explicit \
-                             (group_left/group_right) for {signature}"
-                        )));
-                    }
-                    let (v, keep) = apply(op, s.v, r.v)?;
-                    let v = match (b.op.is_comparison_operator(), return_bool) {
-                        (true, true) => f64::from(u8::from(keep)),
-                        (true, false) if !keep => continue,
-                        _ => v,
-                    };
-                    out.push(InstantSample {
-                        labels: finish(&s.labels),
-                        t,
-                        v,
-                    });
-                }
-                Ok(Value::Vector(out))
-            }
-            (l, r) => Err(QueryError::Execution(format!(
-                "binary operator `{}` between {} and {}",
-                b.op,
-                l.type_name(),
-                r.type_name()
+        self.hold(out.size())?;
+        Ok(out)
+    }
+
+    /// Evaluates a scalar-typed plan.
+    fn eval_scalar(&mut self, plan: &Plan, grid: Grid) -> Result<Vec<f64>, QueryError> {
+        match self.eval(plan, grid)? {
+            Val::Scalar(v) => Ok(v),
+            other => Err(QueryError::Execution(format!(
+                "expected a scalar, got {}",
+                val_type(&other)
+            ))),
+        }
+    }
+
+    /// Evaluates a vector-typed plan.
+    fn eval_vector(&mut self, plan: &Plan, grid: Grid) -> Result<Vec<Series>, QueryError> {
+        match self.eval(plan, grid)? {
+            Val::Vector(v) => Ok(v),
+            other => Err(QueryError::Execution(format!(
+                "expected an instant vector, got {}",
+                val_type(&other)
             ))),
         }
     }
 }
 
-/// Prometheus' vector/scalar element operation: comparisons keep the vector's value (or 0/1
-/// with `bool`); `None` drops the element.
-fn vector_scalar(
-    op: u16,
-    lhs: f64,
-    rhs: f64,
-    scalar_on_left: bool,
-    return_bool: bool,
-) -> Result<Option<f64>, QueryError> {
-    let (mut v, keep) = apply(op, lhs, rhs)?;
-    let comparison = is_comparison(op);
-    if comparison && scalar_on_left {
-        v = rhs;
+fn val_type(v: &Val) -> &'static str {
+    match v {
+        Val::Scalar(_) => "scalar",
+        Val::String(_) => "string",
+        Val::Vector(_) => "instant vector",
+        Val::Matrix(_) => "range vector",
     }
-    if return_bool {
-        return Ok(Some(f64::from(u8::from(keep))));
+}
+
+/// Repeats a value computed for the first step at every one of `steps` steps.
+fn broadcast(value: Val, steps: usize) -> Val {
+    if steps <= 1 {
+        return value;
     }
-    Ok((keep || !comparison).then_some(v))
+    match value {
+        Val::Scalar(v) => Val::Scalar(vec![v.first().copied().unwrap_or(f64::NAN); steps]),
+        Val::Vector(series) => Val::Vector(
+            series
+                .into_iter()
+                .filter_map(|s| {
+                    let v = s.points.first()?.v;
+                    Some(Series {
+                        labels: s.labels,
+                        points: (0..steps as u32).map(|step| Point { step, v }).collect(),
+                    })
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
-fn is_comparison(op: u16) -> bool {
-    matches!(
-        op,
-        token::T_EQLC | token::T_NEQ | token::T_LTE | token::T_LSS | token::T_GTE | token::T_GTR
-    )
-}
-
-/// Applies an arithmetic or comparison operator; comparisons return `(lhs, condition)`.
-fn apply(op: u16, l: f64, r: f64) -> Result<(f64, bool), QueryError> {
-    Ok(match op {
-        token::T_ADD => (l + r, true),
-        token::T_SUB => (l - r, true),
-        token::T_MUL => (l * r, true),
-        token::T_DIV => (l / r, true),
-        // Go's math.Mod: result has the sign of the dividend, like Rust's `%` on floats.
-        token::T_MOD => (l % r, true),
-        token::T_POW => (l.powf(r), true),
-        token::T_ATAN2 => (l.atan2(r), true),
-        token::T_EQLC => (l, l == r),
-        token::T_NEQ => (l, l != r),
-        token::T_GTR => (l, l > r),
-        token::T_LSS => (l, l < r),
-        token::T_GTE => (l, l >= r),
-        token::T_LTE => (l, l <= r),
-        other => {
-            return Err(QueryError::Unsupported(format!(
-                "the operator `{}`",
-                TokenType::new(other)
-            )));
-        }
-    })
-}
-
-fn drop_name(labels: &Labels) -> Labels {
+/// The labels without the metric name.
+pub fn drop_name(labels: &Labels) -> Labels {
+    if labels.metric_name().is_none() {
+        return labels.clone();
+    }
     labels.without(|name| name == sonde_proto::names::METRIC_NAME)
 }
 
-/// The selector's matchers as store matchers: one conjunction per `or` branch, each with the
-/// metric name matcher when the selector names a metric.
-pub(super) fn matcher_groups(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
-    let convert = |group: &[ParsedMatcher]| -> Result<Vec<Matcher>, QueryError> {
-        let mut out: Vec<Matcher> = Vec::with_capacity(group.len() + 1);
-        if let Some(name) = &vs.name {
-            out.push(Matcher::equal(
-                sonde_proto::names::METRIC_NAME,
-                name.clone(),
-            ));
+/// Merges series whose labels became equal (after dropping names or rewriting labels), in
+/// order of first appearance. Two of them with a value at the same step is Prometheus' error
+/// "vector cannot contain metrics with the same labelset".
+pub fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, QueryError> {
+    if series.len() < 2 {
+        return Ok(series);
+    }
+    let mut index: HashMap<&Labels, usize> = HashMap::with_capacity(series.len());
+    let mut duplicates = false;
+    for (i, s) in series.iter().enumerate() {
+        if index.insert(&s.labels, i).is_some() {
+            duplicates = true;
+            break;
         }
-        for m in group {
-            out.push(match &m.op {
-                ParsedOp::Equal => Matcher::equal(m.name.clone(), m.value.clone()),
-                ParsedOp::NotEqual => Matcher {
-                    name: m.name.clone(),
-                    op: crate::store::MatchOp::NotEqual(m.value.clone()),
-                },
-                ParsedOp::Re(_) => Matcher::regex(m.name.clone(), &m.value, false)
-                    .map_err(|e| QueryError::Parse(e.to_string()))?,
-                ParsedOp::NotRe(_) => Matcher::regex(m.name.clone(), &m.value, true)
-                    .map_err(|e| QueryError::Parse(e.to_string()))?,
+    }
+    drop(index);
+    if !duplicates {
+        return Ok(series);
+    }
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
+    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(series.len());
+    let mut unsorted: Vec<bool> = Vec::new();
+    for s in series {
+        match index.get(&s.labels) {
+            Some(&i) => {
+                out[i].points.extend(s.points);
+                unsorted[i] = true;
+            }
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+                unsorted.push(false);
+            }
+        }
+    }
+    for (s, unsorted) in out.iter_mut().zip(unsorted) {
+        if unsorted {
+            s.points.sort_by_key(|p| p.step);
+            if s.points.windows(2).any(|w| w[0].step == w[1].step) {
+                return Err(same_labelset());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Prometheus' error for two results with identical labels.
+pub fn same_labelset() -> QueryError {
+    QueryError::Execution("vector cannot contain metrics with the same labelset".to_owned())
+}
+
+/// Runs an instant query at `time`.
+pub fn run_instant(ev: &mut Evaluator<'_>, plan: &Plan, time: i64) -> Result<Value, QueryError> {
+    let grid = Grid::instant(time);
+    Ok(match ev.eval(plan, grid)? {
+        Val::Scalar(v) => Value::Scalar {
+            t: time,
+            v: v.first().copied().unwrap_or(f64::NAN),
+        },
+        Val::String(s) => Value::String { t: time, v: s },
+        Val::Vector(series) => Value::Vector(
+            series
+                .into_iter()
+                .filter_map(|s| {
+                    let p = s.points.first()?;
+                    Some(InstantSample {
+                        labels: s.labels,
+                        t: time,
+                        v: p.v,
+                    })
+                })
+                .collect(),
+        ),
+        Val::Matrix(m) => Value::Matrix(m),
+    })
+}
+
+/// How many steps each block of a range query holds. The series the plan's selectors match
+/// over the whole query (an index lookup, no samples read) give an estimate of the samples a
+/// block selects, at one per 15 s over the block plus the plan's look-back; the whole query is
+/// one block when that fits in `max_samples`, otherwise blocks are as long as fits.
+fn steps_per_block(ev: &mut Evaluator<'_>, plan: &Plan, grid: Grid) -> Result<usize, QueryError> {
+    let total = grid.len().max(1);
+    if total == 1 {
+        return Ok(1);
+    }
+    let reach = plan.reach_ms(ev.lookback_ms).max(0);
+    let mut selectors = Vec::new();
+    plan.selectors(&mut selectors);
+    let mut series = 0usize;
+    for sel in selectors {
+        let (mint, maxt) = match sel.at_ms {
+            // Selectors with `@` read one instant, whatever the grid.
+            Some(at) => (at - sel.offset_ms - reach, at - sel.offset_ms),
+            None => (grid.start - reach - sel.offset_ms, grid.end - sel.offset_ms),
+        };
+        series = series.saturating_add(ev.store.series(&sel.groups, mint, maxt)?.len());
+    }
+    let series = i64::try_from(series.max(1)).unwrap_or(i64::MAX);
+    let budget = i64::try_from(ev.max_samples).unwrap_or(i64::MAX);
+    let span = grid.end - grid.start + reach;
+    if series.saturating_mul(span / ASSUMED_INTERVAL_MS + 1) <= budget {
+        return Ok(total);
+    }
+    let block_ms = (budget / series * ASSUMED_INTERVAL_MS - reach).max(grid.step);
+    Ok(usize::try_from(block_ms / grid.step)
+        .unwrap_or(usize::MAX)
+        .clamp(1, total))
+}
+
+/// Runs a range query; the result is a matrix sorted by labels.
+pub fn run_range(ev: &mut Evaluator<'_>, plan: &Plan, grid: Grid) -> Result<Value, QueryError> {
+    check_range_query_kind(plan)?;
+    let per_block = steps_per_block(ev, plan, grid)?;
+    let total = grid.len();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut out: Vec<RangeSeries> = Vec::new();
+    let mut done = 0usize;
+    while done < total {
+        let count = per_block.min(total - done);
+        let block = Grid {
+            start: grid.ts(done),
+            end: grid.ts(done + count - 1),
+            step: grid.step,
+        };
+        ev.series = 0;
+        let value = ev.eval(plan, block)?;
+        ev.release(value.size());
+        let mut add = |labels: Labels, samples: &mut dyn Iterator<Item = Sample>| {
+            let i = *index.entry(labels.clone()).or_insert_with(|| {
+                out.push(RangeSeries {
+                    labels,
+                    samples: Vec::new(),
+                });
+                out.len() - 1
+            });
+            out[i].samples.extend(samples);
+        };
+        match value {
+            Val::Scalar(values) => add(
+                Labels::default(),
+                &mut values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| Sample { t: block.ts(i), v }),
+            ),
+            Val::Vector(series) => {
+                for s in series {
+                    add(
+                        s.labels,
+                        &mut s.points.iter().map(|p| Sample {
+                            t: block.ts(p.step as usize),
+                            v: p.v,
+                        }),
+                    );
+                }
+            }
+            other => {
+                return Err(QueryError::Execution(format!(
+                    "range query evaluated to a {}",
+                    val_type(&other)
+                )));
+            }
+        }
+        done += count;
+        // The result so far stays in memory until the query ends.
+        let kept: usize = out.iter().map(|s| s.samples.len()).sum();
+        if kept > ev.max_samples {
+            return Err(QueryError::TooManySamples {
+                limit: ev.max_samples,
             });
         }
-        Ok(out)
-    };
-    if vs.matchers.or_matchers.is_empty() {
-        Ok(vec![convert(&vs.matchers.matchers)?])
-    } else {
-        vs.matchers
-            .or_matchers
-            .iter()
-            .map(|group| convert(group))
-            .collect()
     }
+    out.retain(|s| !s.samples.is_empty());
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(Value::Matrix(out))
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::promql::Engine;
-
-    fn engine() -> (Engine, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let s = |t: i64, v: f64| Sample { t, v };
-        store
-            .append(
-                Labels::from_pairs([("__name__", "up"), ("job", "a")]),
-                &[s(0, 1.0), s(60_000, 1.0), s(120_000, 0.0)],
-            )
-            .unwrap();
-        store
-            .append(
-                Labels::from_pairs([("__name__", "up"), ("job", "b")]),
-                &[s(0, 1.0), s(60_000, f64::from_bits(STALE_NAN_BITS))],
-            )
-            .unwrap();
-        store
-            .append(
-                Labels::from_pairs([("__name__", "load"), ("job", "a")]),
-                &[s(0, 2.0), s(60_000, 4.0)],
-            )
-            .unwrap();
-        (Engine::new(store, QueryConfig::default()), dir)
-    }
-
-    fn deadline() -> Instant {
-        Instant::now() + Duration::from_secs(10)
-    }
-
-    fn vector(value: Value) -> Vec<(String, f64)> {
-        match value {
-            Value::Vector(v) => v.into_iter().map(|s| (s.labels.to_string(), s.v)).collect(),
-            other => panic!("expected a vector, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn lookback_and_stale_markers() {
-        let (engine, _dir) = engine();
-        // At 90 s: job=a's latest sample is 60 s; job=b ended with a stale marker at 60 s.
-        let got = vector(engine.instant("up", 90_000, deadline()).unwrap());
-        assert_eq!(got, [(r#"up{job="a"}"#.to_owned(), 1.0)]);
-        // At 30 s both have the 0 s sample.
-        assert_eq!(
-            vector(engine.instant("up", 30_000, deadline()).unwrap()).len(),
-            2
-        );
-        // Lookback is 5 minutes, inclusive: 120 s + 300 s still sees the 120 s sample.
-        assert_eq!(
-            vector(engine.instant("up", 420_000, deadline()).unwrap()).len(),
-            1
-        );
-        assert!(vector(engine.instant("up", 420_001, deadline()).unwrap()).is_empty());
-    }
-
-    #[test]
-    fn offset_and_at() {
-        let (engine, _dir) = engine();
-        let got = vector(
-            engine
-                .instant("load offset 1m", 60_000, deadline())
-                .unwrap(),
-        );
-        assert_eq!(got[0].1, 2.0);
-        let got = vector(engine.instant("load @ 60", 0, deadline()).unwrap());
-        assert_eq!(got[0].1, 4.0);
-    }
-
-    #[test]
-    fn arithmetic_and_comparison() {
-        let (engine, _dir) = engine();
-        match engine.instant("1 + 1", 0, deadline()).unwrap() {
-            Value::Scalar { v, .. } => assert_eq!(v, 2.0),
-            other => panic!("{other:?}"),
-        }
-        let got = vector(engine.instant("load * 2", 60_000, deadline()).unwrap());
-        assert_eq!(got, [(r#"{job="a"}"#.to_owned(), 8.0)]);
-        // Comparison keeps the name and the vector's value, even with the scalar on the left.
-        let got = vector(engine.instant("1 < load", 60_000, deadline()).unwrap());
-        assert_eq!(got, [(r#"load{job="a"}"#.to_owned(), 4.0)]);
-        let got = vector(engine.instant("load > bool 5", 60_000, deadline()).unwrap());
-        assert_eq!(got, [(r#"{job="a"}"#.to_owned(), 0.0)]);
-        // One-to-one vector matching ignores the metric name.
-        let got = vector(engine.instant("load / up", 60_000, deadline()).unwrap());
-        assert_eq!(got, [(r#"{job="a"}"#.to_owned(), 4.0)]);
-    }
-
-    #[test]
-    fn range_query_builds_a_matrix() {
-        let (engine, _dir) = engine();
-        let Value::Matrix(m) = engine
-            .range("load", 0, 120_000, 60_000, deadline())
-            .unwrap()
-        else {
-            panic!("matrix expected");
-        };
-        assert_eq!(m.len(), 1);
-        let values: Vec<f64> = m[0].samples.iter().map(|s| s.v).collect();
-        assert_eq!(values, [2.0, 4.0, 4.0]);
-        let err = engine.range("load[1m]", 0, 1, 1, deadline()).unwrap_err();
-        assert!(matches!(err, QueryError::Parse(_)), "{err}");
-    }
-
-    #[test]
-    fn errors_are_typed() {
-        let (engine, _dir) = engine();
-        assert!(matches!(
-            engine.instant("up{", 0, deadline()),
-            Err(QueryError::Parse(_))
-        ));
-        let err = engine.instant("rate(up[5m])", 0, deadline()).unwrap_err();
-        assert!(matches!(err, QueryError::Unsupported(_)));
-        assert!(err.to_string().contains("rate"), "{err}");
-        let past = Instant::now() - Duration::from_secs(1);
-        assert!(matches!(
-            engine.instant("up", 0, past),
-            Err(QueryError::Timeout { .. })
-        ));
-        let small = Engine::new(
-            engine.store.clone(),
-            QueryConfig {
-                max_samples: 1,
-                ..QueryConfig::default()
-            },
-        );
-        assert!(matches!(
-            small.instant("up", 60_000, deadline()),
-            Err(QueryError::TooManySamples { .. })
-        ));
-    }
-}
+mod tests;
