@@ -471,17 +471,18 @@ impl Store {
             let mut max_t: Option<i64> = None;
             let mut accepted = Vec::with_capacity(series.len());
             for (labels, samples) in series {
-                let fresh = head.new_samples(&labels, &samples);
+                // One index lookup per series: the id serves the dedup, the WAL and the append.
+                let known = head.id(&labels);
+                let fresh = head.new_samples_of(known, &samples);
                 outcome.duplicates += (samples.len() - fresh.len()) as u64;
                 if fresh.is_empty() {
                     continue;
                 }
-                let id = match head.id(&labels) {
+                let id = match known {
                     Some(id) => id,
                     None => {
                         outcome.created_series += 1;
-                        head.append(labels.clone(), &[]);
-                        head.id(&labels).expect("just created")
+                        head.create(labels.clone())
                     }
                 };
                 if let Some(wal) = wal_guard.as_mut() {
@@ -493,7 +494,7 @@ impl Store {
                 }
                 let newest = fresh.iter().map(|s| s.t).max();
                 max_t = max_t.max(newest);
-                accepted.push((labels, fresh));
+                accepted.push((id, fresh));
             }
             if !spans.is_empty() {
                 record.spans(&spans);
@@ -511,8 +512,8 @@ impl Store {
                 }
                 _ => None,
             };
-            for (labels, fresh) in accepted {
-                outcome.appended += head.append(labels, &fresh).appended as u64;
+            for (id, fresh) in accepted {
+                outcome.appended += head.append_to(id, &fresh).appended as u64;
             }
             outcome.spans = spans.len() as u64;
             self.spans.add_to_head(spans);

@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    hash::{Hash, Hasher},
+    hash::BuildHasher,
     sync::{Arc, Mutex},
 };
 
@@ -67,7 +67,7 @@ pub struct Applier {
     limits: Limits,
     metrics: Arc<Metrics>,
     /// Per source: hashes of the series it created (the cardinality guard).
-    series: Mutex<HashMap<String, HashSet<u64>>>,
+    series: Mutex<HashMap<String, HashSet<u64, foldhash::fast::RandomState>>>,
 }
 
 impl Applier {
@@ -90,19 +90,17 @@ impl Applier {
     pub fn apply(&self, source: &str, payload: BatchPayload) -> Result<Applied, ApplyError> {
         validate(&payload, &self.limits)?;
         let converted = convert_batch(payload);
+        // Fixed seed: the guard compares hashes across payloads.
+        let state = foldhash::fast::FixedState::with_seed(0x50de);
         let hashes: Vec<u64> = converted
             .series
             .iter()
-            .map(|(labels, _)| {
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                labels.hash(&mut hasher);
-                hasher.finish()
-            })
+            .map(|(labels, _)| state.hash_one(labels))
             .collect();
         {
             let mut all = self.series.lock().unwrap_or_else(|p| p.into_inner());
             let known = all.entry(source.to_owned()).or_default();
-            let new: HashSet<u64> = hashes
+            let new: HashSet<u64, foldhash::fast::RandomState> = hashes
                 .iter()
                 .copied()
                 .filter(|h| !known.contains(h))

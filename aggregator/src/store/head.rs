@@ -180,10 +180,22 @@ impl Head {
         if created_series {
             self.samples.push(MemSeries::default());
         }
-        let mut outcome = AppendOutcome {
+        AppendOutcome {
             created_series,
-            ..Default::default()
-        };
+            ..self.append_to(id, samples)
+        }
+    }
+
+    /// Adds a series that must not exist yet, without samples, and returns its id.
+    pub fn create(&mut self, labels: Labels) -> SeriesId {
+        let id = self.index.insert(labels);
+        self.samples.push(MemSeries::default());
+        id
+    }
+
+    /// Appends `samples` to the existing series `id` (first write wins per timestamp).
+    pub fn append_to(&mut self, id: SeriesId, samples: &[Sample]) -> AppendOutcome {
+        let mut outcome = AppendOutcome::default();
         let series = &mut self.samples[id as usize];
         for &sample in samples {
             if series.push(sample) {
@@ -200,7 +212,12 @@ impl Head {
     /// The samples of `samples` that an append would store: those at timestamps neither the
     /// series nor an earlier sample of the same call has (first write wins).
     pub fn new_samples(&self, labels: &Labels, samples: &[Sample]) -> Vec<Sample> {
-        let existing = self.index.get(labels).map(|id| &self.samples[id as usize]);
+        self.new_samples_of(self.index.get(labels), samples)
+    }
+
+    /// [`Head::new_samples`] for a series already looked up (`None`: not in the head).
+    pub fn new_samples_of(&self, id: Option<SeriesId>, samples: &[Sample]) -> Vec<Sample> {
+        let existing = id.map(|id| &self.samples[id as usize]);
         let last_t = existing.and_then(MemSeries::last_t);
         let mut out: Vec<Sample> = Vec::with_capacity(samples.len());
         let mut sorted = true;

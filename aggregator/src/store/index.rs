@@ -17,7 +17,8 @@ pub type SeriesId = u32;
 #[derive(Debug, Default)]
 pub struct SeriesIndex {
     labels: Vec<Labels>,
-    ids: HashMap<Labels, SeriesId>,
+    /// Label set → id (foldhash: ingest looks up every series of every batch here).
+    ids: HashMap<Labels, SeriesId, foldhash::fast::RandomState>,
     /// name → value → ids (ascending, since ids are assigned in increasing order).
     postings: HashMap<Arc<str>, BTreeMap<Arc<str>, Vec<SeriesId>>>,
 }
