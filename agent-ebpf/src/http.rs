@@ -21,10 +21,11 @@ use sonde_ebpf_common::{
 
 use crate::{
     filter,
-    maps::{CONNS, HTTP_EVENTS, HTTP_WAKEUP_BYTES, INFLIGHT, SCRATCH, bump, global_of},
+    maps::{
+        CONNS, HTTP_EVENTS, HTTP_WAKEUP_BYTES, INFLIGHT, SCRATCH, Scratch, WINDOW_MASK,
+        WINDOW_PAD, bump, global_of,
+    },
 };
-
-const MASK: usize = HTTP_WINDOW - 1;
 
 /// One read or write that returned data.
 pub struct Data {
@@ -54,13 +55,12 @@ enum Start {
 }
 
 #[inline(always)]
-fn classify(head: &[u8; 16], len: u64) -> Start {
+fn classify(head: &[u64; 2], len: u64) -> Start {
     if len < 8 {
         return Start::Other;
     }
-    let word = u64::from_le_bytes([
-        head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
-    ]);
+    let word = head[0];
+    let byte = |i: u32| (head[1] >> (8 * (i - 8))) as u8;
     let w4 = word & 0xffff_ffff;
     let w5 = word & 0xff_ffff_ffff;
     let w6 = word & 0xffff_ffff_ffff;
@@ -81,8 +81,8 @@ fn classify(head: &[u8; 16], len: u64) -> Start {
         (method::OPTIONS, 8)
     } else if w6 == le6(b"TRACE ") {
         (method::TRACE, 6)
-    } else if w7 == le7(b"HTTP/1.") && len >= 12 && head[8] == b' ' {
-        let (a, b, c) = (head[9], head[10], head[11]);
+    } else if w7 == le7(b"HTTP/1.") && len >= 12 && byte(8) == b' ' {
+        let (a, b, c) = (byte(9), byte(10), byte(11));
         if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() && a != b'0' {
             let status = (a - b'0') as u16 * 100 + (b - b'0') as u16 * 10 + (c - b'0') as u16;
             return Start::Response { status };
@@ -110,82 +110,106 @@ const fn le8(s: &[u8; 8]) -> u64 {
     u64::from_le_bytes(*s)
 }
 
-/// Byte `i` of the window (masked, so always in bounds for the verifier).
+
+/// Byte `i` of the window; the mask keeps every index in bounds for LLVM and the verifier.
 #[inline(always)]
-fn at(window: &[u8; HTTP_WINDOW], i: usize) -> u8 {
-    // SAFETY: the mask keeps the index inside the array.
-    unsafe { *window.as_ptr().add(i & MASK) }
+fn at(scratch: &Scratch, i: usize) -> u8 {
+    // SAFETY: the mask keeps the index inside the (power-of-two sized) window.
+    unsafe { *scratch.window.as_ptr().add(i & WINDOW_MASK) }
 }
 
-/// Copies the first `min(len, HTTP_WINDOW)` bytes of user data into `window`; returns how
-/// many are valid.
+/// Reads a value back from map memory, so the verifier forgets what it knew about it.
 #[inline(always)]
-fn read_window(window: &mut [u8; HTTP_WINDOW], ptr: u64, len: u64) -> Result<usize, ()> {
-    let n = if len > HTTP_WINDOW as u64 {
-        HTTP_WINDOW as u32
-    } else {
-        len as u32
-    };
-    if n == 0 {
-        return Ok(0);
+fn launder(value: &u64) -> u64 {
+    // SAFETY: reading our own scratch field.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Zeroes the window, then copies the first `min(scratch.len, HTTP_WINDOW)` bytes of user
+/// data at `ptr` into it. Bytes after the data stay zero, so scans need no length checks.
+#[inline(always)]
+fn load_window(scratch: &mut Scratch, ptr: u64) -> Result<(), ()> {
+    let words = scratch.window.as_mut_ptr().cast::<u64>();
+    let mut i = 0;
+    while i < (HTTP_WINDOW + WINDOW_PAD) / 8 {
+        // SAFETY: `i` stays within the window's 8-byte words. Volatile, so LLVM keeps 8-byte
+        // stores instead of calling a byte-wise memset.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        i += 1;
     }
-    // SAFETY: `window` has room for HTTP_WINDOW bytes and `n` is at most that; the helper
+    let mut n = launder(&scratch.len);
+    if n > HTTP_WINDOW as u64 {
+        n = HTTP_WINDOW as u64;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    // SAFETY: the window has room for HTTP_WINDOW bytes and `n` is at most that; the helper
     // faults safely on a bad user pointer.
-    let rc = unsafe { bpf_probe_read_user(window.as_mut_ptr().cast(), n, ptr as *const _) };
-    if rc < 0 { Err(()) } else { Ok(n as usize) }
+    let rc = unsafe {
+        bpf_probe_read_user(
+            scratch.window.as_mut_ptr().cast(),
+            n as u32,
+            ptr as *const _,
+        )
+    };
+    if rc < 0 { Err(()) } else { Ok(()) }
 }
 
-/// Scans the header block in `window[..n]` for `Content-Length` and `Transfer-Encoding`.
-/// Returns a [`body`] code and the length when known.
+/// Scans the header block in the window for `Content-Length` and `Transfer-Encoding`;
+/// stores a [`body`] code and the length in `scratch.body`/`scratch.content_length`.
+///
+/// The loop only records what it found and where; the value is parsed once after it, so
+/// the verifier does not explore a number parse at each of the window's positions.
 #[inline(always)]
-fn scan_headers(window: &[u8; HTTP_WINDOW], n: usize) -> (u8, u64) {
+fn scan_headers(scratch: &mut Scratch) {
+    scratch.body = body::UNKNOWN as u64;
+    scratch.content_length = 0;
+    scratch.value_at = 0;
     let mut i = 0usize;
-    while i < HTTP_WINDOW - 1 {
-        if i + 1 >= n {
-            break;
-        }
-        if at(window, i) == b'\n' {
-            let first = at(window, i + 1);
+    while i < HTTP_WINDOW {
+        if at(scratch, i) == b'\n' {
+            let first = at(scratch, i + 1);
             if first == b'\r' || first == b'\n' {
-                return (body::NO_LENGTH, 0);
+                scratch.body = body::NO_LENGTH as u64;
+                break;
             }
             let first = first | 0x20;
             if first == b'c'
-                && i + 16 < n
-                && at(window, i + 8) == b'-'
-                && at(window, i + 9) | 0x20 == b'l'
-                && at(window, i + 10) | 0x20 == b'e'
-                && at(window, i + 15) == b':'
+                && at(scratch, i + 8) == b'-'
+                && at(scratch, i + 9) | 0x20 == b'l'
+                && at(scratch, i + 10) | 0x20 == b'e'
+                && at(scratch, i + 15) == b':'
             {
-                return parse_length(window, n, i + 16);
+                scratch.body = body::CONTENT_LENGTH as u64;
+                scratch.value_at = (i + 16) as u64;
+                break;
             }
             if first == b't'
-                && i + 18 < n
-                && at(window, i + 9) == b'-'
-                && at(window, i + 10) | 0x20 == b'e'
-                && at(window, i + 18) == b':'
+                && at(scratch, i + 9) == b'-'
+                && at(scratch, i + 10) | 0x20 == b'e'
+                && at(scratch, i + 18) == b':'
             {
-                return (body::CHUNKED, 0);
+                scratch.body = body::CHUNKED as u64;
+                break;
             }
         }
         i += 1;
     }
-    (body::UNKNOWN, 0)
+    if launder(&scratch.body) == body::CONTENT_LENGTH as u64 {
+        parse_length(scratch);
+    }
 }
 
-/// Parses the decimal value of a header starting at `from` (after optional spaces).
+/// Parses the decimal value at `scratch.value_at` (after optional spaces).
 #[inline(always)]
-fn parse_length(window: &[u8; HTTP_WINDOW], n: usize, from: usize) -> (u8, u64) {
-    let mut j = from;
+fn parse_length(scratch: &mut Scratch) {
+    let from = (launder(&scratch.value_at) & (HTTP_WINDOW as u64 + 31)) as usize;
     let mut value = 0u64;
     let mut digits = 0u32;
     let mut k = 0;
     while k < 24 {
-        if j >= n {
-            // The value runs to the end of what we copied: it may be cut.
-            return (body::UNKNOWN, 0);
-        }
-        let b = at(window, j);
+        let b = at(scratch, from + k);
         if b == b' ' && digits == 0 {
             // leading space
         } else if b.is_ascii_digit() && digits < 19 {
@@ -194,52 +218,48 @@ fn parse_length(window: &[u8; HTTP_WINDOW], n: usize, from: usize) -> (u8, u64) 
         } else {
             break;
         }
-        j += 1;
         k += 1;
     }
     if digits == 0 {
-        (body::UNKNOWN, 0)
-    } else {
-        (body::CONTENT_LENGTH, value)
+        scratch.body = body::UNKNOWN as u64;
     }
+    scratch.content_length = value;
 }
 
-/// Copies the request path (from `from`, up to a terminator or [`HTTP_PATH_LEN`] bytes)
-/// into `path`, zeroing the rest. Returns its length and whether it was cut.
+/// Copies the request path (from `scratch.path_at`, up to a terminator or
+/// [`HTTP_PATH_LEN`] bytes) into `scratch.inflight`, with its length and the cut flag.
 #[inline(always)]
-fn copy_path(
-    window: &[u8; HTTP_WINDOW],
-    n: usize,
-    from: usize,
-    path: &mut [u8; HTTP_PATH_LEN],
-) -> (u16, bool) {
-    let mut len = 0u16;
-    let mut ended = false;
-    let mut i = 0usize;
-    while i < HTTP_PATH_LEN {
-        let idx = from + i;
-        let b = if ended || idx >= n { 0 } else { at(window, idx) };
-        if !ended && (b <= b' ' || b == b'?' || b == b'#' || b == 0x7f) {
-            ended = true;
-        }
-        let out = if ended { 0 } else { b };
-        // SAFETY: i < HTTP_PATH_LEN.
-        unsafe { *path.as_mut_ptr().add(i) = out };
-        if !ended {
-            len += 1;
-        }
+fn copy_path(scratch: &mut Scratch) {
+    let words = scratch.inflight.path.as_mut_ptr().cast::<u64>();
+    let mut i = 0;
+    while i < HTTP_PATH_LEN / 8 {
+        // SAFETY: `i` stays within the path's 8-byte words (volatile: see `load_window`).
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
         i += 1;
     }
-    // Not ended within the path buffer: cut; ended because the data ran out (a request line
-    // split over several reads): also cut.
-    let cut = !ended || from + (len as usize) >= n;
-    (len, cut)
+    let from = (launder(&scratch.path_at) & 15) as usize;
+    let mut len = 0usize;
+    while len < HTTP_PATH_LEN {
+        let b = at(scratch, from + len);
+        if b <= b' ' || b == b'?' || b == b'#' || b == 0x7f {
+            break;
+        }
+        // SAFETY: len < HTTP_PATH_LEN.
+        unsafe { *scratch.inflight.path.as_mut_ptr().add(len) = b };
+        len += 1;
+    }
+    scratch.inflight.path_len = len as u16;
+    // Not ended within the path buffer, or ended because the data ran out (a request line
+    // split over several reads; bytes after the data are zero): cut.
+    if len == HTTP_PATH_LEN || at(scratch, from + len) == 0 {
+        scratch.inflight.flags |= flags::PATH_TRUNCATED;
+    }
 }
 
 /// Handles one read or write on a traced connection.
 #[inline(always)]
 pub fn on_data(channel: &Channel, data: &Data, tls: bool) {
-    let mut head = [0u8; 16];
+    let mut head = [0u64; 2];
     let head_len = if data.len < 16 { data.len } else { 16 };
     if head_len == 0 {
         return;
@@ -299,35 +319,39 @@ fn on_request(channel: &Channel, data: &Data, tls: bool, method: u8, path_at: us
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let scratch = unsafe { &mut *scratch };
-    let Ok(n) = read_window(&mut scratch.window, data.ptr, data.len) else {
-        bump(Counter::HttpReadError);
-        return;
-    };
+    // Everything path-specific goes to map memory first (see `Scratch`).
     let inflight = &mut scratch.inflight;
-    let (path_len, cut) = copy_path(&scratch.window, n, path_at, &mut inflight.path);
-    let (request_body, content_length) = scan_headers(&scratch.window, n);
-    // SAFETY: helper without memory arguments.
+    // SAFETY (both): helpers without memory arguments.
     inflight.start_ns = unsafe { bpf_ktime_get_ns() };
-    inflight.request_bytes = data.total;
-    inflight.request_content_length = content_length;
-    // SAFETY: helper without memory arguments.
     inflight.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    inflight.request_bytes = data.total;
     inflight.direction = dir;
     inflight.method = method;
-    inflight.flags = (if tls { flags::TLS } else { 0 }) | (if cut { flags::PATH_TRUNCATED } else { 0 });
-    inflight.request_body = request_body;
-    inflight.path_len = path_len;
+    inflight.flags = if tls { flags::TLS } else { 0 };
     inflight._pad = 0;
     inflight.peer_fd = channel.fd;
     inflight._pad2 = 0;
+    scratch.path_at = path_at as u64;
+    scratch.len = data.len;
+    if load_window(scratch, data.ptr).is_err() {
+        bump(Counter::HttpReadError);
+        return;
+    }
+    copy_path(scratch);
+    scan_headers(scratch);
+    scratch.inflight.request_body = launder(&scratch.body) as u8;
+    scratch.inflight.request_content_length = launder(&scratch.content_length);
 
     if let Some(previous) = INFLIGHT.get_ptr(&channel.key) {
         // SAFETY: a live map value.
-        if unsafe { (*previous).direction } == dir {
+        if unsafe { (*previous).direction } == scratch.inflight.direction {
             bump(Counter::HttpRequestReplaced);
         }
     }
-    if INFLIGHT.insert(&channel.key, &*inflight, BPF_ANY as u64).is_err() {
+    if INFLIGHT
+        .insert(&channel.key, &scratch.inflight, BPF_ANY as u64)
+        .is_err()
+    {
         bump(Counter::HttpInflightFull);
         return;
     }
@@ -356,11 +380,16 @@ fn on_response(channel: &Channel, data: &Data, tls: bool, status: u16) {
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let scratch = unsafe { &mut *scratch };
-    let Ok(n) = read_window(&mut scratch.window, data.ptr, data.len) else {
+    scratch.len = data.len;
+    scratch.status = status as u64;
+    if load_window(scratch, data.ptr).is_err() {
         bump(Counter::HttpReadError);
         return;
-    };
-    let (response_body, content_length) = scan_headers(&scratch.window, n);
+    }
+    scan_headers(scratch);
+    let response_body = launder(&scratch.body) as u8;
+    let content_length = launder(&scratch.content_length);
+    let status = launder(&scratch.status) as u16;
 
     let Some(mut entry) = HTTP_EVENTS.reserve::<HttpEvent>(0) else {
         bump(Counter::HttpRingbufFull);

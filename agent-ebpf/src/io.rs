@@ -65,7 +65,7 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn enter(ctx: &TracePointContext, kind: u8) {
+fn enter(ctx: &TracePointContext, kind: u32) {
     let base = global(&SYSCALL_ARGS_OFFSET);
     // SAFETY: offset checked against this tracepoint's tracefs format.
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(base) }) else {
@@ -94,7 +94,6 @@ fn enter(ctx: &TracePointContext, kind: u8) {
         ptr,
         fd,
         kind,
-        _pad: [0; 3],
     };
     if SYS_ARGS.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
         bump(Counter::HttpArgsFull);

@@ -79,14 +79,40 @@ pub static PEER_OWNERS: LruHashMap<PeerKey, TcpSock> = LruHashMap::with_max_entr
 #[map]
 pub static FILTER_RULES: Array<FilterRule> = Array::with_max_entries(FILTER_RULES_MAX, 0);
 
+/// Zero bytes after the window, so header checks a few bytes past any position stay in
+/// bounds without masks or comparisons against the data length.
+pub const WINDOW_PAD: usize = 256;
+
+/// Mask keeping window indexes in bounds (the padded window is a power of two).
+pub const WINDOW_MASK: usize = HTTP_WINDOW + WINDOW_PAD - 1;
+
+const _: () = assert!((HTTP_WINDOW + WINDOW_PAD).is_power_of_two());
+
 /// Per-CPU scratch space: the inspected window of a read/write and a request being built.
 /// Neither fits on the 512-byte stack.
+///
+/// Values the verifier should not track per path (method, path offset, status, header scan
+/// results) are also passed through here: reading them back from map memory yields unknown
+/// scalars, so the paths for different methods merge instead of each re-verifying the
+/// bounded loops that follow.
 #[repr(C)]
 pub struct Scratch {
-    /// The first bytes of the data (only `len` of them are valid).
-    pub window: [u8; HTTP_WINDOW],
+    /// The first bytes of the data, zero after the valid ones.
+    pub window: [u8; HTTP_WINDOW + WINDOW_PAD],
     /// A new `INFLIGHT` value.
     pub inflight: Inflight,
+    /// Where the path starts in `window` (after the method and a space).
+    pub path_at: u64,
+    /// Bytes of data to copy into `window`.
+    pub len: u64,
+    /// Header scan result: a `body` code.
+    pub body: u64,
+    /// Header scan result: the `Content-Length`.
+    pub content_length: u64,
+    /// Header scan: where the `Content-Length` value starts in `window`.
+    pub value_at: u64,
+    /// A response's status code, kept here across the header scan.
+    pub status: u64,
 }
 
 #[map]

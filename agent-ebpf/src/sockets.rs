@@ -45,7 +45,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn remember(ctx: &TracePointContext, kind: u8) {
+fn remember(ctx: &TracePointContext, kind: u32) {
     let base = global(&SYSCALL_ARGS_OFFSET);
     // SAFETY (both reads): offsets checked against this tracepoint's tracefs format.
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(base) }) else {
@@ -60,7 +60,6 @@ fn remember(ctx: &TracePointContext, kind: u8) {
         ptr,
         fd: fd as u32,
         kind,
-        _pad: [0; 3],
     };
     if SYS_ARGS
         .insert(bpf_get_current_pid_tgid(), args, BPF_ANY as u64)
@@ -101,7 +100,6 @@ pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
         peer_port: 0,
         family: 0,
         role: conn_role,
-        _pad: [0; 3],
     };
     if args.ptr != 0 {
         read_sockaddr(args.ptr, &mut info);

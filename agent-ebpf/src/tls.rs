@@ -59,8 +59,7 @@ fn enter(ctx: &ProbeContext, is_read: bool, ex: bool) {
         buf,
         out_len,
         fd: -1,
-        is_read: is_read as u8,
-        _pad: [0; 3],
+        is_read: is_read as u32,
     };
     if SSL_ARGS
         .insert(bpf_get_current_pid_tgid(), args, BPF_ANY as u64)

@@ -88,9 +88,9 @@ pub mod body {
 /// Connection roles in [`ConnInfo::role`].
 pub mod role {
     /// Returned by `accept`/`accept4`.
-    pub const ACCEPTED: u8 = 1;
+    pub const ACCEPTED: u32 = 1;
     /// Passed to a successful (or in-progress) `connect`.
-    pub const CONNECTED: u8 = 2;
+    pub const CONNECTED: u32 = 2;
 }
 
 /// [`ConnKey::kind`] values.
@@ -104,24 +104,24 @@ pub mod conn_kind {
 /// Syscall kinds in [`SyscallArgs::kind`]: how to find the data of the call.
 pub mod io_kind {
     /// `read(fd, buf, count)`, `recvfrom(fd, buf, len, …)`: data at `buf`.
-    pub const READ: u8 = 1;
+    pub const READ: u32 = 1;
     /// `readv(fd, iov, iovcnt)`: data at `iov[0]`.
-    pub const READV: u8 = 2;
+    pub const READV: u32 = 2;
     /// `recvmsg(fd, msg, flags)`: data at `msg->msg_iov[0]`.
-    pub const RECVMSG: u8 = 3;
+    pub const RECVMSG: u32 = 3;
     /// `write(fd, buf, count)`, `sendto(fd, buf, len, …)`.
-    pub const WRITE: u8 = 4;
+    pub const WRITE: u32 = 4;
     /// `writev(fd, iov, iovcnt)`.
-    pub const WRITEV: u8 = 5;
+    pub const WRITEV: u32 = 5;
     /// `sendmsg(fd, msg, flags)`.
-    pub const SENDMSG: u8 = 6;
+    pub const SENDMSG: u32 = 6;
     /// `accept`/`accept4(fd, addr, addrlen…)`: `ptr` is the peer `sockaddr *` (may be 0).
-    pub const ACCEPT: u8 = 7;
+    pub const ACCEPT: u32 = 7;
     /// `connect(fd, addr, addrlen)`: `ptr` is the `sockaddr *`.
-    pub const CONNECT: u8 = 8;
+    pub const CONNECT: u32 = 8;
 
     /// Whether data of this kind flows into the process.
-    pub const fn is_ingress(kind: u8) -> bool {
+    pub const fn is_ingress(kind: u32) -> bool {
         matches!(kind, READ | READV | RECVMSG)
     }
 }
@@ -153,9 +153,7 @@ pub struct ConnInfo {
     /// `AF_INET` (2), `AF_INET6` (10), or 0 when the address is unknown.
     pub family: u16,
     /// [`role`].
-    pub role: u8,
-    /// Explicit padding; always zero.
-    pub _pad: [u8; 3],
+    pub role: u32,
 }
 
 const _: () = assert!(size_of::<ConnInfo>() == 32);
@@ -268,9 +266,7 @@ pub struct SyscallArgs {
     /// The file descriptor.
     pub fd: u32,
     /// [`io_kind`].
-    pub kind: u8,
-    /// Explicit padding; always zero.
-    pub _pad: [u8; 3],
+    pub kind: u32,
 }
 
 const _: () = assert!(size_of::<SyscallArgs>() == 16);
@@ -289,9 +285,7 @@ pub struct SslArgs {
     /// none was seen.
     pub fd: i32,
     /// 1 for `SSL_read*`, 0 for `SSL_write*`.
-    pub is_read: u8,
-    /// Explicit padding; always zero.
-    pub _pad: [u8; 3],
+    pub is_read: u32,
 }
 
 const _: () = assert!(size_of::<SslArgs>() == 32);

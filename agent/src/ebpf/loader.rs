@@ -306,6 +306,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
     }
 
     let mut hooks = Vec::new();
+    let mut refused: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     for hook in HOOKS {
         let enabled = match hook.feature {
             Feature::Exec => true,
@@ -315,9 +316,17 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         if !enabled {
             continue;
         }
-        let result = layouts
-            .check(hook, tracefs)
-            .and_then(|()| attach_tracepoint(&mut ebpf, hook.program, hook.category, hook.name));
+        let result = match refused.get(hook.program) {
+            Some(reason) => Err(reason.clone()),
+            None => layouts.check(hook, tracefs).and_then(|()| {
+                attach_tracepoint(&mut ebpf, hook.program, hook.category, hook.name)
+            }),
+        };
+        if let Err(reason) = &result
+            && reason.starts_with("the verifier")
+        {
+            refused.insert(hook.program, reason.clone());
+        }
         hooks.push(HookStatus {
             program: hook.program,
             hook: hook.describe(),
@@ -454,7 +463,8 @@ fn attach_tracepoint(
     Ok(())
 }
 
-/// An error with its sources, `a: b: c`.
+/// An error with its sources, `a: b: c`; a verifier log is cut to its last lines (the
+/// verdict), the full log is at debug level.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
@@ -462,6 +472,15 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         out.push_str(": ");
         out.push_str(&s.to_string());
         source = s.source();
+    }
+    const KEEP: usize = 12;
+    let lines: Vec<&str> = out.lines().collect();
+    if lines.len() > KEEP + 1 {
+        tracing::debug!(log = %out, "full eBPF load error");
+        let mut short = lines[0].to_owned();
+        short.push_str(" […] ");
+        short.push_str(&lines[lines.len() - KEEP..].join(" | "));
+        return short;
     }
     out
 }

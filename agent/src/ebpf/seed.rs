@@ -101,7 +101,6 @@ pub fn conn_info(socket: &Socket, listening: &HashSet<u16>) -> ConnInfo {
         } else {
             role::CONNECTED
         },
-        _pad: [0; 3],
     }
 }
 
