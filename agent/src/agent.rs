@@ -237,12 +237,17 @@ fn start_ebpf(
         }
     };
     for hook in &probes.hooks {
+        // A program with several hooks counts as attached when any of them is.
+        let any = probes
+            .hooks
+            .iter()
+            .any(|h| h.program == hook.program && h.attached());
         metrics
             .ebpf_program_attached
             .get_or_create(&ProgramLabels {
                 program: hook.program,
             })
-            .set(i64::from(hook.attached()));
+            .set(i64::from(any));
     }
     let exec_stats = probes.exec_events.take().map(|ring| {
         let stats = Arc::new(ExecStats::default());

@@ -9,6 +9,8 @@
 //! when `SONDE_SKIP_EBPF_TESTS=1` explicitly opts out (then the test returns early, loudly).
 
 mod process;
+pub mod red;
+pub mod workload;
 
 use std::{
     net::{SocketAddr, TcpListener},
