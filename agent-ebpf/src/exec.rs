@@ -16,12 +16,15 @@ use aya_log_ebpf::warn;
 use sonde_ebpf_common::{Counter, ExecEvent};
 
 use crate::maps::{
-    EXEC_EVENTS, EXEC_FILENAME_OFFSET, EXEC_OLD_PID_OFFSET, EXEC_PID_OFFSET, bump, global,
+    EXEC_EVENTS, EXEC_FILENAME_OFFSET, EXEC_OLD_PID_OFFSET, EXEC_PID_OFFSET, SEEN_TGIDS, bump,
+    global,
 };
 
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     bump(Counter::ExecSeen);
+    // A new program: its identity (service name) may differ; announce it again.
+    let _ = SEEN_TGIDS.remove(&((bpf_get_current_pid_tgid() >> 32) as u32));
     match try_sched_process_exec(&ctx) {
         Ok(()) => 0,
         Err(counter) => {

@@ -361,7 +361,10 @@ fn on_request(channel: &Channel, data: &Data, tls: bool, method: u8, path_at: us
 #[inline(always)]
 fn on_response(channel: &Channel, data: &Data, tls: bool, status: u16) {
     let Some(inflight) = INFLIGHT.get_ptr(&channel.key) else {
-        bump(Counter::HttpResponseUnmatched);
+        // The request of a filtered task was never kept: not a loss.
+        if filter::allowed() {
+            bump(Counter::HttpResponseUnmatched);
+        }
         return;
     };
     // SAFETY: a live map value; copied field by field below.

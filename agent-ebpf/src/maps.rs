@@ -77,6 +77,9 @@ pub static TCP_SOCKS: LruHashMap<u64, TcpSock> = LruHashMap::with_max_entries(65
 pub static PEER_OWNERS: LruHashMap<PeerKey, TcpSock> = LruHashMap::with_max_entries(65536, 0);
 
 #[map]
+pub static SEEN_TGIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
 pub static FILTER_RULES: Array<FilterRule> = Array::with_max_entries(FILTER_RULES_MAX, 0);
 
 /// Zero bytes after the window, so header checks a few bytes past any position stay in

@@ -14,15 +14,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sonde_ebpf_common::{
-    COMM_LEN, ConnInfo, ConnKey, Counter, PeerKey, SyscallArgs, TcpSock,
+    COMM_LEN, ConnInfo, ConnKey, Counter, PeerKey, ProcessHint, SyscallArgs, TcpSock,
     http::{conn_kind, io_kind, role},
 };
 
 use crate::{
     filter,
     maps::{
-        CONNS, INFLIGHT, PEER_OWNERS, SYS_ARGS, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump,
-        global,
+        CONNS, HTTP_EVENTS, INFLIGHT, PEER_OWNERS, SEEN_TGIDS, SYS_ARGS, SYSCALL_ARGS_OFFSET,
+        SYSCALL_RET_OFFSET, bump, global,
     },
 };
 
@@ -114,6 +114,7 @@ pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
     if CONNS.insert(&key, &info, BPF_ANY as u64).is_err() {
         bump(Counter::HttpConnsFull);
     }
+    announce(key.tgid);
     if conn_role == role::ACCEPTED && info.family != 0 {
         // Who owns the connection from this peer: attributes inbound TCP retransmits, which
         // happen outside the process's context.
@@ -128,6 +129,24 @@ pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
         let _ = PEER_OWNERS.insert(&peer_key(&info), &owner, BPF_ANY as u64);
     }
     0
+}
+
+/// Sends a [`ProcessHint`] the first time a process opens a connection, waking the reader
+/// at once so it can read the process's identity while the process exists.
+#[inline(always)]
+fn announce(tgid: u32) {
+    if SEEN_TGIDS.get_ptr(&tgid).is_some() {
+        return;
+    }
+    let _ = SEEN_TGIDS.insert(&tgid, &1, BPF_ANY as u64);
+    let hint = ProcessHint {
+        tgid,
+        _pad: 0,
+        // SAFETY: helper without memory arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+    };
+    // A lost hint only costs the identity of a process that exits very quickly.
+    let _ = HTTP_EVENTS.output::<ProcessHint>(&hint, aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64);
 }
 
 #[inline(always)]

@@ -257,6 +257,23 @@ impl HttpEvent {
     }
 }
 
+/// A process seen for the first time opening a connection (`HTTP_EVENTS` record, told apart
+/// from [`HttpEvent`] by its size). The agent resolves the process's identity right away,
+/// while it surely still exists: short-lived clients are often gone by the time their
+/// exchanges are read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessHint {
+    /// Process id.
+    pub tgid: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+}
+
+const _: () = assert!(size_of::<ProcessHint>() == 16 && size_of::<ProcessHint>() != size_of::<HttpEvent>());
+
 /// Syscall arguments kept between enter and exit (`SYS_ARGS`, keyed by pid_tgid).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

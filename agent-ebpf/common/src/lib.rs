@@ -15,8 +15,8 @@ pub mod http;
 pub mod tcp;
 
 pub use http::{
-    ConnInfo, ConnKey, FilterRule, HTTP_PATH_LEN, HTTP_WINDOW, HttpEvent, Inflight, SslArgs,
-    SyscallArgs,
+    ConnInfo, ConnKey, FilterRule, HTTP_PATH_LEN, HTTP_WINDOW, HttpEvent, Inflight, ProcessHint,
+    SslArgs, SyscallArgs,
 };
 pub use tcp::{PeerKey, SockStateOffsets, TcpEvent, TcpRetransmitOffsets, TcpSock};
 
@@ -91,6 +91,8 @@ pub mod maps {
     /// LRU hash [`crate::PeerKey`] → [`crate::TcpSock`]: who accepted a connection from
     /// this remote endpoint (attributes inbound retransmits).
     pub const PEER_OWNERS: &str = "PEER_OWNERS";
+    /// LRU hash tgid → 1: processes already announced with a [`crate::ProcessHint`].
+    pub const SEEN_TGIDS: &str = "SEEN_TGIDS";
     /// Array of [`crate::FilterRule`]: include/exclude rules set by the agent.
     pub const FILTER_RULES: &str = "FILTER_RULES";
 }
@@ -291,6 +293,7 @@ mod user {
     // asserted next to the definitions) and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::ExecEvent {}
     unsafe impl aya::Pod for super::HttpEvent {}
+    unsafe impl aya::Pod for super::ProcessHint {}
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnInfo {}
     unsafe impl aya::Pod for super::FilterRule {}

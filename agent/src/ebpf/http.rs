@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sonde_ebpf_common::{
-    HttpEvent,
+    HttpEvent, ProcessHint,
     http::{body, direction, flags, method},
 };
 
@@ -141,6 +141,17 @@ pub enum DecodeError {
         /// Its value.
         value: u64,
     },
+}
+
+/// A process the kernel saw opening its first connection: `(tgid, cgroup_id)`, when `record`
+/// is a `ProcessHint` rather than an exchange.
+pub fn decode_hint(record: &[u8]) -> Option<(u32, u64)> {
+    if record.len() != size_of::<ProcessHint>() {
+        return None;
+    }
+    // SAFETY: the record is exactly one `ProcessHint`, a plain-old-data type.
+    let hint: ProcessHint = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    Some((hint.tgid, hint.cgroup_id))
 }
 
 /// Decodes one ring-buffer record.
@@ -307,6 +318,21 @@ mod tests {
         let mut e = event();
         e.flags = 0;
         assert_eq!(decode(&bytes(&e)).unwrap().peer, None);
+    }
+
+    #[test]
+    fn hints_are_told_apart_by_size() {
+        let hint = ProcessHint {
+            tgid: 7,
+            _pad: 0,
+            cgroup_id: 99,
+        };
+        // SAFETY: viewing a POD value as bytes.
+        let b = unsafe {
+            std::slice::from_raw_parts((&raw const hint).cast::<u8>(), size_of::<ProcessHint>())
+        };
+        assert_eq!(decode_hint(b), Some((7, 99)));
+        assert_eq!(decode_hint(&bytes(&event())), None);
     }
 
     #[test]

@@ -77,6 +77,15 @@ impl Resolver {
         identity
     }
 
+    /// Reads process `tgid`'s identity now (it was just seen opening a connection), replacing
+    /// what was cached: a reused pid gets its new owner's identity.
+    pub fn refresh(&mut self, tgid: u32, cgroup_id: u64) {
+        let comm = std::fs::read_to_string(self.proc_root.join(tgid.to_string()).join("comm"))
+            .unwrap_or_default();
+        let identity = self.read(tgid, comm.trim_end(), cgroup_id);
+        self.cache.insert(tgid, (identity, Instant::now()));
+    }
+
     fn read(&mut self, tgid: u32, comm: &str, cgroup_id: u64) -> Identity {
         let dir = self.proc_root.join(tgid.to_string());
         let service_name = std::fs::read(dir.join("environ"))

@@ -88,6 +88,10 @@ pub fn start(
         let filter_r = filter.clone();
         let mut resolver = Resolver::host();
         let reader = ebpf::ringbuf::spawn("http", ring, READ_INTERVAL, stop.clone(), move |record| {
+            if let Some((tgid, cgroup_id)) = ebpf::http::decode_hint(record) {
+                resolver.refresh(tgid, cgroup_id);
+                return;
+            }
             stats_r.http_events.fetch_add(1, Ordering::Relaxed);
             let exchange = match ebpf::http::decode(record) {
                 Ok(x) => x,
