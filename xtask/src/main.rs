@@ -4,6 +4,7 @@
 //! README's two commands (`run` and `ci`), code generation and benchmarks. Must not: hold
 //! product logic; everything here shells out to cargo, rustup, apt and the built binaries.
 
+mod bench;
 mod ci;
 mod codegen;
 mod ebpf;
@@ -32,6 +33,9 @@ enum Command {
     Ci(ci::Options),
     /// Regenerate the Rust code for `proto/` (or check it is current with `--check`).
     Codegen(codegen::Options),
+    /// Benchmarks against the real peers; results go to `bench-results/<name>.md`.
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run(options) => run::run(&options),
         Command::Ci(options) => ci::run(&options),
         Command::Codegen(options) => codegen::run(&options),
+        Command::Bench(bench) => bench::run(&bench),
     }
 }
