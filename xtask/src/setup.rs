@@ -23,6 +23,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "curl",
     "python3",
+    // Self-signed certificates for the HTTPS tests (nginx-light has the ssl module).
+    "openssl",
 ];
 
 /// Debian packages `cargo xtask codegen` needs.
