@@ -1,6 +1,6 @@
 //! HTTP/1.x in the kernel: recognise requests (method prefix) and responses
-//! (`HTTP/1.x NNN`) in the data of a read or write, keep the request in `INFLIGHT` per
-//! connection, and submit one [`HttpEvent`] to `HTTP_EVENTS` when its response starts.
+//! (`HTTP/1.x NNN`) in the data of a read or write, keep the request in its connection's
+//! `CONNS` entry, and submit one [`HttpEvent`] to `HTTP_EVENTS` when its response starts.
 //!
 //! Owns: the per-connection pairing and everything copied out of user buffers.
 //! Must not: copy more than [`HTTP_WINDOW`] bytes of a message, or let anything beyond the
@@ -10,20 +10,20 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, generated::bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_get_current_comm as bpf_get_current_comm_raw, bpf_probe_read_user},
     },
 };
 use sonde_ebpf_common::{
-    COMM_LEN, ConnKey, Counter, HTTP_PATH_LEN, HTTP_WINDOW, HttpEvent,
+    COMM_LEN, Conn, ConnKey, Counter, HTTP_PATH_LEN, HTTP_WINDOW, HttpEvent, Inflight,
     http::{body, conn_kind, direction, flags, method},
 };
 
 use crate::{
     filter,
     maps::{
-        CONNS, HTTP_EVENTS, HTTP_WAKEUP_BYTES, INFLIGHT, SCRATCH, Scratch, WINDOW_MASK,
-        WINDOW_PAD, bump, global_of,
+        CONNS, HTTP_EVENTS, HTTP_WAKEUP_BYTES, SCRATCH, SSL_ARGS, Scratch, WINDOW_MASK,
+        WINDOW_PAD, bump, copy_words, global_of, set, slot_index, zero_words,
     },
 };
 
@@ -41,7 +41,7 @@ pub struct Data {
 
 /// Where the exchange was seen.
 pub struct Channel {
-    /// `INFLIGHT` key: the fd, or the `SSL *` for TLS.
+    /// `CONNS` key: the fd, or the `SSL *` for TLS.
     pub key: ConnKey,
     /// The socket fd, when known (for TLS: learnt from the nested syscall), else -1.
     pub fd: i32,
@@ -129,14 +129,8 @@ fn launder(value: &u64) -> u64 {
 /// data at `ptr` into it. Bytes after the data stay zero, so scans need no length checks.
 #[inline(always)]
 fn load_window(scratch: &mut Scratch, ptr: u64) -> Result<(), ()> {
-    let words = scratch.window.as_mut_ptr().cast::<u64>();
-    let mut i = 0;
-    while i < (HTTP_WINDOW + WINDOW_PAD) / 8 {
-        // SAFETY: `i` stays within the window's 8-byte words. Volatile, so LLVM keeps 8-byte
-        // stores instead of calling a byte-wise memset.
-        unsafe { core::ptr::write_volatile(words.add(i), 0) };
-        i += 1;
-    }
+    // SAFETY: the window is HTTP_WINDOW + WINDOW_PAD bytes.
+    unsafe { zero_words(scratch.window.as_mut_ptr(), (HTTP_WINDOW + WINDOW_PAD) / 8) };
     let mut n = launder(&scratch.len);
     if n > HTTP_WINDOW as u64 {
         n = HTTP_WINDOW as u64;
@@ -159,46 +153,84 @@ fn load_window(scratch: &mut Scratch, ptr: u64) -> Result<(), ()> {
 /// Scans the header block in the window for `Content-Length` and `Transfer-Encoding`;
 /// stores a [`body`] code and the length in `scratch.body`/`scratch.content_length`.
 ///
-/// The loop only records what it found and where; the value is parsed once after it, so
-/// the verifier does not explore a number parse at each of the window's positions.
+/// Newlines are found eight bytes at a time (SWAR); only line starts are examined. The loop
+/// only records what it found and where; the value is parsed once after it, so the verifier
+/// does not explore a number parse at each position.
 #[inline(always)]
 fn scan_headers(scratch: &mut Scratch) {
-    scratch.body = body::UNKNOWN as u64;
-    scratch.content_length = 0;
-    scratch.value_at = 0;
-    let mut i = 0usize;
-    while i < HTTP_WINDOW {
-        if at(scratch, i) == b'\n' {
-            let first = at(scratch, i + 1);
-            if first == b'\r' || first == b'\n' {
-                scratch.body = body::NO_LENGTH as u64;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    set(&mut scratch.body, body::UNKNOWN as u64);
+    set(&mut scratch.content_length, 0);
+    set(&mut scratch.value_at, 0);
+    let words = scratch.window.as_ptr().cast::<u64>();
+    let mut w = 0usize;
+    let mut done = false;
+    while w < HTTP_WINDOW / 8 {
+        // SAFETY: `w` < 32 words of a 512-byte window at the start of the scratch value.
+        let x = unsafe { core::ptr::read_unaligned(words.add(w)) };
+        let y = x ^ NEWLINES;
+        // Bit 7 of every byte that is '\n' (and possibly of a byte right after one: each
+        // candidate is checked below).
+        let mut hits = y.wrapping_sub(ONES) & !y & HIGHS;
+        let mut k = 0;
+        while k < 8 {
+            if hits == 0 {
                 break;
             }
-            let first = first | 0x20;
-            if first == b'c'
-                && at(scratch, i + 8) == b'-'
-                && at(scratch, i + 9) | 0x20 == b'l'
-                && at(scratch, i + 10) | 0x20 == b'e'
-                && at(scratch, i + 15) == b':'
-            {
-                scratch.body = body::CONTENT_LENGTH as u64;
-                scratch.value_at = (i + 16) as u64;
+            let lowest = hits & hits.wrapping_neg();
+            // `lowest` is 1 << (8b + 7): the byte index b via a multiply (no ctz in BPF).
+            let b = ((lowest >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize;
+            if line_start(scratch, w * 8 + (b & 7)) {
+                done = true;
                 break;
             }
-            if first == b't'
-                && at(scratch, i + 9) == b'-'
-                && at(scratch, i + 10) | 0x20 == b'e'
-                && at(scratch, i + 18) == b':'
-            {
-                scratch.body = body::CHUNKED as u64;
-                break;
-            }
+            hits &= hits - 1;
+            k += 1;
         }
-        i += 1;
+        if done {
+            break;
+        }
+        w += 1;
     }
     if launder(&scratch.body) == body::CONTENT_LENGTH as u64 {
         parse_length(scratch);
     }
+}
+
+/// Examines the line after position `i` if it holds a newline; true when the scan is over
+/// (end of headers, `Content-Length` or `Transfer-Encoding` found).
+#[inline(always)]
+fn line_start(scratch: &mut Scratch, i: usize) -> bool {
+    if at(scratch, i) != b'\n' {
+        return false;
+    }
+    let first = at(scratch, i + 1);
+    if first == b'\r' || first == b'\n' {
+        scratch.body = body::NO_LENGTH as u64;
+        return true;
+    }
+    let first = first | 0x20;
+    if first == b'c'
+        && at(scratch, i + 8) == b'-'
+        && at(scratch, i + 9) | 0x20 == b'l'
+        && at(scratch, i + 10) | 0x20 == b'e'
+        && at(scratch, i + 15) == b':'
+    {
+        scratch.body = body::CONTENT_LENGTH as u64;
+        scratch.value_at = (i + 16) as u64;
+        return true;
+    }
+    if first == b't'
+        && at(scratch, i + 9) == b'-'
+        && at(scratch, i + 10) | 0x20 == b'e'
+        && at(scratch, i + 18) == b':'
+    {
+        scratch.body = body::CHUNKED as u64;
+        return true;
+    }
+    false
 }
 
 /// Parses the decimal value at `scratch.value_at` (after optional spaces).
@@ -227,16 +259,11 @@ fn parse_length(scratch: &mut Scratch) {
 }
 
 /// Copies the request path (from `scratch.path_at`, up to a terminator or
-/// [`HTTP_PATH_LEN`] bytes) into `scratch.inflight`, with its length and the cut flag.
+/// [`HTTP_PATH_LEN`] bytes) into `inflight`, with its length and the cut flag.
 #[inline(always)]
-fn copy_path(scratch: &mut Scratch) {
-    let words = scratch.inflight.path.as_mut_ptr().cast::<u64>();
-    let mut i = 0;
-    while i < HTTP_PATH_LEN / 8 {
-        // SAFETY: `i` stays within the path's 8-byte words (volatile: see `load_window`).
-        unsafe { core::ptr::write_volatile(words.add(i), 0) };
-        i += 1;
-    }
+fn copy_path(scratch: &Scratch, inflight: &mut Inflight) {
+    // SAFETY: the path is HTTP_PATH_LEN bytes.
+    unsafe { zero_words(inflight.path.as_mut_ptr(), HTTP_PATH_LEN / 8) };
     let from = (launder(&scratch.path_at) & 15) as usize;
     let mut len = 0usize;
     while len < HTTP_PATH_LEN {
@@ -245,73 +272,22 @@ fn copy_path(scratch: &mut Scratch) {
             break;
         }
         // SAFETY: len < HTTP_PATH_LEN.
-        unsafe { *scratch.inflight.path.as_mut_ptr().add(len) = b };
+        unsafe { *inflight.path.as_mut_ptr().add(len) = b };
         len += 1;
     }
-    scratch.inflight.path_len = len as u16;
+    inflight.path_len = len as u16;
     // Not ended within the path buffer, or ended because the data ran out (a request line
     // split over several reads; bytes after the data are zero): cut.
     if len == HTTP_PATH_LEN || at(scratch, from + len) == 0 {
-        scratch.inflight.flags |= flags::PATH_TRUNCATED;
+        inflight.flags |= flags::PATH_TRUNCATED;
     }
 }
 
-/// Handles one read or write on a traced connection.
+/// Handles one read or write on a traced connection whose `CONNS` entry is `conn` (`None`
+/// only for a TLS connection not seen before).
 #[inline(always)]
-pub fn on_data(channel: &Channel, data: &Data, tls: bool) {
-    let mut head = [0u64; 2];
-    let head_len = if data.len < 16 { data.len } else { 16 };
-    if head_len == 0 {
-        return;
-    }
-    // SAFETY: `head` has 16 bytes and `head_len` is at most 16.
-    let rc = unsafe {
-        bpf_probe_read_user(
-            head.as_mut_ptr().cast(),
-            head_len as u32,
-            data.ptr as *const _,
-        )
-    };
-    if rc < 0 {
-        bump(Counter::HttpReadError);
-        return;
-    }
-    match classify(&head, data.len) {
-        Start::Request { method, path_at } => {
-            let dir = if data.ingress {
-                direction::SERVER
-            } else {
-                direction::CLIENT
-            };
-            on_request(channel, data, tls, method, path_at, dir);
-        }
-        Start::Response { status } => {
-            // 1xx (but 101) are interim: the final response follows.
-            if status < 200 && status != 101 {
-                return;
-            }
-            on_response(channel, data, tls, status);
-        }
-        Start::Other => {
-            // More of a request (body, or a header block split over reads).
-            if let Some(inflight) = INFLIGHT.get_ptr_mut(&channel.key) {
-                // SAFETY: a live map value; concurrent access for one connection is as racy
-                // as the application's own use of it and only affects byte counts.
-                unsafe {
-                    let same_way = ((*inflight).direction == direction::SERVER) == data.ingress;
-                    if same_way {
-                        (*inflight).request_bytes += data.total;
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn on_request(channel: &Channel, data: &Data, tls: bool, method: u8, path_at: usize, dir: u8) {
-    if !filter::allowed() {
-        bump(Counter::HttpFiltered);
+pub fn on_data(channel: &Channel, conn: Option<*mut Conn>, data: &Data, tls: bool) {
+    if data.len == 0 {
         return;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -319,8 +295,113 @@ fn on_request(channel: &Channel, data: &Data, tls: bool, method: u8, path_at: us
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let scratch = unsafe { &mut *scratch };
-    // Everything path-specific goes to map memory first (see `Scratch`).
-    let inflight = &mut scratch.inflight;
+    // One copy of the first bytes serves the classification and, for a request or response,
+    // the path and header scans.
+    scratch.len = data.len;
+    if load_window(scratch, data.ptr).is_err() {
+        bump(Counter::HttpReadError);
+        return;
+    }
+    let words = scratch.window.as_ptr().cast::<u64>();
+    // SAFETY: the window is 8-byte aligned and holds at least two words.
+    let head = unsafe { [core::ptr::read(words), core::ptr::read(words.add(1))] };
+    match classify(&head, data.len) {
+        Start::Request { method, path_at } => {
+            let dir = if data.ingress {
+                direction::SERVER
+            } else {
+                direction::CLIENT
+            };
+            on_request(channel, conn, scratch, data, tls, method, path_at, dir);
+        }
+        Start::Response { status } => {
+            // 1xx (but 101) are interim: the final response follows.
+            if status < 200 && status != 101 {
+                return;
+            }
+            on_response(channel, conn, scratch, data, tls, status);
+        }
+        Start::Other => {
+            // An SSL_* call in progress on this thread reads or writes through this socket:
+            // tell it the fd (its exchanges get this socket's peer). Only non-HTTP data can
+            // be TLS, so plaintext HTTP never pays for this.
+            if channel.key.kind == conn_kind::FD {
+                let pid_tgid = bpf_get_current_pid_tgid();
+                if let Some(ssl) = SSL_ARGS.get_ptr_mut(slot_index(pid_tgid)) {
+                    // SAFETY: a live array slot; written only if it is this thread's call.
+                    unsafe {
+                        if (*ssl).pid_tgid == pid_tgid {
+                            (*ssl).fd = channel.fd;
+                        }
+                    }
+                }
+            }
+            // More of a request (body, or a header block split over reads).
+            if let Some(conn) = conn {
+                // SAFETY: a live map value; concurrent access for one connection is as racy
+                // as the application's own use of it and only affects byte counts.
+                unsafe {
+                    let inflight = &mut (*conn).inflight;
+                    let same_way = (inflight.direction == direction::SERVER) == data.ingress;
+                    if inflight.method != method::NONE && same_way {
+                        inflight.request_bytes += data.total;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The connection's `CONNS` entry; TLS connections get one at their first request.
+#[inline(always)]
+fn conn_for_request(
+    channel: &Channel,
+    conn: Option<*mut Conn>,
+    scratch: &mut Scratch,
+) -> Option<*mut Conn> {
+    if conn.is_some() {
+        return conn;
+    }
+    if channel.key.kind != conn_kind::SSL {
+        return None;
+    }
+    // SAFETY: a `Conn` is a whole number of words.
+    unsafe { zero_words((&raw mut scratch.conn).cast(), size_of::<Conn>() / 8) };
+    if CONNS.insert(&channel.key, &scratch.conn, BPF_ANY as u64).is_err() {
+        bump(Counter::HttpInflightFull);
+        return None;
+    }
+    CONNS.get_ptr_mut(&channel.key)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn on_request(
+    channel: &Channel,
+    conn: Option<*mut Conn>,
+    scratch: &mut Scratch,
+    data: &Data,
+    tls: bool,
+    method: u8,
+    path_at: usize,
+    dir: u8,
+) {
+    if !filter::allowed() {
+        bump(Counter::HttpFiltered);
+        return;
+    }
+    // The method, its length and the direction are constants per path here: store them
+    // before the loops below so the verifier can merge the paths (see `Scratch`).
+    scratch.path_at = path_at as u64;
+    let Some(conn) = conn_for_request(channel, conn, scratch) else {
+        return;
+    };
+    // SAFETY: a live map value; only this connection's own (sequential) I/O writes it.
+    let inflight = unsafe { &mut (*conn).inflight };
+    if inflight.method != method::NONE && inflight.direction == dir {
+        bump(Counter::HttpRequestReplaced);
+    }
+    // Everything path-specific goes to memory first (see `Scratch`).
     // SAFETY (both): helpers without memory arguments.
     inflight.start_ns = unsafe { bpf_ktime_get_ns() };
     inflight.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
@@ -331,64 +412,44 @@ fn on_request(channel: &Channel, data: &Data, tls: bool, method: u8, path_at: us
     inflight._pad = 0;
     inflight.peer_fd = channel.fd;
     inflight._pad2 = 0;
-    scratch.path_at = path_at as u64;
-    scratch.len = data.len;
-    if load_window(scratch, data.ptr).is_err() {
-        bump(Counter::HttpReadError);
-        return;
-    }
-    copy_path(scratch);
+    copy_path(scratch, inflight);
     scan_headers(scratch);
-    scratch.inflight.request_body = launder(&scratch.body) as u8;
-    scratch.inflight.request_content_length = launder(&scratch.content_length);
-
-    if let Some(previous) = INFLIGHT.get_ptr(&channel.key) {
-        // SAFETY: a live map value.
-        if unsafe { (*previous).direction } == scratch.inflight.direction {
-            bump(Counter::HttpRequestReplaced);
-        }
-    }
-    if INFLIGHT
-        .insert(&channel.key, &scratch.inflight, BPF_ANY as u64)
-        .is_err()
-    {
-        bump(Counter::HttpInflightFull);
-        return;
-    }
+    inflight.request_body = launder(&scratch.body) as u8;
+    inflight.request_content_length = launder(&scratch.content_length);
     bump(Counter::HttpRequests);
 }
 
 #[inline(always)]
-fn on_response(channel: &Channel, data: &Data, tls: bool, status: u16) {
-    let Some(inflight) = INFLIGHT.get_ptr(&channel.key) else {
-        // The request of a filtered task was never kept: not a loss.
-        if filter::allowed() {
-            bump(Counter::HttpResponseUnmatched);
-        }
-        return;
-    };
-    // SAFETY: a live map value; copied field by field below.
-    let inflight = unsafe { &*inflight };
+fn on_response(
+    channel: &Channel,
+    conn: Option<*mut Conn>,
+    scratch: &mut Scratch,
+    data: &Data,
+    tls: bool,
+    status: u16,
+) {
     let expected = if data.ingress {
         direction::CLIENT
     } else {
         direction::SERVER
     };
-    if inflight.direction != expected {
-        bump(Counter::HttpResponseUnmatched);
-        return;
-    }
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    // SAFETY: a live map value; copied field by field below.
+    let pending = conn.filter(|c| unsafe {
+        (**c).inflight.method != method::NONE && (**c).inflight.direction == expected
+    });
+    let Some(conn) = pending else {
+        // SAFETY: a live map value.
+        let retried = conn.is_some_and(|c| unsafe { (*c).inflight.flags & flags::RESPONDED != 0 });
+        // A retried write of the status line, or the request of a filtered task (never
+        // kept): not a loss.
+        if !retried && filter::allowed() {
+            bump(Counter::HttpResponseUnmatched);
+        }
         return;
     };
-    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
-    let scratch = unsafe { &mut *scratch };
-    scratch.len = data.len;
+    // SAFETY: as above.
+    let inflight = unsafe { &mut (*conn).inflight };
     scratch.status = status as u64;
-    if load_window(scratch, data.ptr).is_err() {
-        bump(Counter::HttpReadError);
-        return;
-    }
     scan_headers(scratch);
     let response_body = launder(&scratch.body) as u8;
     let content_length = launder(&scratch.content_length);
@@ -396,7 +457,7 @@ fn on_response(channel: &Channel, data: &Data, tls: bool, status: u16) {
 
     let Some(mut entry) = HTTP_EVENTS.reserve::<HttpEvent>(0) else {
         bump(Counter::HttpRingbufFull);
-        let _ = INFLIGHT.remove(&channel.key);
+        responded(channel, inflight);
         return;
     };
     let event = entry.as_mut_ptr();
@@ -424,33 +485,67 @@ fn on_response(channel: &Channel, data: &Data, tls: bool, status: u16) {
         (*event).request_body = inflight.request_body;
         (*event).response_body = response_body;
         (*event).path_len = inflight.path_len as u8;
-        (*event)._pad = [0; 4];
-        (*event).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-        (*event).path = inflight.path;
+        core::ptr::write((&raw mut (*event)._pad).cast::<u32>(), 0);
+        if bpf_get_current_comm_raw((&raw mut (*event).comm).cast(), COMM_LEN as u32) < 0 {
+            zero_words((&raw mut (*event).comm).cast(), 2);
+        }
+        copy_words(
+            (&raw mut (*event).path).cast(),
+            inflight.path.as_ptr(),
+            HTTP_PATH_LEN / 8,
+        );
         let mut event_flags = inflight.flags | if tls { flags::TLS } else { 0 };
-        (*event).peer_addr = [0; 16];
+        zero_words((&raw mut (*event).peer_addr).cast(), 2);
         (*event).peer_port = 0;
         (*event).family = 0;
-        if fd >= 0 {
-            let conn = ConnKey {
+        // The peer: this connection's own entry for plain sockets, the socket under the
+        // SSL * for TLS.
+        let info = if channel.key.kind == conn_kind::FD {
+            Some(&raw const (*conn).info)
+        } else if fd >= 0 {
+            let socket = ConnKey {
                 tgid: channel.key.tgid,
                 kind: conn_kind::FD,
                 id: fd as u64,
             };
-            if let Some(info) = CONNS.get_ptr(&conn) {
-                (*event).peer_addr = (*info).peer_addr;
-                (*event).peer_port = (*info).peer_port;
-                (*event).family = (*info).family;
-                if (*info).family != 0 {
-                    event_flags |= flags::PEER_KNOWN;
-                }
-            }
+            CONNS.get_ptr(&socket).map(|c| &raw const (*c).info)
+        } else {
+            None
+        };
+        if let Some(info) = info
+            && (*info).family != 0
+        {
+            copy_words(
+                (&raw mut (*event).peer_addr).cast(),
+                (&raw const (*info).peer_addr).cast(),
+                2,
+            );
+            (*event).peer_port = (*info).peer_port;
+            (*event).family = (*info).family;
+            event_flags |= flags::PEER_KNOWN;
         }
-        (*event).flags = event_flags;
+        (*event).flags = event_flags & !flags::RESPONDED;
     }
-    let _ = INFLIGHT.remove(&channel.key);
     entry.submit(wakeup_flags());
+    responded(channel, inflight);
     bump(Counter::HttpExchanges);
+}
+
+/// The request on `channel` got its response: nothing is pending any more.
+///
+/// A plain socket keeps its entry (until `close`), marked [`flags::RESPONDED`] so that a
+/// retried write of the same status line is recognised. A TLS connection's entry goes: no
+/// `close` tells when an `SSL *` is freed, so kept entries would pile up until the LRU
+/// evicted live sockets; and TLS needs no retry mark, because a failed `SSL_write` is never
+/// seen as data (the uretprobe ignores it).
+#[inline(always)]
+fn responded(channel: &Channel, inflight: &mut Inflight) {
+    if channel.key.kind == conn_kind::SSL {
+        let _ = CONNS.remove(&channel.key);
+    } else {
+        inflight.method = method::NONE;
+        inflight.flags |= flags::RESPONDED;
+    }
 }
 
 /// Wake the reader only once enough data is waiting; it also polls on a timer.

@@ -7,10 +7,13 @@
 use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
 };
 use sonde_ebpf_common::{
-    ConnInfo, ConnKey, Counter, FilterRule, HTTP_WINDOW, Inflight, PeerKey, SockStateOffsets, SslArgs,
-    SyscallArgs, TcpRetransmitOffsets, TcpSock, http::FILTER_RULES_MAX,
+    Conn, ConnKey, Counter, FilterRule, HTTP_WINDOW, PeerKey, SockStateOffsets, SslArgs,
+    SyscallArgs, TcpRetransmitOffsets, TcpSock,
+    http::{ARG_SLOTS, FILTER_RULES_MAX},
 };
 
 /// Offset of `__data_loc char[] filename` in `sched:sched_process_exec`; set by the agent
@@ -59,16 +62,15 @@ pub static TCP_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 #[map]
-pub static CONNS: LruHashMap<ConnKey, ConnInfo> = LruHashMap::with_max_entries(65536, 0);
+pub static CONNS: LruHashMap<ConnKey, Conn> = LruHashMap::with_max_entries(32768, 0);
+
+/// Per-thread slots (thread id modulo `ARG_SLOTS`): an array access costs a fraction of a
+/// hash insert + lookup + delete, paid on every traced read.
+#[map]
+pub static SYS_ARGS: Array<SyscallArgs> = Array::with_max_entries(ARG_SLOTS, 0);
 
 #[map]
-pub static INFLIGHT: LruHashMap<ConnKey, Inflight> = LruHashMap::with_max_entries(65536, 0);
-
-#[map]
-pub static SYS_ARGS: LruHashMap<u64, SyscallArgs> = LruHashMap::with_max_entries(16384, 0);
-
-#[map]
-pub static SSL_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(16384, 0);
+pub static SSL_ARGS: Array<SslArgs> = Array::with_max_entries(ARG_SLOTS, 0);
 
 #[map]
 pub static TCP_SOCKS: LruHashMap<u64, TcpSock> = LruHashMap::with_max_entries(65536, 0);
@@ -102,8 +104,8 @@ const _: () = assert!((HTTP_WINDOW + WINDOW_PAD).is_power_of_two());
 pub struct Scratch {
     /// The first bytes of the data, zero after the valid ones.
     pub window: [u8; HTTP_WINDOW + WINDOW_PAD],
-    /// A new `INFLIGHT` value.
-    pub inflight: Inflight,
+    /// A new `CONNS` value (for TLS connections, created at their first request).
+    pub conn: Conn,
     /// Where the path starts in `window` (after the method and a space).
     pub path_at: u64,
     /// Bytes of data to copy into `window`.
@@ -127,6 +129,104 @@ pub fn global(value: &u32) -> usize {
     // SAFETY: reading our own static; volatile so the loader-set value is used, not the
     // compile-time default.
     unsafe { core::ptr::read_volatile(value) as usize }
+}
+
+/// Reads the 8-byte tracepoint field at `offset` (a loader-set global from tracefs).
+///
+/// `.rodata` is frozen, so the verifier knows the offset's value and explores only the
+/// matching arm: for the layout of every syscall tracepoint so far (arguments from 16, `ret`
+/// at 16) that is a direct context load with a constant offset, far cheaper than
+/// `bpf_probe_read_kernel`, which remains the path for any other layout. (The verifier
+/// rejects context loads through a pointer moved by a register, hence the constant arms.)
+#[inline(always)]
+pub fn ctx_u64(ctx: &TracePointContext, offset: usize) -> u64 {
+    let base = ctx.as_ptr().cast::<u64>();
+    // SAFETY (direct loads): a syscall tracepoint record holds at least 6 arguments after
+    // its 16-byte header; offsets are checked against the tracefs format before attaching.
+    unsafe {
+        match offset {
+            16 => core::ptr::read_volatile(base.add(2)),
+            24 => core::ptr::read_volatile(base.add(3)),
+            32 => core::ptr::read_volatile(base.add(4)),
+            _ => ctx.read_at::<u64>(offset).unwrap_or(0),
+        }
+    }
+}
+
+/// Zeroes `words` 8-byte words at `dst`. Volatile stores: LLVM would otherwise turn runs of
+/// zero stores into a call to a byte-at-a-time `memset`.
+///
+/// # Safety
+/// `dst` must be valid for `8 * words` bytes of writes.
+#[inline(always)]
+pub unsafe fn zero_words(dst: *mut u8, words: usize) {
+    let dst = dst.cast::<u64>();
+    let mut i = 0;
+    while i < words {
+        // SAFETY: within the caller's bounds.
+        unsafe { core::ptr::write_volatile(dst.add(i), 0) };
+        i += 1;
+    }
+}
+
+/// Copies `words` 8-byte words from `src` to `dst` (volatile, for the same reason as
+/// [`zero_words`]: no byte-at-a-time `memmove`).
+///
+/// # Safety
+/// Both must be valid for `8 * words` bytes and must not overlap.
+#[inline(always)]
+pub unsafe fn copy_words(dst: *mut u8, src: *const u8, words: usize) {
+    let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
+    let mut i = 0;
+    while i < words {
+        // SAFETY: within the caller's bounds.
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+        i += 1;
+    }
+}
+
+/// Stores `value` so it cannot be merged with neighbouring stores into a `memset` call.
+#[inline(always)]
+pub fn set<T>(slot: &mut T, value: T) {
+    // SAFETY: `slot` is a valid, exclusive reference.
+    unsafe { core::ptr::write_volatile(slot, value) };
+}
+
+/// The current thread's slot in `SYS_ARGS`/`SSL_ARGS`.
+#[inline(always)]
+pub fn slot_index(pid_tgid: u64) -> u32 {
+    (pid_tgid as u32) & (ARG_SLOTS - 1)
+}
+
+/// Keeps a syscall's arguments for its exit (counts a slot still held by another thread).
+#[inline(always)]
+pub fn put_syscall_args(args: &SyscallArgs) {
+    if let Some(slot) = SYS_ARGS.get_ptr_mut(slot_index(args.pid_tgid)) {
+        // SAFETY: a live array slot; only this thread uses it until its exit (collisions are
+        // counted and the newer call wins).
+        unsafe {
+            let holder = (*slot).pid_tgid;
+            if holder != 0 && holder != args.pid_tgid {
+                bump(Counter::HttpArgsFull);
+            }
+            *slot = *args;
+        }
+    }
+}
+
+/// Takes the current thread's syscall arguments, if its slot holds them.
+#[inline(always)]
+pub fn take_syscall_args(pid_tgid: u64) -> Option<SyscallArgs> {
+    let slot = SYS_ARGS.get_ptr_mut(slot_index(pid_tgid))?;
+    // SAFETY: a live array slot.
+    unsafe {
+        if (*slot).pid_tgid != pid_tgid {
+            return None;
+        }
+        let args = *slot;
+        (*slot).pid_tgid = 0;
+        Some(args)
+    }
 }
 
 /// Reads any loader-set global.

@@ -15,14 +15,16 @@ use aya_ebpf::{
 };
 use sonde_ebpf_common::{
     COMM_LEN, ConnInfo, ConnKey, Counter, PeerKey, ProcessHint, SyscallArgs, TcpSock,
+    http::method,
     http::{conn_kind, io_kind, role},
 };
 
 use crate::{
     filter,
     maps::{
-        CONNS, HTTP_EVENTS, INFLIGHT, PEER_OWNERS, SEEN_TGIDS, SYS_ARGS, SYSCALL_ARGS_OFFSET,
-        SYSCALL_RET_OFFSET, bump, global,
+        CONNS, HTTP_EVENTS, PEER_OWNERS, SCRATCH, SEEN_TGIDS, SYSCALL_ARGS_OFFSET,
+        SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args, take_syscall_args,
+        zero_words,
     },
 };
 
@@ -47,43 +49,24 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn remember(ctx: &TracePointContext, kind: u32) {
     let base = global(&SYSCALL_ARGS_OFFSET);
-    // SAFETY (both reads): offsets checked against this tracepoint's tracefs format.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(base) }) else {
-        bump(Counter::HttpReadError);
-        return;
-    };
-    let Ok(ptr) = (unsafe { ctx.read_at::<u64>(base + 8) }) else {
-        bump(Counter::HttpReadError);
-        return;
-    };
-    let args = SyscallArgs {
+    let fd = ctx_u64(ctx, base);
+    let ptr = ctx_u64(ctx, base + 8);
+    put_syscall_args(&SyscallArgs {
+        pid_tgid: bpf_get_current_pid_tgid(),
         ptr,
         fd: fd as u32,
         kind,
-    };
-    if SYS_ARGS
-        .insert(bpf_get_current_pid_tgid(), args, BPF_ANY as u64)
-        .is_err()
-    {
-        bump(Counter::HttpArgsFull);
-    }
+    });
 }
 
 /// Exit of `accept`, `accept4` and `connect`.
 #[tracepoint]
 pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = SYS_ARGS.get_ptr(&pid_tgid) else {
+    let Some(args) = take_syscall_args(pid_tgid) else {
         return 0;
     };
-    // SAFETY: a live map value, copied before the entry is removed.
-    let args = unsafe { *args };
-    let _ = SYS_ARGS.remove(&pid_tgid);
-    // SAFETY: offset checked against this tracepoint's tracefs format.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(global(&SYSCALL_RET_OFFSET)) }) else {
-        bump(Counter::HttpReadError);
-        return 0;
-    };
+    let ret = ctx_u64(&ctx, global(&SYSCALL_RET_OFFSET)) as i64;
     let (fd, conn_role) = match args.kind {
         io_kind::ACCEPT if ret >= 0 => (ret as u32, role::ACCEPTED),
         io_kind::CONNECT if ret == 0 || ret == -EINPROGRESS => (args.fd, role::CONNECTED),
@@ -93,25 +76,33 @@ pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
         bump(Counter::HttpFiltered);
         return 0;
     }
-    let mut info = ConnInfo {
-        // SAFETY: helper without memory arguments.
-        opened_ns: unsafe { bpf_ktime_get_ns() },
-        peer_addr: [0; 16],
-        peer_port: 0,
-        family: 0,
-        role: conn_role,
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
     };
+    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
+    let conn = unsafe { &mut (*scratch).conn };
+    // SAFETY: a `Conn` is a whole number of words.
+    unsafe {
+        zero_words(
+            (conn as *mut sonde_ebpf_common::Conn).cast(),
+            size_of::<sonde_ebpf_common::Conn>() / 8,
+        )
+    };
+    // SAFETY: helper without memory arguments.
+    conn.info.opened_ns = unsafe { bpf_ktime_get_ns() };
+    conn.info.role = conn_role;
+    conn.inflight.method = method::NONE;
     if args.ptr != 0 {
-        read_sockaddr(args.ptr, &mut info);
+        read_sockaddr(args.ptr, &mut conn.info);
     }
+    let info = conn.info;
     let key = ConnKey {
         tgid: (pid_tgid >> 32) as u32,
         kind: conn_kind::FD,
         id: fd as u64,
     };
-    // A new socket on a reused fd number: forget what the old one was waiting for.
-    let _ = INFLIGHT.remove(&key);
-    if CONNS.insert(&key, &info, BPF_ANY as u64).is_err() {
+    // A new socket on a reused fd number replaces the old entry and its pending request.
+    if CONNS.insert(&key, &*conn, BPF_ANY as u64).is_err() {
         bump(Counter::HttpConnsFull);
     }
     announce(key.tgid);
@@ -194,20 +185,16 @@ fn read_sockaddr(ptr: u64, info: &mut ConnInfo) {
 /// `close(fd)`: the socket (if it was one) is gone.
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    // SAFETY: offset checked against this tracepoint's tracefs format.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(global(&SYSCALL_ARGS_OFFSET)) }) else {
-        return 0;
-    };
+    let fd = ctx_u64(&ctx, global(&SYSCALL_ARGS_OFFSET));
     let key = ConnKey {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         kind: conn_kind::FD,
         id: fd as u32 as u64,
     };
-    if let Some(info) = CONNS.get_ptr(&key) {
+    if let Some(conn) = CONNS.get_ptr(&key) {
         // SAFETY: a live map value, copied before the entry is removed.
-        let info = unsafe { *info };
+        let info = unsafe { (*conn).info };
         let _ = CONNS.remove(&key);
-        let _ = INFLIGHT.remove(&key);
         if info.role == role::ACCEPTED && info.family != 0 {
             let _ = PEER_OWNERS.remove(&peer_key(&info));
         }

@@ -5,7 +5,6 @@
 //! Must not: read the plaintext itself (that is [`crate::http`]'s bounded window).
 
 use aya_ebpf::{
-    bindings::BPF_ANY,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
@@ -14,7 +13,7 @@ use sonde_ebpf_common::{ConnKey, Counter, SslArgs, http::conn_kind};
 
 use crate::{
     http::{self, Channel, Data},
-    maps::{SSL_ARGS, bump},
+    maps::{CONNS, SSL_ARGS, bump, slot_index},
 };
 
 /// `int SSL_read(SSL *ssl, void *buf, int num)`.
@@ -54,18 +53,25 @@ fn enter(ctx: &ProbeContext, is_read: bool, ex: bool) {
     if ex && out_len == 0 {
         return;
     }
+    let pid_tgid = bpf_get_current_pid_tgid();
     let args = SslArgs {
+        pid_tgid,
         ssl,
         buf,
         out_len,
         fd: -1,
         is_read: is_read as u32,
     };
-    if SSL_ARGS
-        .insert(bpf_get_current_pid_tgid(), args, BPF_ANY as u64)
-        .is_err()
-    {
-        bump(Counter::HttpArgsFull);
+    if let Some(slot) = SSL_ARGS.get_ptr_mut(slot_index(pid_tgid)) {
+        // SAFETY: a live array slot; only this thread uses it until the call returns
+        // (collisions are counted and the newer call wins).
+        unsafe {
+            let holder = (*slot).pid_tgid;
+            if holder != 0 && holder != pid_tgid {
+                bump(Counter::HttpArgsFull);
+            }
+            *slot = args;
+        }
     }
 }
 
@@ -73,12 +79,18 @@ fn enter(ctx: &ProbeContext, is_read: bool, ex: bool) {
 #[uretprobe]
 pub fn ssl_exit(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = SSL_ARGS.get_ptr(&pid_tgid) else {
+    let Some(slot) = SSL_ARGS.get_ptr_mut(slot_index(pid_tgid)) else {
         return 0;
     };
-    // SAFETY: a live map value, copied before the entry is removed.
-    let args = unsafe { *args };
-    let _ = SSL_ARGS.remove(&pid_tgid);
+    // SAFETY: a live array slot, copied and freed.
+    let args = unsafe {
+        if (*slot).pid_tgid != pid_tgid {
+            return 0;
+        }
+        let args = *slot;
+        (*slot).pid_tgid = 0;
+        args
+    };
     let ret = ctx.ret::<u64>() as i32 as i64;
     let bytes = if args.out_len != 0 {
         if ret != 1 {
@@ -114,6 +126,7 @@ pub fn ssl_exit(ctx: RetProbeContext) -> u32 {
         total: bytes,
         ingress: args.is_read != 0,
     };
-    http::on_data(&channel, &data, true);
+    let conn = CONNS.get_ptr_mut(&channel.key);
+    http::on_data(&channel, conn, &data, true);
     0
 }

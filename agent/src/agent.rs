@@ -84,7 +84,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let mut collectors: Vec<Box<dyn Collector>> = vec![Box::new(NodeCollector::new("/proc"))];
     let probes = if config.ebpf.enabled {
-        start_ebpf(&config, &metrics, &tasks, &stop, &mut collectors, http_table)
+        start_ebpf(
+            &config,
+            &metrics,
+            &tasks,
+            &stop,
+            &mut collectors,
+            http_table,
+        )
     } else {
         tracing::info!("eBPF disabled by configuration");
         None

@@ -111,8 +111,8 @@ pub struct HttpConfig {
     pub enabled: bool,
     /// Trace HTTPS through OpenSSL (uprobes on `SSL_read`/`SSL_write` in every libssl found).
     pub tls: bool,
-    /// Connections (and in-flight requests) tracked at once in the kernel; the least
-    /// recently used are evicted beyond this.
+    /// Connections (each with its in-flight request) tracked at once in the kernel; the
+    /// least recently used are evicted beyond this. About 270 bytes of kernel memory each.
     pub max_connections: u32,
     /// Bytes of the kernel → agent event ring buffer (a power of two, at least 64 KiB).
     pub ring_buffer_size: u32,
@@ -209,7 +209,7 @@ impl Default for HttpConfig {
         Self {
             enabled: true,
             tls: true,
-            max_connections: 65_536,
+            max_connections: 32_768,
             ring_buffer_size: 2 * 1024 * 1024,
             max_routes_per_service: 100,
             max_series: 10_000,
@@ -248,7 +248,10 @@ impl EbpfConfig {
             );
         }
         if http.max_routes_per_service == 0 {
-            return invalid("ebpf.http.max_routes_per_service", "must be at least 1".to_owned());
+            return invalid(
+                "ebpf.http.max_routes_per_service",
+                "must be at least 1".to_owned(),
+            );
         }
         if http.max_series == 0 {
             return invalid("ebpf.http.max_series", "must be at least 1".to_owned());
@@ -269,7 +272,11 @@ impl EbpfConfig {
         if f.len() > FilterConfig::MAX_RULES {
             return invalid(
                 "ebpf.filter",
-                format!("{} rules; at most {} are supported", f.len(), FilterConfig::MAX_RULES),
+                format!(
+                    "{} rules; at most {} are supported",
+                    f.len(),
+                    FilterConfig::MAX_RULES
+                ),
             );
         }
         for (key, names) in [
@@ -508,8 +515,14 @@ mod tests {
     fn bad_ebpf_values_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         for (toml, key) in [
-            ("[ebpf.http]\nring_buffer_size = 100000\n", "`ebpf.http.ring_buffer_size`"),
-            ("[ebpf.http]\nmax_connections = 10\n", "`ebpf.http.max_connections`"),
+            (
+                "[ebpf.http]\nring_buffer_size = 100000\n",
+                "`ebpf.http.ring_buffer_size`",
+            ),
+            (
+                "[ebpf.http]\nmax_connections = 10\n",
+                "`ebpf.http.max_connections`",
+            ),
             (
                 "[ebpf.filter]\nexclude_processes = [\"a-name-longer-than-15\"]\n",
                 "`ebpf.filter.exclude_processes`",

@@ -310,7 +310,10 @@ impl Metrics {
                 }
             }
             if let Some(exec) = &sources.exec {
-                lost.push((("exec", "decode_error"), exec.malformed.load(Ordering::Relaxed)));
+                lost.push((
+                    ("exec", "decode_error"),
+                    exec.malformed.load(Ordering::Relaxed),
+                ));
             }
             if let Some(p) = &sources.pipeline {
                 let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -318,14 +321,17 @@ impl Metrics {
                 lost.push((("http", "series_limit"), load(&p.http_series_limit)));
                 lost.push((("tcp", "decode_error"), load(&p.tcp_decode_errors)));
                 lost.push((("tcp", "series_limit"), load(&p.tcp_series_limit)));
-                for (program, value) in [("http", load(&p.http_events)), ("tcp", load(&p.tcp_events))] {
+                for (program, value) in
+                    [("http", load(&p.http_events)), ("tcp", load(&p.tcp_events))]
+                {
                     self.ebpf_events
                         .get_or_create(&ProgramLabels { program })
                         .set(value as i64);
                 }
-                for (program, value) in
-                    [("http", load(&p.http_filtered)), ("tcp", load(&p.tcp_filtered))]
-                {
+                for (program, value) in [
+                    ("http", load(&p.http_filtered)),
+                    ("tcp", load(&p.tcp_filtered)),
+                ] {
                     self.http_filtered
                         .get_or_create(&ProgramLabels { program })
                         .set(value as i64);
@@ -333,8 +339,7 @@ impl Metrics {
                 self.http_series.set(load(&p.http_series) as i64);
                 self.http_route_overflow
                     .set(load(&p.http_route_overflow) as i64);
-                self.tls_libraries
-                    .set(load(&p.tls.libraries) as i64);
+                self.tls_libraries.set(load(&p.tls.libraries) as i64);
                 self.seeded_connections
                     .set(load(&p.seeded_connections) as i64);
             }

@@ -30,7 +30,10 @@ pub fn vector(agg: &Aggregator, query: &str) -> Vec<(Labels, f64)> {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    let value = s["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+                    let value = s["value"][1]
+                        .as_str()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(f64::NAN);
                     (labels, value)
                 })
                 .collect()
@@ -125,6 +128,7 @@ pub fn check_means(
             measured * 1e3,
             expected * 1e3
         );
+        eprintln!("{line}");
         assert!(agrees(measured, expected), "{line}");
         report.push(line);
     }
@@ -163,7 +167,11 @@ pub fn check_quantiles(
         let s = found.unwrap_or_else(|| {
             panic!("no {direction} series {r} {status} with {must:?} in /debug/http: {series:?}")
         });
-        for (name, q) in [("p50_seconds", 0.5), ("p90_seconds", 0.9), ("p99_seconds", 0.99)] {
+        for (name, q) in [
+            ("p50_seconds", 0.5),
+            ("p90_seconds", 0.9),
+            ("p99_seconds", 0.99),
+        ] {
             let measured = s[name].as_f64().expect("quantile");
             let expected = quantile(&values, q);
             let line = format!(
@@ -171,6 +179,7 @@ pub fn check_quantiles(
                 measured * 1e3,
                 expected * 1e3
             );
+            eprintln!("{line}");
             assert!(agrees(measured, expected), "{line}");
             report.push(line);
         }

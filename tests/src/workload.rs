@@ -16,6 +16,35 @@ use std::{
 
 use crate::{Process, eventually};
 
+/// The CPU timed workloads are pinned to: the last one this process may run on.
+pub fn workload_cpu() -> usize {
+    // SAFETY: `set` is a plain bitmask the call fills in.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; the size is that of `set`.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    (0..libc::CPU_SETSIZE as usize)
+        .rev()
+        // SAFETY: `i` is below CPU_SETSIZE.
+        .find(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .expect("at least one CPU")
+}
+
+/// Held by a test while its timed workloads run: the tests of one test binary run in
+/// parallel, and two of them on the [`workload_cpu`] at once would queue each other's
+/// real-time tasks inside the spans they time.
+pub fn exclusive_cpu() -> std::sync::MutexGuard<'static, ()> {
+    static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding it leaves nothing behind that matters here.
+    CPU.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -91,17 +120,30 @@ impl TestCgroup {
     /// Like [`TestCgroup::command`], at real-time priority (`chrt -f 10`) when the system
     /// allows it: a workload that times itself is then not preempted by the machine's other
     /// work between its own clock reads and its syscalls, which the agent cannot see.
+    ///
+    /// When it is, the workload is also pinned to one CPU ([`workload_cpu`]): a request then
+    /// passes from client to server (and on to a backend) by a direct switch between
+    /// real-time tasks on that CPU, never by a wake-up on another CPU, which on a busy
+    /// (virtual) machine can wait milliseconds for that CPU and would add time to one side's
+    /// truth that the other side's measurement does not contain.
     pub fn command_rt(&self, rel: &str, program: &str, args: &[&str]) -> Command {
+        let cpu = workload_cpu();
         self.spawn_in(
             rel,
-            "if chrt -f 10 true 2>/dev/null; then exec chrt -f 10 \"$@\"; else exec \"$@\"; fi",
+            &format!(
+                "if chrt -f 10 true 2>/dev/null; then exec taskset -c {cpu} chrt -f 10 \"$@\"; \
+                 else exec \"$@\"; fi"
+            ),
             program,
             args,
         )
     }
 
     fn spawn_in(&self, rel: &str, exec: &str, program: &str, args: &[&str]) -> Command {
-        let procs = self.root.join(rel.trim_start_matches('/')).join("cgroup.procs");
+        let procs = self
+            .root
+            .join(rel.trim_start_matches('/'))
+            .join("cgroup.procs");
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(format!("echo $$ > {} && {exec}", procs.display()))
@@ -114,7 +156,10 @@ impl TestCgroup {
     fn kill_all(dir: &Path) {
         for _ in 0..50 {
             let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            let pids: Vec<i32> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
             if pids.is_empty() {
                 return;
             }
@@ -176,6 +221,34 @@ pub struct Timing {
     pub ns: u64,
 }
 
+/// Requests per connection of a `timed_client.py` plan (`kind:count,…`), warm-up excluded.
+pub fn plan_len(plan: &str) -> usize {
+    plan.split(',')
+        .map(|item| {
+            let (_, count) = item.split_once(':').expect("kind:count");
+            count.parse::<usize>().expect("count")
+        })
+        .sum()
+}
+
+/// Reads a timing log once it has `n` lines (a server's logger thread may lag behind its
+/// responses); panics with what it has after 20 s.
+pub fn wait_timings(path: &Path, n: usize) -> Vec<Timing> {
+    let mut last = Vec::new();
+    for _ in 0..200 {
+        last = read_timings(path);
+        if last.len() >= n {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{} has {} timings, expected {n}",
+        path.display(),
+        last.len()
+    );
+}
+
 /// Reads a timing log.
 pub fn read_timings(path: &Path) -> Vec<Timing> {
     std::fs::read_to_string(path)
@@ -192,10 +265,15 @@ pub fn read_timings(path: &Path) -> Vec<Timing> {
         .collect()
 }
 
-/// Durations per (kind, status), seconds, sorted.
+/// The kind of the first request of every connection of `timed_client.py`: counted, but
+/// not compared for latency, because it includes the server's accept (and thread start),
+/// which the client's clock sees and the server's does not.
+pub const WARMUP: &str = "warmup";
+
+/// Durations per (kind, status), seconds, sorted; without [`WARMUP`] requests.
 pub fn group(timings: &[Timing]) -> BTreeMap<(String, u16), Vec<f64>> {
     let mut out: BTreeMap<(String, u16), Vec<f64>> = BTreeMap::new();
-    for t in timings {
+    for t in timings.iter().filter(|t| t.kind != WARMUP) {
         out.entry((t.kind.clone(), t.status))
             .or_default()
             .push(t.ns as f64 / 1e9);
@@ -332,7 +410,9 @@ pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     if !cert.exists() {
         let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
             .args(["-subj", "/CN=localhost"])
             .arg("-keyout")
             .arg(&key)
@@ -389,11 +469,21 @@ impl NetNs {
             host_ip: host_ip.clone(),
             ns_ip: ns_ip.clone(),
         };
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ]);
         ip(&["link", "set", &peer_if, "netns", &name]);
         ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
         ip(&["link", "set", &host_if, "up"]);
-        ip(&["-n", &name, "addr", "add", &format!("{ns_ip}/30"), "dev", &peer_if]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            &peer_if,
+        ]);
         ip(&["-n", &name, "link", "set", &peer_if, "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         ns
@@ -417,22 +507,34 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         // Processes inside keep the namespace alive only through their own handles; the
         // veth goes away with the namespace's name and its last user.
-        let _ = Command::new("ip").args(["netns", "pids", &self.name]).output().map(|out| {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    // SAFETY: signalling processes this test started in its namespace.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|out| {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: signalling processes this test started in its namespace.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
                 }
-            }
-        });
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+            });
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
 /// Writes an agent config file with `[ebpf.filter]` including `cgroups` and excluding
 /// `exclude_processes`, plus `extra` TOML; returns its path.
-pub fn agent_config(dir: &Path, cgroups: &[&str], exclude_processes: &[&str], extra: &str) -> PathBuf {
+pub fn agent_config(
+    dir: &Path,
+    cgroups: &[&str],
+    exclude_processes: &[&str],
+    extra: &str,
+) -> PathBuf {
     let list = |v: &[&str]| {
         v.iter()
             .map(|s| format!("{s:?}"))
@@ -454,12 +556,16 @@ pub fn agent_config(dir: &Path, cgroups: &[&str], exclude_processes: &[&str], ex
 
 /// Waits until the agent reports `program` attached.
 pub fn wait_attached(agent: &crate::Agent, program: &str) {
-    eventually(Duration::from_secs(30), &format!("{program} to attach"), || {
-        agent
-            .metrics_text()
-            .contains(&format!(
-                "sonde_agent_ebpf_program_attached{{program=\"{program}\"}} 1"
-            ))
-            .then_some(())
-    });
+    eventually(
+        Duration::from_secs(30),
+        &format!("{program} to attach"),
+        || {
+            agent
+                .metrics_text()
+                .contains(&format!(
+                    "sonde_agent_ebpf_program_attached{{program=\"{program}\"}} 1"
+                ))
+                .then_some(())
+        },
+    );
 }

@@ -96,19 +96,35 @@ fn connects_failures_active_connections_and_retransmits() {
     let closed = format!("{}:{closed_port}", ns.ns_ip);
     let sel = format!("destination=\"{dest}\",container_id=\"{client_id}\"");
     eventually(Duration::from_secs(30), "connect counts", || {
-        let ok = value(&agg, &format!("container_net_tcp_successful_connects_total{{{sel}}}"))?;
-        let active = value(&agg, &format!("container_net_tcp_active_connections{{{sel}}}"))?;
+        let ok = value(
+            &agg,
+            &format!("container_net_tcp_successful_connects_total{{{sel}}}"),
+        )?;
+        let active = value(
+            &agg,
+            &format!("container_net_tcp_active_connections{{{sel}}}"),
+        )?;
         let failed = value(
             &agg,
             &format!(
                 "container_net_tcp_failed_connects_total{{destination=\"{closed}\",container_id=\"{client_id}\"}}"
             ),
         )?;
-        let timed = value(&agg, &format!("container_net_tcp_connect_duration_seconds_count{{{sel}}}"))?;
-        (ok == OPEN as f64 && active == OPEN as f64 && failed == REFUSED as f64 && timed == OPEN as f64)
+        let timed = value(
+            &agg,
+            &format!("container_net_tcp_connect_duration_seconds_count{{{sel}}}"),
+        )?;
+        (ok == OPEN as f64
+            && active == OPEN as f64
+            && failed == REFUSED as f64
+            && timed == OPEN as f64)
             .then_some(())
     });
-    let connect_time = value(&agg, &format!("container_net_tcp_connect_duration_seconds_sum{{{sel}}}")).unwrap();
+    let connect_time = value(
+        &agg,
+        &format!("container_net_tcp_connect_duration_seconds_sum{{{sel}}}"),
+    )
+    .unwrap();
     assert!(
         connect_time > 0.0 && connect_time / (OPEN as f64) < 0.1,
         "mean connect time {connect_time} s over a veth"
@@ -133,14 +149,22 @@ fn connects_failures_active_connections_and_retransmits() {
     assert!(status.success());
     assert_eq!(lines.next().unwrap().unwrap(), "sent");
     eventually(Duration::from_secs(30), "retransmits to the peer", || {
-        value(&agg, &format!("container_net_tcp_retransmits_total{{{sel}}}")).filter(|&n| n >= 1.0)
+        value(
+            &agg,
+            &format!("container_net_tcp_retransmits_total{{{sel}}}"),
+        )
+        .filter(|&n| n >= 1.0)
     });
 
     // Closing the connections: none active any more.
     drop(client.stdin.take());
     assert!(client.wait().unwrap().success());
     eventually(Duration::from_secs(30), "no active connections", || {
-        value(&agg, &format!("container_net_tcp_active_connections{{{sel}}}")).filter(|&n| n == 0.0)
+        value(
+            &agg,
+            &format!("container_net_tcp_active_connections{{{sel}}}"),
+        )
+        .filter(|&n| n == 0.0)
     });
     let metrics = agent.metrics_text();
     for line in metrics.lines() {

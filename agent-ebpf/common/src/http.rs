@@ -69,6 +69,10 @@ pub mod flags {
     pub const PATH_TRUNCATED: u8 = 2;
     /// The peer address came from `accept`/`connect` and is valid.
     pub const PEER_KNOWN: u8 = 4;
+    /// Kernel-internal (in a `Conn`, never in an event): the connection's last request got
+    /// its response. Another status line before the next request is a retried write (a
+    /// non-blocking send that returned EAGAIN), not a lost request.
+    pub const RESPONDED: u8 = 0x80;
 }
 
 /// What the kernel saw of a message's headers within the inspected window
@@ -126,7 +130,7 @@ pub mod io_kind {
     }
 }
 
-/// Key of a connection in `CONNS` and `INFLIGHT`.
+/// Key of a connection in `CONNS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
@@ -158,7 +162,21 @@ pub struct ConnInfo {
 
 const _: () = assert!(size_of::<ConnInfo>() == 32);
 
-/// A request waiting for its response (kernel-side state, `INFLIGHT`).
+/// A connection in `CONNS`: what the kernel knows about the socket, and the request waiting
+/// for its response (if `inflight.method` is not [`method::NONE`]). Keeping the request in
+/// the connection's own entry means no map insert or delete per request.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Conn {
+    /// Peer and role.
+    pub info: ConnInfo,
+    /// The pending request.
+    pub inflight: Inflight,
+}
+
+const _: () = assert!(size_of::<Conn>() == size_of::<ConnInfo>() + size_of::<Inflight>());
+
+/// A request waiting for its response (part of a [`Conn`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Inflight {
@@ -172,7 +190,7 @@ pub struct Inflight {
     pub cgroup_id: u64,
     /// [`direction`].
     pub direction: u8,
-    /// [`method`].
+    /// [`method`]; [`method::NONE`] when no request is pending.
     pub method: u8,
     /// [`flags`] known at request time (TLS, path truncated).
     pub flags: u8,
@@ -191,6 +209,25 @@ pub struct Inflight {
 }
 
 const _: () = assert!(size_of::<Inflight>() == 8 * 4 + 16 + HTTP_PATH_LEN);
+
+impl Inflight {
+    /// No request pending.
+    pub const EMPTY: Self = Self {
+        start_ns: 0,
+        request_bytes: 0,
+        request_content_length: 0,
+        cgroup_id: 0,
+        direction: 0,
+        method: method::NONE,
+        flags: 0,
+        request_body: 0,
+        path_len: 0,
+        _pad: 0,
+        peer_fd: -1,
+        _pad2: 0,
+        path: [0; HTTP_PATH_LEN],
+    };
+}
 
 /// One completed HTTP exchange (`HTTP_EVENTS` ring buffer record).
 #[repr(C)]
@@ -272,12 +309,18 @@ pub struct ProcessHint {
     pub cgroup_id: u64,
 }
 
-const _: () = assert!(size_of::<ProcessHint>() == 16 && size_of::<ProcessHint>() != size_of::<HttpEvent>());
+const _: () =
+    assert!(size_of::<ProcessHint>() == 16 && size_of::<ProcessHint>() != size_of::<HttpEvent>());
 
-/// Syscall arguments kept between enter and exit (`SYS_ARGS`, keyed by pid_tgid).
+/// Slots of the `SYS_ARGS` and `SSL_ARGS` arrays, indexed by thread id modulo this.
+pub const ARG_SLOTS: u32 = 32768;
+
+/// Syscall arguments kept between enter and exit, in the `SYS_ARGS` slot of the thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallArgs {
+    /// The thread whose call this is (0: slot free).
+    pub pid_tgid: u64,
     /// Data buffer, iovec array, msghdr or sockaddr pointer, per [`io_kind`].
     pub ptr: u64,
     /// The file descriptor.
@@ -286,12 +329,15 @@ pub struct SyscallArgs {
     pub kind: u32,
 }
 
-const _: () = assert!(size_of::<SyscallArgs>() == 16);
+const _: () = assert!(size_of::<SyscallArgs>() == 24);
 
-/// OpenSSL call arguments kept between a uprobe and its uretprobe (`SSL_ARGS`).
+/// OpenSSL call arguments kept between a uprobe and its uretprobe, in the `SSL_ARGS` slot of
+/// the thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SslArgs {
+    /// The thread whose call this is (0: slot free).
+    pub pid_tgid: u64,
     /// The `SSL *`.
     pub ssl: u64,
     /// The data buffer.
@@ -305,7 +351,7 @@ pub struct SslArgs {
     pub is_read: u32,
 }
 
-const _: () = assert!(size_of::<SslArgs>() == 32);
+const _: () = assert!(size_of::<SslArgs>() == 40);
 
 /// [`FilterRule::kind`] values.
 pub mod filter_kind {

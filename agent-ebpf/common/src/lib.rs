@@ -15,8 +15,8 @@ pub mod http;
 pub mod tcp;
 
 pub use http::{
-    ConnInfo, ConnKey, FilterRule, HTTP_PATH_LEN, HTTP_WINDOW, HttpEvent, Inflight, ProcessHint,
-    SslArgs, SyscallArgs,
+    Conn, ConnInfo, ConnKey, FilterRule, HTTP_PATH_LEN, HTTP_WINDOW, HttpEvent, Inflight,
+    ProcessHint, SslArgs, SyscallArgs,
 };
 pub use tcp::{PeerKey, SockStateOffsets, TcpEvent, TcpRetransmitOffsets, TcpSock};
 
@@ -50,7 +50,7 @@ pub mod programs {
     pub const SYS_ENTER_WRITEV: &str = "sys_enter_writev";
     /// Attached to `syscalls:sys_enter_sendmsg`.
     pub const SYS_ENTER_SENDMSG: &str = "sys_enter_sendmsg";
-    /// Attached to the `sys_exit_*` of every data syscall above.
+    /// Attached to the `sys_exit_*` of the read syscalls above (writes are handled at entry).
     pub const SYS_EXIT_IO: &str = "sys_exit_io";
     /// Tracepoint `sock:inet_sock_set_state`.
     pub const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
@@ -78,13 +78,15 @@ pub mod maps {
     pub const HTTP_EVENTS: &str = "HTTP_EVENTS";
     /// Ring buffer of [`crate::TcpEvent`].
     pub const TCP_EVENTS: &str = "TCP_EVENTS";
-    /// LRU hash [`crate::ConnKey`] → [`crate::ConnInfo`]: sockets accepted or connected.
+    /// LRU hash [`crate::ConnKey`] → [`crate::Conn`]: sockets accepted or connected (and
+    /// TLS connections), each with its pending request.
     pub const CONNS: &str = "CONNS";
-    /// LRU hash [`crate::ConnKey`] → [`crate::Inflight`]: requests waiting for a response.
-    pub const INFLIGHT: &str = "INFLIGHT";
-    /// LRU hash pid_tgid → [`crate::SyscallArgs`]: arguments between syscall enter and exit.
+    /// Array of [`crate::SyscallArgs`], one slot per thread id modulo
+    /// [`crate::http::ARG_SLOTS`]: arguments between syscall enter and exit. Array slots
+    /// cost no hash insert/delete per call, which every traced read pays.
     pub const SYS_ARGS: &str = "SYS_ARGS";
-    /// LRU hash pid_tgid → [`crate::SslArgs`]: arguments between an SSL call and its return.
+    /// Array of [`crate::SslArgs`], as `SYS_ARGS`: arguments between an SSL call and its
+    /// return.
     pub const SSL_ARGS: &str = "SSL_ARGS";
     /// LRU hash socket address → [`crate::TcpSock`]: outbound TCP connections being tracked.
     pub const TCP_SOCKS: &str = "TCP_SOCKS";
@@ -144,11 +146,12 @@ pub enum Counter {
     HttpRingbufFull = 5,
     /// Tracepoint fields or user memory that could not be read (the event is lost).
     HttpReadError = 6,
-    /// Requests not tracked because `INFLIGHT` refused the entry.
+    /// TLS connections not tracked because `CONNS` refused their entry.
     HttpInflightFull = 7,
     /// Sockets not tracked because `CONNS` refused the entry.
     HttpConnsFull = 8,
-    /// Syscall or SSL arguments not kept because `SYS_ARGS`/`SSL_ARGS` refused the entry.
+    /// A thread's `SYS_ARGS`/`SSL_ARGS` slot was still held by another thread (thread ids
+    /// equal modulo the slot count, both in a traced call): the other call is lost.
     HttpArgsFull = 9,
     /// A request arrived while the previous one on the connection had no response
     /// (pipelining or an unanswered request); the previous one is dropped.
@@ -204,7 +207,7 @@ impl Counter {
             Counter::HttpReadError => "http_read_error",
             Counter::HttpInflightFull => "http_inflight_full",
             Counter::HttpConnsFull => "http_conns_full",
-            Counter::HttpArgsFull => "http_args_full",
+            Counter::HttpArgsFull => "http_args_slot_taken",
             Counter::HttpRequestReplaced => "http_request_replaced",
             Counter::HttpResponseUnmatched => "http_response_unmatched",
             Counter::HttpFiltered => "http_filtered",
@@ -225,7 +228,7 @@ impl Counter {
             Counter::HttpReadError => Some(("http", "read_error")),
             Counter::HttpInflightFull => Some(("http", "inflight_map_full")),
             Counter::HttpConnsFull => Some(("http", "conns_map_full")),
-            Counter::HttpArgsFull => Some(("http", "args_map_full")),
+            Counter::HttpArgsFull => Some(("http", "args_slot_taken")),
             Counter::HttpRequestReplaced => Some(("http", "request_without_response")),
             Counter::HttpResponseUnmatched => Some(("http", "response_without_request")),
             Counter::TcpRingbufFull => Some(("tcp", "ringbuf_full")),
@@ -296,6 +299,7 @@ mod user {
     unsafe impl aya::Pod for super::ProcessHint {}
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnInfo {}
+    unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::FilterRule {}
     unsafe impl aya::Pod for super::TcpEvent {}
     unsafe impl aya::Pod for super::SockStateOffsets {}

@@ -121,20 +121,33 @@ pub const HOOKS: &[Hook] = &[
         "sys_enter_recvmsg",
         &[("fd", Slot::Arg(0)), ("msg", Slot::Arg(1))],
     ),
+    // Writes are handled at entry (the data is there before the call): no exit hooks.
     sys(
         programs::SYS_ENTER_WRITE,
         "sys_enter_write",
-        &[("fd", Slot::Arg(0)), ("buf", Slot::Arg(1))],
+        &[
+            ("fd", Slot::Arg(0)),
+            ("buf", Slot::Arg(1)),
+            ("count", Slot::Arg(2)),
+        ],
     ),
     sys(
         programs::SYS_ENTER_WRITE,
         "sys_enter_sendto",
-        &[("fd", Slot::Arg(0)), ("buff", Slot::Arg(1))],
+        &[
+            ("fd", Slot::Arg(0)),
+            ("buff", Slot::Arg(1)),
+            ("len", Slot::Arg(2)),
+        ],
     ),
     sys(
         programs::SYS_ENTER_WRITEV,
         "sys_enter_writev",
-        &[("fd", Slot::Arg(0)), ("vec", Slot::Arg(1))],
+        &[
+            ("fd", Slot::Arg(0)),
+            ("vec", Slot::Arg(1)),
+            ("vlen", Slot::Arg(2)),
+        ],
     ),
     sys(
         programs::SYS_ENTER_SENDMSG,
@@ -145,10 +158,6 @@ pub const HOOKS: &[Hook] = &[
     sys(programs::SYS_EXIT_IO, "sys_exit_recvfrom", RET),
     sys(programs::SYS_EXIT_IO, "sys_exit_readv", RET),
     sys(programs::SYS_EXIT_IO, "sys_exit_recvmsg", RET),
-    sys(programs::SYS_EXIT_IO, "sys_exit_write", RET),
-    sys(programs::SYS_EXIT_IO, "sys_exit_sendto", RET),
-    sys(programs::SYS_EXIT_IO, "sys_exit_writev", RET),
-    sys(programs::SYS_EXIT_IO, "sys_exit_sendmsg", RET),
     Hook {
         program: programs::INET_SOCK_SET_STATE,
         category: "sock",
@@ -280,10 +289,7 @@ mod tests {
         let exit = Format::parse("syscalls/sys_exit_read", EXIT_READ);
         let layout = SyscallLayout::from_formats(&enter, &exit).unwrap();
         assert_eq!(layout, SyscallLayout::DEFAULT);
-        let read = HOOKS
-            .iter()
-            .find(|h| h.name == "sys_enter_read")
-            .unwrap();
+        let read = HOOKS.iter().find(|h| h.name == "sys_enter_read").unwrap();
         layout.check(read, &enter).unwrap();
         let exit_hook = HOOKS.iter().find(|h| h.name == "sys_exit_read").unwrap();
         layout.check(exit_hook, &exit).unwrap();

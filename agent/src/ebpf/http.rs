@@ -111,8 +111,7 @@ impl Exchange {
     /// otherwise `Content-Length` (a response without one is delimited by the connection
     /// close or chunked, so its size is unknown).
     pub fn response_body_size(&self) -> Option<u64> {
-        if self.method == "HEAD" || self.status < 200 || self.status == 204 || self.status == 304
-        {
+        if self.method == "HEAD" || self.status < 200 || self.status == 204 || self.status == 304 {
             return Some(0);
         }
         match self.response_body {
@@ -212,8 +211,7 @@ pub fn peer_addr(family: u16, addr: &[u8; 16], port: u16) -> Option<SocketAddr> 
         10 => {
             let v6 = Ipv6Addr::from(*addr);
             // IPv4-mapped addresses print as IPv4.
-            v6.to_ipv4_mapped()
-                .map_or(IpAddr::V6(v6), IpAddr::V4)
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
         }
         _ => return None,
     };
@@ -305,7 +303,10 @@ mod tests {
     #[test]
     fn rejects_short_and_invalid_records() {
         let b = bytes(&event());
-        assert!(matches!(decode(&b[..100]), Err(DecodeError::Short { len: 100, .. })));
+        assert!(matches!(
+            decode(&b[..100]),
+            Err(DecodeError::Short { len: 100, .. })
+        ));
         let mut e = event();
         e.method = 99;
         assert_eq!(

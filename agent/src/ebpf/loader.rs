@@ -15,8 +15,8 @@ use aya::{
     programs::{TracePoint, UProbe},
 };
 use sonde_ebpf_common::{
-    ConnInfo, ConnKey, Counter, FilterRule, SockStateOffsets, TcpRetransmitOffsets,
-    globals, maps, programs,
+    Conn, ConnKey, Counter, FilterRule, SockStateOffsets, TcpRetransmitOffsets, globals, maps,
+    programs,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 use tokio_util::sync::CancellationToken;
@@ -78,7 +78,7 @@ pub struct LoadOptions {
     pub tls: bool,
     /// TCP connection metrics.
     pub tcp: bool,
-    /// Size of the connection and in-flight request maps.
+    /// Size of the connection map (each entry holds the connection's pending request).
     pub max_connections: u32,
     /// Size of the HTTP event ring buffer in bytes (a power of two).
     pub http_ring_bytes: u32,
@@ -92,7 +92,7 @@ impl Default for LoadOptions {
             http: true,
             tls: true,
             tcp: true,
-            max_connections: 65536,
+            max_connections: 32768,
             http_ring_bytes: 2 * 1024 * 1024,
             filter: Vec::new(),
         }
@@ -154,7 +154,7 @@ pub struct Probes {
     /// TCP events, when a TCP hook is attached.
     pub tcp_events: Option<RingBuf<MapData>>,
     /// The connection map, for seeding connections opened before the agent started.
-    pub conns: Option<BpfHashMap<MapData, ConnKey, ConnInfo>>,
+    pub conns: Option<BpfHashMap<MapData, ConnKey, Conn>>,
     /// Whether the OpenSSL uprobe programs loaded (they attach per library).
     pub tls_loaded: bool,
     /// Kernel-side counters.
@@ -219,14 +219,20 @@ impl Layouts {
     /// Whether `hook`'s fields are where its program reads them.
     fn check(&self, hook: &hooks::Hook, tracefs: Option<&Path>) -> Result<(), String> {
         match hook.program {
-            programs::SCHED_PROCESS_EXEC => self.exec.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-            programs::INET_SOCK_SET_STATE => self.sock_state.as_ref().map(|_| ()).map_err(Clone::clone),
-            programs::TCP_RETRANSMIT_SKB => self.retransmit.as_ref().map(|_| ()).map_err(Clone::clone),
+            programs::SCHED_PROCESS_EXEC => {
+                self.exec.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            }
+            programs::INET_SOCK_SET_STATE => {
+                self.sock_state.as_ref().map(|_| ()).map_err(Clone::clone)
+            }
+            programs::TCP_RETRANSMIT_SKB => {
+                self.retransmit.as_ref().map(|_| ()).map_err(Clone::clone)
+            }
             _ => {
                 let layout = self.syscalls.as_ref().map_err(Clone::clone)?;
                 let root = tracefs.ok_or("tracefs is not mounted")?;
-                let format = Format::read(root, hook.category, hook.name)
-                    .map_err(|e| e.to_string())?;
+                let format =
+                    Format::read(root, hook.category, hook.name).map_err(|e| e.to_string())?;
                 layout.check(hook, &format)
             }
         }
@@ -269,7 +275,6 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         .override_global(globals::FILTER_HAS_INCLUDE, &has_include, true)
         .override_global(globals::HTTP_WAKEUP_BYTES, &wakeup_bytes, true)
         .map_max_entries(maps::CONNS, options.max_connections)
-        .map_max_entries(maps::INFLIGHT, options.max_connections)
         .map_max_entries(maps::TCP_SOCKS, options.max_connections)
         .map_max_entries(maps::HTTP_EVENTS, options.http_ring_bytes);
     let mut ebpf = loader
@@ -340,7 +345,8 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         tls_loaded = result.is_ok();
         hooks.push(HookStatus {
             program: programs::SSL_EXIT,
-            hook: "uprobe:libssl:SSL_read,SSL_read_ex,SSL_write,SSL_write_ex (per library)".to_owned(),
+            hook: "uprobe:libssl:SSL_read,SSL_read_ex,SSL_write,SSL_write_ex (per library)"
+                .to_owned(),
             result,
         });
     }
@@ -376,15 +382,13 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         None
     };
     let conns = if any(programs::SYS_EXIT_IO) {
-        let map = ebpf.take_map(maps::CONNS).ok_or(EbpfError::MissingMap {
+        let map = ebpf
+            .take_map(maps::CONNS)
+            .ok_or(EbpfError::MissingMap { name: maps::CONNS })?;
+        Some(BpfHashMap::try_from(map).map_err(|source| EbpfError::Map {
             name: maps::CONNS,
-        })?;
-        Some(
-            BpfHashMap::try_from(map).map_err(|source| EbpfError::Map {
-                name: maps::CONNS,
-                source,
-            })?,
-        )
+            source,
+        })?)
     } else {
         None
     };
@@ -412,9 +416,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
 }
 
 fn take_ring(ebpf: &mut Ebpf, name: &'static str) -> Result<RingBuf<MapData>, EbpfError> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(EbpfError::MissingMap { name })?;
+    let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })?;
     RingBuf::try_from(map).map_err(|source| EbpfError::Map { name, source })
 }
 

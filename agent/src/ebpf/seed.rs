@@ -117,7 +117,11 @@ pub fn existing_connections(
         return out;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let dir = entry.path();
@@ -201,7 +205,10 @@ mod tests {
         assert_eq!(t[&1002].remote, "127.0.0.1:54321".parse().unwrap());
         let listening: HashSet<u16> = [8080].into();
         let server = conn_info(&t[&1002], &listening);
-        assert_eq!((server.role, server.peer_port, server.family), (role::ACCEPTED, 54321, 2));
+        assert_eq!(
+            (server.role, server.peer_port, server.family),
+            (role::ACCEPTED, 54321, 2)
+        );
         assert_eq!(&server.peer_addr[..4], &[127, 0, 0, 1]);
         let client = conn_info(&t[&1003], &listening);
         assert_eq!((client.role, client.peer_port), (role::CONNECTED, 8080));
@@ -226,11 +233,15 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let local = client.local_addr().unwrap().port();
         assert!(
-            found.iter().any(|(k, i)| k.tgid == me && i.role == role::CONNECTED && i.peer_port == port),
+            found
+                .iter()
+                .any(|(k, i)| k.tgid == me && i.role == role::CONNECTED && i.peer_port == port),
             "{found:?}"
         );
         assert!(
-            found.iter().any(|(k, i)| k.tgid == me && i.role == role::ACCEPTED && i.peer_port == local),
+            found
+                .iter()
+                .any(|(k, i)| k.tgid == me && i.role == role::ACCEPTED && i.peer_port == local),
             "{found:?}"
         );
     }

@@ -108,7 +108,11 @@ impl TlsAttacher {
         };
         let mut alive = HashSet::new();
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             alive.insert(pid);
@@ -121,15 +125,14 @@ impl TlsAttacher {
             let mut libraries: Vec<&str> = maps
                 .lines()
                 .filter_map(|line| line.split_whitespace().nth(5))
-                .filter(|path| {
-                    path.rsplit('/')
-                        .next()
-                        .is_some_and(is_libssl)
-                })
+                .filter(|path| path.rsplit('/').next().is_some_and(is_libssl))
                 .collect();
             libraries.dedup();
             for library in libraries {
-                let through_root = entry.path().join("root").join(library.trim_start_matches('/'));
+                let through_root = entry
+                    .path()
+                    .join("root")
+                    .join(library.trim_start_matches('/'));
                 if self.consider(&through_root) {
                     self.covered.insert(pid, ());
                 }

@@ -6,13 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::{
-    Router,
-    extract::State,
-    http::header,
-    response::IntoResponse,
-    routing::get,
-};
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use serde::Serialize;
 
 use super::table::{HttpTable, SeriesSummary};

@@ -71,9 +71,7 @@ impl Filter {
             (&c.exclude_cgroups, filter_action::EXCLUDE),
         ] {
             for path in paths {
-                let (id, level) = self
-                    .resolve(path)
-                    .unwrap_or((NO_CGROUP, depth(path)));
+                let (id, level) = self.resolve(path).unwrap_or((NO_CGROUP, depth(path)));
                 rules.push(FilterRule {
                     kind: filter_kind::CGROUP,
                     action,
@@ -104,7 +102,9 @@ impl Filter {
             return false;
         }
         let has_include = !c.include_processes.is_empty() || !c.include_cgroups.is_empty();
-        !has_include || c.include_processes.iter().any(comm_is) || c.include_cgroups.iter().any(under)
+        !has_include
+            || c.include_processes.iter().any(comm_is)
+            || c.include_cgroups.iter().any(under)
     }
 }
 
@@ -128,7 +128,10 @@ fn is_under(path: &str, prefix: &str) -> bool {
     if prefix.is_empty() {
         return true;
     }
-    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// `Path` of the cgroup v2 root, for callers that have none configured.

@@ -188,7 +188,8 @@ pub fn container_id(path: &str) -> Option<String> {
         let mut best = None;
         let mut start = 0;
         for i in 0..=bytes.len() {
-            let hex = i < bytes.len() && bytes[i].is_ascii_hexdigit() && !bytes[i].is_ascii_uppercase();
+            let hex =
+                i < bytes.len() && bytes[i].is_ascii_hexdigit() && !bytes[i].is_ascii_uppercase();
             if !hex {
                 if i - start == 64 {
                     best = Some(component[start..i].to_owned());
@@ -224,13 +225,18 @@ mod tests {
         for path in [
             format!("/docker/{ID}"),
             format!("/system.slice/docker-{ID}.scope"),
-            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"
+            ),
             format!("/kubepods/besteffort/pod0f1e/{ID}"),
             format!("/machine.slice/libpod-{ID}.scope/container"),
         ] {
             assert_eq!(container_id(&path).as_deref(), Some(ID), "{path}");
         }
-        assert_eq!(container_id("/user.slice/user-0.slice/session-1.scope"), None);
+        assert_eq!(
+            container_id("/user.slice/user-0.slice/session-1.scope"),
+            None
+        );
         // 63 or 65 hex digits are not an id.
         assert_eq!(container_id(&format!("/x/{}", &ID[1..])), None);
         assert_eq!(container_id(&format!("/x/{ID}0")), None);
@@ -239,7 +245,10 @@ mod tests {
     #[test]
     fn unified_line_and_service_name() {
         let text = "12:cpu,cpuacct:/foo\n1:name=systemd:/bar\n0::/system.slice/nginx.service\n";
-        assert_eq!(unified_path(text).as_deref(), Some("/system.slice/nginx.service"));
+        assert_eq!(
+            unified_path(text).as_deref(),
+            Some("/system.slice/nginx.service")
+        );
         assert_eq!(
             otel_service_name(b"PATH=/bin\0OTEL_SERVICE_NAME=checkout\0HOME=/\0"),
             Some("checkout".to_owned())
@@ -253,8 +262,11 @@ mod tests {
         let proc_dir = dir.path().join("77");
         std::fs::create_dir(&proc_dir).unwrap();
         std::fs::write(proc_dir.join("environ"), b"A=1\0OTEL_SERVICE_NAME=shop\0").unwrap();
-        std::fs::write(proc_dir.join("cgroup"), format!("0::/system.slice/docker-{ID}.scope\n"))
-            .unwrap();
+        std::fs::write(
+            proc_dir.join("cgroup"),
+            format!("0::/system.slice/docker-{ID}.scope\n"),
+        )
+        .unwrap();
         let mut r = Resolver::new(dir.path(), None);
         let id = r.identify(77, "python3", 0);
         assert_eq!(id.service_name, "shop");

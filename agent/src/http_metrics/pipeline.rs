@@ -17,7 +17,7 @@ use std::{
 };
 
 use aya::maps::Array;
-use sonde_ebpf_common::{FilterRule, maps};
+use sonde_ebpf_common::{Conn, FilterRule, Inflight, maps};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -87,40 +87,41 @@ pub fn start(
         let stats_r = stats.clone();
         let filter_r = filter.clone();
         let mut resolver = Resolver::host();
-        let reader = ebpf::ringbuf::spawn("http", ring, READ_INTERVAL, stop.clone(), move |record| {
-            if let Some((tgid, cgroup_id)) = ebpf::http::decode_hint(record) {
-                resolver.refresh(tgid, cgroup_id);
-                return;
-            }
-            stats_r.http_events.fetch_add(1, Ordering::Relaxed);
-            let exchange = match ebpf::http::decode(record) {
-                Ok(x) => x,
-                Err(error) => {
-                    stats_r.http_decode_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%error, "undecodable HTTP event");
+        let reader =
+            ebpf::ringbuf::spawn("http", ring, READ_INTERVAL, stop.clone(), move |record| {
+                if let Some((tgid, cgroup_id)) = ebpf::http::decode_hint(record) {
+                    resolver.refresh(tgid, cgroup_id);
                     return;
                 }
-            };
-            let who = resolver.identify(exchange.tgid, &exchange.comm, exchange.cgroup_id);
-            if !filter_r.allows(&exchange.comm, who.cgroup_path.as_deref()) {
-                stats_r.http_filtered.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            tracing::trace!(
-                direction = exchange.direction.as_str(),
-                method = exchange.method,
-                path = %exchange.path,
-                status = exchange.status,
-                duration_us = exchange.duration_ns() / 1000,
-                pid = exchange.tgid,
-                service = %who.service_name,
-                "http exchange"
-            );
-            let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
-            if table.record(&exchange, &who, Instant::now()).is_err() {
-                stats_r.http_series_limit.fetch_add(1, Ordering::Relaxed);
-            }
-        });
+                stats_r.http_events.fetch_add(1, Ordering::Relaxed);
+                let exchange = match ebpf::http::decode(record) {
+                    Ok(x) => x,
+                    Err(error) => {
+                        stats_r.http_decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%error, "undecodable HTTP event");
+                        return;
+                    }
+                };
+                let who = resolver.identify(exchange.tgid, &exchange.comm, exchange.cgroup_id);
+                if !filter_r.allows(&exchange.comm, who.cgroup_path.as_deref()) {
+                    stats_r.http_filtered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                tracing::trace!(
+                    direction = exchange.direction.as_str(),
+                    method = exchange.method,
+                    path = %exchange.path,
+                    status = exchange.status,
+                    duration_us = exchange.duration_ns() / 1000,
+                    pid = exchange.tgid,
+                    service = %who.service_name,
+                    "http exchange"
+                );
+                let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+                if table.record(&exchange, &who, Instant::now()).is_err() {
+                    stats_r.http_series_limit.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         match reader {
             Ok(handle) => {
                 threads.push(handle);
@@ -129,7 +130,9 @@ pub fn start(
                     stats: stats.clone(),
                 }));
             }
-            Err(error) => tracing::error!(%error, "cannot start the HTTP event reader; HTTP metrics are off"),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the HTTP event reader; HTTP metrics are off")
+            }
         }
     }
 
@@ -143,30 +146,38 @@ pub fn start(
         let stats_r = stats.clone();
         let filter_r = filter.clone();
         let mut resolver = Resolver::host();
-        let reader = ebpf::ringbuf::spawn("tcp", ring, READ_INTERVAL, stop.clone(), move |record| {
-            stats_r.tcp_events.fetch_add(1, Ordering::Relaxed);
-            let event = match ebpf::tcp::decode(record) {
-                Ok(e) => e,
-                Err(error) => {
-                    stats_r.tcp_decode_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%error, "undecodable TCP event");
+        let reader = ebpf::ringbuf::spawn(
+            "tcp",
+            ring,
+            READ_INTERVAL,
+            stop.clone(),
+            move |record| {
+                stats_r.tcp_events.fetch_add(1, Ordering::Relaxed);
+                let event = match ebpf::tcp::decode(record) {
+                    Ok(e) => e,
+                    Err(error) => {
+                        stats_r.tcp_decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%error, "undecodable TCP event");
+                        return;
+                    }
+                };
+                let who = event.owner.as_ref().map(|o| {
+                    (
+                        resolver.identify(o.tgid, &o.comm, o.cgroup_id),
+                        o.comm.clone(),
+                    )
+                });
+                if let Some((who, comm)) = &who
+                    && !filter_r.allows(comm, who.cgroup_path.as_deref())
+                {
+                    stats_r.tcp_filtered.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-            };
-            let who = event
-                .owner
-                .as_ref()
-                .map(|o| (resolver.identify(o.tgid, &o.comm, o.cgroup_id), o.comm.clone()));
-            if let Some((who, comm)) = &who
-                && !filter_r.allows(comm, who.cgroup_path.as_deref())
-            {
-                stats_r.tcp_filtered.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            tracing::trace!(kind = ?event.kind, remote = ?event.remote, duration_ns = event.duration_ns, "tcp event");
-            let mut table = table_r.lock().unwrap_or_else(|p| p.into_inner());
-            table.record(&event, who.as_ref().map(|(w, _)| w), Instant::now());
-        });
+                tracing::trace!(kind = ?event.kind, remote = ?event.remote, duration_ns = event.duration_ns, "tcp event");
+                let mut table = table_r.lock().unwrap_or_else(|p| p.into_inner());
+                table.record(&event, who.as_ref().map(|(w, _)| w), Instant::now());
+            },
+        );
         match reader {
             Ok(handle) => {
                 threads.push(handle);
@@ -175,7 +186,9 @@ pub fn start(
                     stats: stats.clone(),
                 }));
             }
-            Err(error) => tracing::error!(%error, "cannot start the TCP event reader; TCP metrics are off"),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the TCP event reader; TCP metrics are off")
+            }
         }
     }
 
@@ -189,19 +202,27 @@ pub fn start(
         });
         let mut seeded = 0u64;
         for (key, info) in &found {
+            let conn = Conn {
+                info: *info,
+                inflight: Inflight::EMPTY,
+            };
             // Only if the kernel has not seen the socket itself in the meantime.
-            if conns.get(key, 0).is_err() && conns.insert(key, info, 0).is_ok() {
+            if conns.get(key, 0).is_err() && conns.insert(key, conn, 0).is_ok() {
                 seeded += 1;
             }
         }
         stats.seeded_connections.store(seeded, Ordering::Relaxed);
-        tracing::info!(connections = seeded, "connections opened before the agent started are traced");
+        tracing::info!(
+            connections = seeded,
+            "connections opened before the agent started are traced"
+        );
     }
 
     let tls = probes
         .tls_loaded
         .then(|| TlsAttacher::new(probes.ebpf.clone(), Path::new("/proc"), stats.tls.clone()));
-    let cgroup_rules = !config.filter.include_cgroups.is_empty() || !config.filter.exclude_cgroups.is_empty();
+    let cgroup_rules =
+        !config.filter.include_cgroups.is_empty() || !config.filter.exclude_cgroups.is_empty();
     if tls.is_some() || cgroup_rules {
         let ebpf = probes.ebpf.clone();
         let interval = config.http.tls_scan_interval;
@@ -209,10 +230,14 @@ pub fn start(
         let filter = filter.clone();
         let spawned = std::thread::Builder::new()
             .name("sonde-maintain".to_owned())
-            .spawn(move || maintain(tls, cgroup_rules.then_some((filter, ebpf)), interval, &stop));
+            .spawn(move || {
+                maintain(tls, cgroup_rules.then_some(filter), &ebpf, interval, &stop);
+            });
         match spawned {
             Ok(handle) => threads.push(handle),
-            Err(error) => tracing::error!(%error, "cannot start the OpenSSL discovery thread; HTTPS is not measured"),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the OpenSSL discovery thread; HTTPS is not measured")
+            }
         }
     }
 
@@ -223,10 +248,11 @@ pub fn start(
     }
 }
 
-/// OpenSSL discovery and cgroup rule refresh until `stop`.
+/// OpenSSL discovery and cgroup rule refresh, until `stop`.
 fn maintain(
     mut tls: Option<TlsAttacher>,
-    rules: Option<(Filter, Arc<Mutex<aya::Ebpf>>)>,
+    rules: Option<Filter>,
+    ebpf: &Mutex<aya::Ebpf>,
     interval: Duration,
     stop: &CancellationToken,
 ) {
@@ -238,7 +264,7 @@ fn maintain(
         if let Some(tls) = tls.as_mut() {
             tls.scan_processes();
         }
-        if let Some((filter, ebpf)) = &rules {
+        if let Some(filter) = &rules {
             let current = filter.kernel_rules();
             if last.as_ref() != Some(&current) {
                 if let Err(error) = write_rules(ebpf, &current) {

@@ -211,7 +211,9 @@ impl HttpTable {
                     self.stats.series_limit += 1;
                     return Err(Refused::SeriesLimit);
                 }
-                self.series.entry(key).or_insert_with(|| SeriesStats::new(now))
+                self.series
+                    .entry(key)
+                    .or_insert_with(|| SeriesStats::new(now))
             }
         };
         stats.last_seen = now;
@@ -276,7 +278,10 @@ impl HttpTable {
                     exemplars: Vec::new(),
                 },
             );
-            for (what, sizes) in [("request", &stats.request_size), ("response", &stats.response_size)] {
+            for (what, sizes) in [
+                ("request", &stats.request_size),
+                ("response", &stats.response_size),
+            ] {
                 let cumulative = sizes.cumulative();
                 out.histogram(
                     &format!("http_{side}_{what}_body_size_bytes"),
@@ -308,7 +313,11 @@ impl HttpTable {
                     labels: key.labels().into_iter().collect(),
                     count,
                     sum_seconds: d.sum_seconds(),
-                    mean_seconds: if count == 0 { 0.0 } else { d.sum_seconds() / count as f64 },
+                    mean_seconds: if count == 0 {
+                        0.0
+                    } else {
+                        d.sum_seconds() / count as f64
+                    },
                     p50_seconds: d.quantile_seconds(0.5),
                     p90_seconds: d.quantile_seconds(0.9),
                     p99_seconds: d.quantile_seconds(0.99),
@@ -366,10 +375,26 @@ mod tests {
     fn groups_by_labels_and_emits_semconv_histograms() {
         let mut t = HttpTable::new(limits(10, 100));
         let now = Instant::now();
-        t.record(&exchange(Direction::Server, "/users/1", 200, 3), &who("api"), now).unwrap();
-        t.record(&exchange(Direction::Server, "/users/2", 200, 20), &who("api"), now).unwrap();
-        t.record(&exchange(Direction::Server, "/users/2", 500, 1), &who("api"), now).unwrap();
-        t.record(&exchange(Direction::Client, "/x", 200, 1), &who("api"), now).unwrap();
+        t.record(
+            &exchange(Direction::Server, "/users/1", 200, 3),
+            &who("api"),
+            now,
+        )
+        .unwrap();
+        t.record(
+            &exchange(Direction::Server, "/users/2", 200, 20),
+            &who("api"),
+            now,
+        )
+        .unwrap();
+        t.record(
+            &exchange(Direction::Server, "/users/2", 500, 1),
+            &who("api"),
+            now,
+        )
+        .unwrap();
+        t.record(&exchange(Direction::Client, "/x", 200, 1), &who("api"), now)
+            .unwrap();
         assert_eq!(t.len(), 3);
         let mut e = Emitter::new(1);
         t.emit(&mut e);
@@ -380,7 +405,9 @@ mod tests {
             .histograms
             .iter()
             .find(|h| {
-                h.labels.iter().any(|l| l.value == "http_server_request_duration_seconds")
+                h.labels
+                    .iter()
+                    .any(|l| l.value == "http_server_request_duration_seconds")
                     && h.labels.iter().any(|l| l.value == "200")
             })
             .unwrap();
@@ -390,16 +417,34 @@ mod tests {
         // 3 ms ≤ 5 ms; 20 ms ≤ 25 ms.
         assert_eq!(point.bucket_counts[0], 1);
         assert_eq!(point.bucket_counts[2], 2);
-        let route = server.labels.iter().find(|l| l.name == "http_route").unwrap();
+        let route = server
+            .labels
+            .iter()
+            .find(|l| l.name == "http_route")
+            .unwrap();
         assert_eq!(route.value, "/users/{id}");
         assert!(!server.labels.iter().any(|l| l.name == "server_address"));
         let client = p
             .histograms
             .iter()
-            .find(|h| h.labels.iter().any(|l| l.value == "http_client_request_duration_seconds"))
+            .find(|h| {
+                h.labels
+                    .iter()
+                    .any(|l| l.value == "http_client_request_duration_seconds")
+            })
             .unwrap();
-        assert!(client.labels.iter().any(|l| l.name == "server_address" && l.value == "10.0.0.9"));
-        assert!(client.labels.iter().any(|l| l.name == "server_port" && l.value == "8080"));
+        assert!(
+            client
+                .labels
+                .iter()
+                .any(|l| l.name == "server_address" && l.value == "10.0.0.9")
+        );
+        assert!(
+            client
+                .labels
+                .iter()
+                .any(|l| l.name == "server_port" && l.value == "8080")
+        );
         assert_eq!(p.metadata.len(), 6);
     }
 
@@ -408,7 +453,8 @@ mod tests {
         let mut t = HttpTable::new(limits(2, 3));
         let now = Instant::now();
         for path in ["/a", "/b", "/c", "/d"] {
-            t.record(&exchange(Direction::Server, path, 200, 1), &who("s"), now).unwrap();
+            t.record(&exchange(Direction::Server, path, 200, 1), &who("s"), now)
+                .unwrap();
         }
         // /c and /d share the overflow route.
         assert_eq!(t.len(), 3);
@@ -421,7 +467,8 @@ mod tests {
         t.expire(now + Duration::from_secs(7200));
         assert!(t.is_empty());
         assert_eq!(t.stats().expired, 3);
-        t.record(&exchange(Direction::Server, "/e", 200, 1), &who("s"), now).unwrap();
+        t.record(&exchange(Direction::Server, "/e", 200, 1), &who("s"), now)
+            .unwrap();
         assert_eq!(t.summaries()[0].labels["http_route"], "/e");
     }
 }

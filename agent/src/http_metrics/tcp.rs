@@ -110,9 +110,7 @@ impl TcpTable {
             self.stats.recorded += 1;
             return;
         }
-        let destination = self
-            .destinations
-            .admit(&service_name, endpoint(r.remote));
+        let destination = self.destinations.admit(&service_name, endpoint(r.remote));
         let key = OutKey {
             service_name,
             container_id,
@@ -273,7 +271,9 @@ mod tests {
             .iter()
             .find(|s| {
                 s.labels.iter().any(|l| l.value == name)
-                    && s.labels.iter().any(|l| l.name == label.0 && l.value == label.1)
+                    && s.labels
+                        .iter()
+                        .any(|l| l.name == label.0 && l.value == label.1)
             })
             .unwrap_or_else(|| panic!("{name} {label:?}"))
             .samples[0]
@@ -285,25 +285,56 @@ mod tests {
         let mut t = TcpTable::new(10, 100, Duration::from_secs(60));
         let now = Instant::now();
         let w = who();
-        t.record(&rec(TcpKind::ConnectOk, "10.0.0.2:80", false), Some(&w), now);
-        t.record(&rec(TcpKind::ConnectOk, "10.0.0.2:80", false), Some(&w), now);
+        t.record(
+            &rec(TcpKind::ConnectOk, "10.0.0.2:80", false),
+            Some(&w),
+            now,
+        );
+        t.record(
+            &rec(TcpKind::ConnectOk, "10.0.0.2:80", false),
+            Some(&w),
+            now,
+        );
         t.record(&rec(TcpKind::Closed, "10.0.0.2:80", false), Some(&w), now);
-        t.record(&rec(TcpKind::ConnectFailed, "10.0.0.2:81", false), Some(&w), now);
-        t.record(&rec(TcpKind::Retransmit, "10.0.0.2:80", false), Some(&w), now);
-        t.record(&rec(TcpKind::Retransmit, "10.0.0.3:50000", true), Some(&w), now);
+        t.record(
+            &rec(TcpKind::ConnectFailed, "10.0.0.2:81", false),
+            Some(&w),
+            now,
+        );
+        t.record(
+            &rec(TcpKind::Retransmit, "10.0.0.2:80", false),
+            Some(&w),
+            now,
+        );
+        t.record(
+            &rec(TcpKind::Retransmit, "10.0.0.3:50000", true),
+            Some(&w),
+            now,
+        );
         let mut e = Emitter::new(1);
         t.emit(&mut e);
         let p = e.finish();
         let d80 = ("destination", "10.0.0.2:80");
-        assert_eq!(value(&p, "container_net_tcp_successful_connects_total", d80), 2.0);
+        assert_eq!(
+            value(&p, "container_net_tcp_successful_connects_total", d80),
+            2.0
+        );
         assert_eq!(value(&p, "container_net_tcp_active_connections", d80), 1.0);
         assert_eq!(value(&p, "container_net_tcp_retransmits_total", d80), 1.0);
         assert_eq!(
-            value(&p, "container_net_tcp_failed_connects_total", ("destination", "10.0.0.2:81")),
+            value(
+                &p,
+                "container_net_tcp_failed_connects_total",
+                ("destination", "10.0.0.2:81")
+            ),
             1.0
         );
         assert_eq!(
-            value(&p, "container_net_tcp_inbound_retransmits_total", ("listen_port", "8080")),
+            value(
+                &p,
+                "container_net_tcp_inbound_retransmits_total",
+                ("listen_port", "8080")
+            ),
             1.0
         );
         let h = &p.histograms[0];
@@ -314,6 +345,10 @@ mod tests {
         t.emit(&mut e);
         let p = e.finish();
         assert_eq!(value(&p, "container_net_tcp_active_connections", d80), 1.0);
-        assert!(!p.series.iter().any(|s| s.labels.iter().any(|l| l.value == "10.0.0.2:81")));
+        assert!(
+            !p.series
+                .iter()
+                .any(|s| s.labels.iter().any(|l| l.value == "10.0.0.2:81"))
+        );
     }
 }

@@ -467,21 +467,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let s = |t: i64, v: f64| Sample { t, v };
-        store.append(
-            Labels::from_pairs([("__name__", "up"), ("job", "a")]),
-            &[s(0, 1.0), s(60_000, 1.0), s(120_000, 0.0)],
-        )
-        .unwrap();
-        store.append(
-            Labels::from_pairs([("__name__", "up"), ("job", "b")]),
-            &[s(0, 1.0), s(60_000, f64::from_bits(STALE_NAN_BITS))],
-        )
-        .unwrap();
-        store.append(
-            Labels::from_pairs([("__name__", "load"), ("job", "a")]),
-            &[s(0, 2.0), s(60_000, 4.0)],
-        )
-        .unwrap();
+        store
+            .append(
+                Labels::from_pairs([("__name__", "up"), ("job", "a")]),
+                &[s(0, 1.0), s(60_000, 1.0), s(120_000, 0.0)],
+            )
+            .unwrap();
+        store
+            .append(
+                Labels::from_pairs([("__name__", "up"), ("job", "b")]),
+                &[s(0, 1.0), s(60_000, f64::from_bits(STALE_NAN_BITS))],
+            )
+            .unwrap();
+        store
+            .append(
+                Labels::from_pairs([("__name__", "load"), ("job", "a")]),
+                &[s(0, 2.0), s(60_000, 4.0)],
+            )
+            .unwrap();
         (Engine::new(store, QueryConfig::default()), dir)
     }
 

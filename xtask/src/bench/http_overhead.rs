@@ -316,7 +316,10 @@ fn report(options: &Options, rounds: &[Round]) -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
 
     let mut s = String::new();
-    let _ = writeln!(s, "# HTTP tracing overhead (`cargo xtask bench http-overhead`)\n");
+    let _ = writeln!(
+        s,
+        "# HTTP tracing overhead (`cargo xtask bench http-overhead`)\n"
+    );
     let _ = writeln!(
         s,
         "Reproduce (as root): `cargo xtask bench http-overhead --rounds {} --duration {} \
@@ -336,7 +339,11 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         options.duration,
         kernel.trim(),
         cpus,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ") + " "
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+            + " "
     );
     let _ = writeln!(s, "## Summary (medians)\n");
     let _ = writeln!(s, "| Measure | Result | Goal |\n|---|---|---|");
