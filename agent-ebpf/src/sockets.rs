@@ -193,8 +193,11 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     };
     if let Some(conn) = CONNS.get_ptr(&key) {
         // SAFETY: a live map value, copied before the entry is removed.
-        let info = unsafe { (*conn).info };
+        let (info, pending) = unsafe { ((*conn).info, (*conn).inflight.method) };
         let _ = CONNS.remove(&key);
+        if pending != method::NONE {
+            bump(Counter::HttpUnanswered);
+        }
         if info.role == role::ACCEPTED && info.family != 0 {
             let _ = PEER_OWNERS.remove(&peer_key(&info));
         }

@@ -209,3 +209,14 @@ pub fn wait_debug_count(agent: &Agent, n: u64, pred: impl Fn(&Value) -> bool) {
         (total >= n).then_some(())
     });
 }
+
+/// The agent's kernel-side counter `name` (`sonde_agent_ebpf_kernel_counter{counter=…}`),
+/// 0 when absent.
+pub fn kernel_counter(agent: &Agent, name: &str) -> f64 {
+    let prefix = format!("sonde_agent_ebpf_kernel_counter{{counter=\"{name}\"}} ");
+    agent
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -169,11 +169,14 @@ pub enum Counter {
     TcpSocksFull = 15,
     /// TCP tracepoint fields that could not be read.
     TcpReadError = 16,
+    /// Requests whose connection was closed (by this process) before a response: the
+    /// peer or the process gave up. A property of the traffic, not a loss of the agent's.
+    HttpUnanswered = 17,
 }
 
 impl Counter {
     /// Number of slots; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
     /// Every slot, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::ExecSeen,
@@ -193,6 +196,7 @@ impl Counter {
         Counter::TcpRingbufFull,
         Counter::TcpSocksFull,
         Counter::TcpReadError,
+        Counter::HttpUnanswered,
     ];
 
     /// Snake-case name used in the agent's metrics.
@@ -215,6 +219,7 @@ impl Counter {
             Counter::TcpRingbufFull => "tcp_ringbuf_full",
             Counter::TcpSocksFull => "tcp_socks_full",
             Counter::TcpReadError => "tcp_read_error",
+            Counter::HttpUnanswered => "http_request_unanswered",
         }
     }
 
@@ -238,6 +243,7 @@ impl Counter {
             | Counter::HttpRequests
             | Counter::HttpExchanges
             | Counter::HttpFiltered
+            | Counter::HttpUnanswered
             | Counter::TcpEvents => None,
         }
     }

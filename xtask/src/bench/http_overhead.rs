@@ -57,6 +57,8 @@ struct Round {
     counted: u64,
     /// Exchanges lost (sonde_agent_events_lost_total{program="http"}).
     lost: f64,
+    /// The same per `reason` (only non-zero ones).
+    lost_reasons: std::collections::BTreeMap<String, f64>,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -202,11 +204,22 @@ fn round_with_agent(
     let debug = curl(&format!("{base}/debug/http")).context("agent /debug/http")?;
     round.counted = counted(&debug)?;
     let metrics_text = curl(&format!("{base}/metrics")).unwrap_or_default();
-    round.lost = metrics_text
+    for line in metrics_text
         .lines()
         .filter(|l| l.starts_with("sonde_agent_events_lost_total{program=\"http\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    {
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        let reason = line
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        if let (Some(value), Some(reason)) = (value, reason)
+            && value > 0.0
+        {
+            round.lost += value;
+            *round.lost_reasons.entry(reason.to_owned()).or_default() += value;
+        }
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -310,6 +323,22 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         .map(|r| r.counted as f64 / r.requests as f64)
         .fold(f64::INFINITY, f64::min);
     let lost: f64 = side(true).map(|r| r.lost).sum();
+    let mut lost_reasons = std::collections::BTreeMap::<String, f64>::new();
+    for (reason, n) in side(true).flat_map(|r| r.lost_reasons.iter()) {
+        *lost_reasons.entry(reason.clone()).or_default() += n;
+    }
+    let lost_detail = if lost_reasons.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = lost_reasons
+            .iter()
+            .map(|(r, n)| format!("{r}: {n:.0}"))
+            .collect();
+        format!(
+            " ({}; the agent traces every process on the host, not only nginx and wrk)",
+            parts.join(", ")
+        )
+    };
     let check = |ok: bool| if ok { "met" } else { "**missed**" };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -374,7 +403,10 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         counted_min,
         check(counted_min >= 0.99)
     );
-    let _ = writeln!(s, "| HTTP events lost (all rounds) | {lost:.0} | |\n");
+    let _ = writeln!(
+        s,
+        "| HTTP events lost (all rounds) | {lost:.0}{lost_detail} | |\n"
+    );
     let _ = writeln!(s, "## Rounds\n");
     let _ = writeln!(
         s,
