@@ -3,7 +3,8 @@
 //! non-blocking server retries after `EAGAIN`, must count one exchange per response on both
 //! sides and lose nothing (the kernel sees every write at its entry, so the status line
 //! twice); a request whose connection is closed unanswered is counted, on the server and on
-//! the client, as `http_request_unanswered`, not as an exchange. Needs root.
+//! the client, as `http_request_unanswered`, not as an exchange. The client runs without
+//! `OTEL_SERVICE_NAME` and is named after its script. Needs root.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +25,7 @@ fn retried_status_lines_count_once_and_unanswered_requests_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let mut cgroup = TestCgroup::new();
     let (server_id, server_cg) = cgroup.container();
-    let (_client_id, client_cg) = cgroup.container();
+    let (client_id, client_cg) = cgroup.container();
     let agg = Aggregator::start();
     let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
     let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
@@ -32,7 +33,6 @@ fn retried_status_lines_count_once_and_unanswered_requests_are_counted() {
     assert_eq!(red::kernel_counter(&agent, "http_request_unanswered"), 0.0);
 
     let server_name = unique("retry-server-");
-    let client_name = unique("retry-client-");
     let port_file = dir.path().join("server.port");
     let log = dir.path().join("server.log");
     let script = fixture("http/retry.py");
@@ -60,7 +60,8 @@ fn retried_status_lines_count_once_and_unanswered_requests_are_counted() {
             &N.to_string(),
         ],
     );
-    cmd.env("OTEL_SERVICE_NAME", &client_name);
+    // No OTEL_SERVICE_NAME: the client is named after its script (python3 retry.py).
+    cmd.env_remove("OTEL_SERVICE_NAME");
     let out = cmd.output().expect("run the client");
     assert!(
         out.status.success(),
@@ -98,7 +99,7 @@ fn retried_status_lines_count_once_and_unanswered_requests_are_counted() {
     red::wait_counts(
         &agg,
         "http_client_request_duration_seconds",
-        &format!("service_name=\"{client_name}\",server_port=\"{port}\""),
+        &format!("service_name=\"retry\",container_id=\"{client_id}\",server_port=\"{port}\""),
         &expected,
     );
     // /drop/1: unanswered on both ends, and no exchange.
