@@ -4,9 +4,7 @@
 //! current task. Called only when a connection or request is first seen, never per byte.
 //! Must not: allocate map entries or emit events.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_ancestor_cgroup_id, generated::bpf_get_current_comm,
-};
+use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, generated::bpf_get_current_comm};
 use sonde_ebpf_common::{
     COMM_LEN,
     http::{FILTER_RULES_MAX, filter_action, filter_kind},

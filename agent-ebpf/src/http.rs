@@ -22,8 +22,8 @@ use sonde_ebpf_common::{
 use crate::{
     filter,
     maps::{
-        CONNS, HTTP_EVENTS, HTTP_WAKEUP_BYTES, SCRATCH, SSL_ARGS, Scratch, WINDOW_MASK,
-        WINDOW_PAD, bump, copy_words, global_of, set, slot_index, zero_words,
+        CONNS, HTTP_EVENTS, HTTP_WAKEUP_BYTES, SCRATCH, SSL_ARGS, Scratch, WINDOW_MASK, WINDOW_PAD,
+        bump, copy_words, global_of, set, slot_index, zero_words,
     },
 };
 
@@ -109,7 +109,6 @@ const fn le7(s: &[u8; 7]) -> u64 {
 const fn le8(s: &[u8; 8]) -> u64 {
     u64::from_le_bytes(*s)
 }
-
 
 /// Byte `i` of the window; the mask keeps every index in bounds for LLVM and the verifier.
 #[inline(always)]
@@ -367,7 +366,10 @@ fn conn_for_request(
     }
     // SAFETY: a `Conn` is a whole number of words.
     unsafe { zero_words((&raw mut scratch.conn).cast(), size_of::<Conn>() / 8) };
-    if CONNS.insert(&channel.key, &scratch.conn, BPF_ANY as u64).is_err() {
+    if CONNS
+        .insert(&channel.key, &scratch.conn, BPF_ANY as u64)
+        .is_err()
+    {
         bump(Counter::HttpInflightFull);
         return None;
     }

@@ -82,13 +82,7 @@ fn watched(ctx: &TracePointContext) -> Option<(Channel, *mut Conn)> {
         id: fd as u64,
     };
     let conn = CONNS.get_ptr_mut(&key)?;
-    Some((
-        Channel {
-            key,
-            fd: fd as i32,
-        },
-        conn,
-    ))
+    Some((Channel { key, fd: fd as i32 }, conn))
 }
 
 #[inline(always)]
@@ -149,18 +143,18 @@ fn vectored(iov: u64, count: u64) -> Option<Data> {
     for slot in iovs.iter_mut() {
         set(slot, 0);
     }
-    let n = if count > MAX_IOVECS { MAX_IOVECS } else { count };
+    let n = if count > MAX_IOVECS {
+        MAX_IOVECS
+    } else {
+        count
+    };
     if n == 0 {
         return None;
     }
     // SAFETY: `iovs` holds MAX_IOVECS iovecs and `n` is at most that; the helper faults
     // safely on a bad user pointer.
     let rc = unsafe {
-        generated::bpf_probe_read_user(
-            iovs.as_mut_ptr().cast(),
-            (16 * n) as u32,
-            iov as *const _,
-        )
+        generated::bpf_probe_read_user(iovs.as_mut_ptr().cast(), (16 * n) as u32, iov as *const _)
     };
     if rc < 0 {
         return None;

@@ -5,10 +5,10 @@
 //! Must not: hold program logic.
 
 use aya_ebpf::{
+    EbpfContext,
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
-    EbpfContext,
 };
 use sonde_ebpf_common::{
     Conn, ConnKey, Counter, FilterRule, HTTP_WINDOW, PeerKey, SockStateOffsets, SslArgs,
@@ -148,7 +148,10 @@ pub fn ctx_u64(ctx: &TracePointContext, offset: usize) -> u64 {
             16 => core::ptr::read_volatile(base.add(2)),
             24 => core::ptr::read_volatile(base.add(3)),
             32 => core::ptr::read_volatile(base.add(4)),
-            _ => ctx.read_at::<u64>(offset).unwrap_or(0),
+            _ => ctx.read_at::<u64>(offset).unwrap_or_else(|_| {
+                bump(Counter::HttpReadError);
+                0
+            }),
         }
     }
 }

@@ -23,8 +23,7 @@ use crate::{
     filter,
     maps::{
         CONNS, HTTP_EVENTS, PEER_OWNERS, SCRATCH, SEEN_TGIDS, SYSCALL_ARGS_OFFSET,
-        SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args, take_syscall_args,
-        zero_words,
+        SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args, take_syscall_args, zero_words,
     },
 };
 
@@ -137,7 +136,8 @@ fn announce(tgid: u32) {
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
     };
     // A lost hint only costs the identity of a process that exits very quickly.
-    let _ = HTTP_EVENTS.output::<ProcessHint>(&hint, aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64);
+    let _ =
+        HTTP_EVENTS.output::<ProcessHint>(&hint, aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64);
 }
 
 #[inline(always)]

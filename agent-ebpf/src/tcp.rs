@@ -8,8 +8,7 @@
 use aya_ebpf::{
     bindings::BPF_ANY,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -200,10 +199,24 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
     };
     let (cgroup_id, tgid, comm, tracked) = if let Some(sock) = TCP_SOCKS.get_ptr(&skaddr) {
         // SAFETY: a live map value.
-        unsafe { ((*sock).cgroup_id, (*sock).tgid, (*sock).comm, owner::OUTBOUND) }
+        unsafe {
+            (
+                (*sock).cgroup_id,
+                (*sock).tgid,
+                (*sock).comm,
+                owner::OUTBOUND,
+            )
+        }
     } else if let Some(sock) = PEER_OWNERS.get_ptr(&peer) {
         // SAFETY: a live map value.
-        unsafe { ((*sock).cgroup_id, (*sock).tgid, (*sock).comm, owner::INBOUND) }
+        unsafe {
+            (
+                (*sock).cgroup_id,
+                (*sock).tgid,
+                (*sock).comm,
+                owner::INBOUND,
+            )
+        }
     } else {
         (0, 0, [0; COMM_LEN], owner::NONE)
     };

@@ -49,7 +49,11 @@ fn enter(ctx: &ProbeContext, is_read: bool, ex: bool) {
     let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return;
     };
-    let out_len = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    let out_len = if ex {
+        ctx.arg::<u64>(3).unwrap_or(0)
+    } else {
+        0
+    };
     if ex && out_len == 0 {
         return;
     }
