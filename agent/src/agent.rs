@@ -20,7 +20,7 @@ use crate::{
     config::Config,
     ebpf::{self, Probes, exec::ExecStats},
     export::{BufferOptions, Exporter},
-    http,
+    http, http_metrics,
     metrics::{CollectorLabels, Metrics, ProgramLabels},
 };
 
@@ -73,7 +73,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         })?;
     let metrics_addr = listener.local_addr().expect("bound socket has an address");
     let latest = http::Latest::default();
-    let router = http::router(metrics.clone(), latest.clone());
+    let http_table = http_metrics::new_table(&config.ebpf);
+    let router = http::router(metrics.clone(), latest.clone())
+        .merge(http_metrics::debug::router(http_table.clone()));
     let http_stop = stop.clone();
     tasks.spawn(async move {
         if let Err(error) = axum::serve(listener, router)
@@ -86,7 +88,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let mut collectors = collect::build(&config.node, &config.containers);
     let probes = if config.ebpf.enabled {
-        start_ebpf(&config, &metrics, &tasks, &stop, &mut collectors)
+        start_ebpf(
+            &config,
+            &metrics,
+            &tasks,
+            &stop,
+            &mut collectors,
+            http_table,
+        )
     } else {
         tracing::info!("eBPF disabled by configuration");
         None
@@ -220,6 +229,7 @@ fn start_ebpf(
     tasks: &TaskTracker,
     stop: &CancellationToken,
     collectors: &mut Vec<Box<dyn Collector>>,
+    http_table: Arc<std::sync::Mutex<http_metrics::table::HttpTable>>,
 ) -> Option<Probes> {
     let mount = config.ebpf.mount_filesystems;
     let tracefs = match ebpf::fs::ensure_tracefs(mount) {
@@ -240,7 +250,15 @@ fn start_ebpf(
         Ok(false) => tracing::info!("bpffs is not mounted at /sys/fs/bpf; nothing is pinned"),
         Err(error) => tracing::warn!(%error, "bpffs unavailable; nothing is pinned"),
     }
-    let mut probes = match ebpf::loader::load(tracefs.as_deref()) {
+    let options = ebpf::LoadOptions {
+        http: config.ebpf.http.enabled,
+        tls: config.ebpf.http.tls,
+        tcp: config.ebpf.tcp.enabled,
+        max_connections: config.ebpf.http.max_connections,
+        http_ring_bytes: config.ebpf.http.ring_buffer_size,
+        filter: http_metrics::kernel_rules(&config.ebpf),
+    };
+    let mut probes = match ebpf::loader::load(tracefs.as_deref(), &options) {
         Ok(probes) => probes,
         Err(error) => {
             tracing::warn!(%error, "eBPF unavailable; continuing with procfs metrics only");
@@ -254,12 +272,17 @@ fn start_ebpf(
         }
     };
     for hook in &probes.hooks {
+        // A program with several hooks counts as attached when any of them is.
+        let any = probes
+            .hooks
+            .iter()
+            .any(|h| h.program == hook.program && h.attached());
         metrics
             .ebpf_program_attached
             .get_or_create(&ProgramLabels {
                 program: hook.program,
             })
-            .set(i64::from(hook.attached()));
+            .set(i64::from(any));
     }
     let exec_stats = probes.exec_events.take().map(|ring| {
         let stats = Arc::new(ExecStats::default());
@@ -271,5 +294,16 @@ fn start_ebpf(
         tasks.spawn(ebpf::loader::forward_logs(logger, stop.clone()));
     }
     metrics.set_ebpf_sources(probes.counters.clone(), exec_stats);
+    metrics.set_hooks(&probes.hooks);
+    let started = http_metrics::start(&config.ebpf, &mut probes, stop, http_table);
+    collectors.extend(started.collectors);
+    metrics.set_pipeline_source(started.stats);
+    for thread in started.threads {
+        tasks.spawn_blocking(move || {
+            if thread.join().is_err() {
+                tracing::error!("an eBPF reader thread panicked");
+            }
+        });
+    }
     Some(probes)
 }

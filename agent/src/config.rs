@@ -164,6 +164,84 @@ pub struct EbpfConfig {
     pub enabled: bool,
     /// Mount tracefs and bpffs when they are not mounted.
     pub mount_filesystems: bool,
+    /// HTTP/1.x RED metrics from syscalls and OpenSSL.
+    pub http: HttpConfig,
+    /// TCP connection metrics.
+    pub tcp: TcpConfig,
+    /// Which processes and cgroups HTTP and TCP tracing sees.
+    pub filter: FilterConfig,
+}
+
+/// HTTP tracing settings (`[ebpf.http]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Trace HTTP/1.x over plain sockets (syscall tracepoints).
+    pub enabled: bool,
+    /// Trace HTTPS through OpenSSL (uprobes on `SSL_read`/`SSL_write` in every libssl found).
+    pub tls: bool,
+    /// Connections (each with its in-flight request) tracked at once in the kernel; the
+    /// least recently used are evicted beyond this. About 270 bytes of kernel memory each.
+    pub max_connections: u32,
+    /// Bytes of the kernel → agent event ring buffer (a power of two, at least 64 KiB).
+    pub ring_buffer_size: u32,
+    /// Distinct `http_route` values per service and side; further routes become `{other}`.
+    pub max_routes_per_service: usize,
+    /// HTTP series kept; exchanges that would add more are dropped and counted.
+    pub max_series: usize,
+    /// A series without requests for this long is dropped.
+    #[serde(with = "humantime_serde")]
+    pub series_idle_expiry: Duration,
+    /// How often running processes are scanned for newly loaded libssl files.
+    #[serde(with = "humantime_serde")]
+    pub tls_scan_interval: Duration,
+}
+
+/// TCP tracing settings (`[ebpf.tcp]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Trace connects, connection ends and retransmits.
+    pub enabled: bool,
+    /// Distinct destinations per service; further ones become `{other}`.
+    pub max_destinations_per_service: usize,
+    /// TCP series kept; events that would add more are dropped and counted.
+    pub max_series: usize,
+}
+
+/// Include/exclude rules for HTTP and TCP tracing (`[ebpf.filter]`). Excludes win over
+/// includes; with any include rule, only matching tasks are traced. Rules are applied in the
+/// kernel (nothing about an excluded task leaves it) and again in the agent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// Process names (`comm`, at most 15 bytes, as in `/proc/<pid>/comm`) to trace.
+    pub include_processes: Vec<String>,
+    /// Process names never to trace.
+    pub exclude_processes: Vec<String>,
+    /// cgroup v2 paths (e.g. `/system.slice/nginx.service`); tasks in them or below are
+    /// traced.
+    pub include_cgroups: Vec<String>,
+    /// cgroup v2 paths whose tasks (and descendants') are never traced.
+    pub exclude_cgroups: Vec<String>,
+}
+
+impl FilterConfig {
+    /// Most rules in total (the kernel's rule table size).
+    pub const MAX_RULES: usize = 16;
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.include_processes.len()
+            + self.exclude_processes.len()
+            + self.include_cgroups.len()
+            + self.exclude_cgroups.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Default for Config {
@@ -191,7 +269,111 @@ impl Default for EbpfConfig {
         Self {
             enabled: true,
             mount_filesystems: true,
+            http: HttpConfig::default(),
+            tcp: TcpConfig::default(),
+            filter: FilterConfig::default(),
         }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tls: true,
+            max_connections: 32_768,
+            ring_buffer_size: 2 * 1024 * 1024,
+            max_routes_per_service: 100,
+            max_series: 10_000,
+            series_idle_expiry: Duration::from_secs(3600),
+            tls_scan_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_destinations_per_service: 100,
+            max_series: 10_000,
+        }
+    }
+}
+
+impl EbpfConfig {
+    /// Checks the eBPF settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        let http = &self.http;
+        if http.max_connections < 1024 {
+            return invalid(
+                "ebpf.http.max_connections",
+                format!("{} is below the minimum of 1024", http.max_connections),
+            );
+        }
+        let ring = http.ring_buffer_size;
+        if !ring.is_power_of_two() || !(64 * 1024..=1 << 30).contains(&ring) {
+            return invalid(
+                "ebpf.http.ring_buffer_size",
+                format!("{ring} must be a power of two between 65536 and 1073741824"),
+            );
+        }
+        if http.max_routes_per_service == 0 {
+            return invalid(
+                "ebpf.http.max_routes_per_service",
+                "must be at least 1".to_owned(),
+            );
+        }
+        if http.max_series == 0 {
+            return invalid("ebpf.http.max_series", "must be at least 1".to_owned());
+        }
+        if http.tls_scan_interval < Duration::from_secs(1) {
+            return invalid(
+                "ebpf.http.tls_scan_interval",
+                format!("{:?} is below the minimum of 1s", http.tls_scan_interval),
+            );
+        }
+        if self.tcp.max_destinations_per_service == 0 || self.tcp.max_series == 0 {
+            return invalid(
+                "ebpf.tcp",
+                "max_destinations_per_service and max_series must be at least 1".to_owned(),
+            );
+        }
+        let f = &self.filter;
+        if f.len() > FilterConfig::MAX_RULES {
+            return invalid(
+                "ebpf.filter",
+                format!(
+                    "{} rules; at most {} are supported",
+                    f.len(),
+                    FilterConfig::MAX_RULES
+                ),
+            );
+        }
+        for (key, names) in [
+            ("ebpf.filter.include_processes", &f.include_processes),
+            ("ebpf.filter.exclude_processes", &f.exclude_processes),
+        ] {
+            if let Some(bad) = names.iter().find(|n| n.is_empty() || n.len() > 15) {
+                return invalid(
+                    key,
+                    format!("entry {bad:?} must be a process name of 1 to 15 bytes (its comm)"),
+                );
+            }
+        }
+        for (key, paths) in [
+            ("ebpf.filter.include_cgroups", &f.include_cgroups),
+            ("ebpf.filter.exclude_cgroups", &f.exclude_cgroups),
+        ] {
+            if let Some(bad) = paths.iter().find(|p| !p.starts_with('/')) {
+                return invalid(
+                    key,
+                    format!("entry {bad:?} must be a cgroup v2 path starting with /"),
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -414,7 +596,7 @@ impl Config {
         }
         self.node.validate()?;
         self.containers.validate()?;
-        Ok(())
+        self.ebpf.validate()
     }
 
     /// Delivery settings as the exporter takes them.
@@ -543,5 +725,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`interval`"), "{err}");
+    }
+
+    #[test]
+    fn bad_ebpf_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for (toml, key) in [
+            (
+                "[ebpf.http]\nring_buffer_size = 100000\n",
+                "`ebpf.http.ring_buffer_size`",
+            ),
+            (
+                "[ebpf.http]\nmax_connections = 10\n",
+                "`ebpf.http.max_connections`",
+            ),
+            (
+                "[ebpf.filter]\nexclude_processes = [\"a-name-longer-than-15\"]\n",
+                "`ebpf.filter.exclude_processes`",
+            ),
+            (
+                "[ebpf.filter]\ninclude_cgroups = [\"system.slice\"]\n",
+                "`ebpf.filter.include_cgroups`",
+            ),
+        ] {
+            let file = dir.path().join("c.toml");
+            std::fs::write(&file, toml).unwrap();
+            let err = Config::load(&cli(&["--config", file.to_str().unwrap()]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 }

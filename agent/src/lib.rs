@@ -13,5 +13,6 @@ pub mod config;
 pub mod ebpf;
 pub mod export;
 pub mod http;
+pub mod http_metrics;
 pub mod metrics;
 pub mod telemetry;

@@ -1,9 +1,12 @@
 //! The agent's own metrics (`sonde_agent_*`), declared in one place and exposed on the
 //! agent's `/metrics` in the OpenMetrics text format.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use prometheus_client::{
@@ -18,7 +21,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::ebpf::{KernelCounters, exec::ExecStats};
+use crate::{
+    ebpf::{HookStatus, KernelCounters, exec::ExecStats},
+    http_metrics::PipelineStats,
+};
 
 /// `aggregator` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +63,24 @@ pub struct KernelCounterLabels {
     pub counter: &'static str,
 }
 
+/// `program` and `reason` of lost events.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LostLabels {
+    /// Which events: `exec`, `http`, `tcp`.
+    pub program: &'static str,
+    /// Why they were lost, e.g. `ringbuf_full`.
+    pub reason: &'static str,
+}
+
+/// `program` and `hook` of one attachment.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    /// eBPF program name.
+    pub program: &'static str,
+    /// Where it attaches.
+    pub hook: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -67,6 +91,9 @@ struct BuildLabels {
 struct Sources {
     kernel: Option<Arc<KernelCounters>>,
     exec: Option<Arc<ExecStats>>,
+    pipeline: Option<Arc<PipelineStats>>,
+    /// Lost totals already added to `events_lost`, per labels.
+    lost_seen: HashMap<(&'static str, &'static str), u64>,
 }
 
 /// Every metric the agent exports about itself.
@@ -95,6 +122,14 @@ pub struct Metrics {
     pub last_collection_timestamp: Gauge<f64, AtomicU64>,
     /// Samples in the last collection tick.
     pub last_collection_samples: Gauge,
+    /// Events lost anywhere between the kernel and the tables, by program and reason.
+    pub events_lost: Family<LostLabels, Counter>,
+    ebpf_hook_attached: Family<HookLabels, Gauge>,
+    http_series: Gauge,
+    http_route_overflow: Gauge,
+    http_filtered: Family<ProgramLabels, Gauge>,
+    tls_libraries: Gauge,
+    seeded_connections: Gauge,
     sources: Mutex<Sources>,
 }
 
@@ -215,6 +250,49 @@ impl Metrics {
             "Samples produced by the last collection tick (sent to the aggregators and shown on /metrics)",
             last_collection_samples.clone(),
         );
+        let events_lost = Family::<LostLabels, Counter>::default();
+        registry.register(
+            "events_lost",
+            "Events lost between the kernel and the metric tables (ring buffer full, map full, \
+             read or decode errors, unpaired requests/responses, series limit), by program and reason",
+            events_lost.clone(),
+        );
+        let ebpf_hook_attached = Family::<HookLabels, Gauge>::default();
+        registry.register(
+            "ebpf_hook_attached",
+            "1 when the eBPF program is attached to the hook, 0 when it could not be",
+            ebpf_hook_attached.clone(),
+        );
+        let http_series = Gauge::default();
+        registry.register(
+            "http_series",
+            "HTTP series (service, route, method, status, …) held",
+            http_series.clone(),
+        );
+        let http_route_overflow = Gauge::default();
+        registry.register(
+            "http_route_overflow_requests",
+            "HTTP requests whose route was folded into {other} by the per-service route cap, since start",
+            http_route_overflow.clone(),
+        );
+        let http_filtered = Family::<ProgramLabels, Gauge>::default();
+        registry.register(
+            "ebpf_events_filtered",
+            "Events dropped by the include/exclude rules in the agent, since start",
+            http_filtered.clone(),
+        );
+        let tls_libraries = Gauge::default();
+        registry.register(
+            "tls_libraries_attached",
+            "libssl files with the TLS uprobes attached",
+            tls_libraries.clone(),
+        );
+        let seeded_connections = Gauge::default();
+        registry.register(
+            "ebpf_seeded_connections",
+            "Connections opened before the agent started that were added to the kernel's connection map",
+            seeded_connections.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -241,8 +319,33 @@ impl Metrics {
             ebpf_kernel,
             last_collection_timestamp,
             last_collection_samples,
+            events_lost,
+            ebpf_hook_attached,
+            http_series,
+            http_route_overflow,
+            http_filtered,
+            tls_libraries,
+            seeded_connections,
             sources: Mutex::new(Sources::default()),
         }
+    }
+
+    /// Records the attach status of every hook.
+    pub fn set_hooks(&self, hooks: &[HookStatus]) {
+        for hook in hooks {
+            self.ebpf_hook_attached
+                .get_or_create(&HookLabels {
+                    program: hook.program,
+                    hook: hook.hook.clone(),
+                })
+                .set(i64::from(hook.attached()));
+        }
+    }
+
+    /// Registers the HTTP/TCP pipeline's counters, read at scrape time.
+    pub fn set_pipeline_source(&self, pipeline: Arc<PipelineStats>) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        sources.pipeline = Some(pipeline);
     }
 
     /// Registers the eBPF sources read at scrape time.
@@ -255,17 +358,62 @@ impl Metrics {
     /// Renders every metric.
     pub fn render(&self) -> String {
         {
-            let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+            let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+            let mut lost: Vec<((&'static str, &'static str), u64)> = Vec::new();
             if let Some(kernel) = &sources.kernel {
                 for (counter, value) in kernel.read() {
-                    let name = match counter {
-                        sonde_ebpf_common::Counter::ExecSeen => "exec_seen",
-                        sonde_ebpf_common::Counter::ExecRingbufFull => "exec_ringbuf_full",
-                        sonde_ebpf_common::Counter::ExecReadError => "exec_read_error",
-                    };
                     self.ebpf_kernel
-                        .get_or_create(&KernelCounterLabels { counter: name })
+                        .get_or_create(&KernelCounterLabels {
+                            counter: counter.name(),
+                        })
                         .set(value as i64);
+                    if let Some(labels) = counter.loss() {
+                        lost.push((labels, value));
+                    }
+                }
+            }
+            if let Some(exec) = &sources.exec {
+                lost.push((
+                    ("exec", "decode_error"),
+                    exec.malformed.load(Ordering::Relaxed),
+                ));
+            }
+            if let Some(p) = &sources.pipeline {
+                let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                lost.push((("http", "decode_error"), load(&p.http_decode_errors)));
+                lost.push((("http", "series_limit"), load(&p.http_series_limit)));
+                lost.push((("tcp", "decode_error"), load(&p.tcp_decode_errors)));
+                lost.push((("tcp", "series_limit"), load(&p.tcp_series_limit)));
+                for (program, value) in
+                    [("http", load(&p.http_events)), ("tcp", load(&p.tcp_events))]
+                {
+                    self.ebpf_events
+                        .get_or_create(&ProgramLabels { program })
+                        .set(value as i64);
+                }
+                for (program, value) in [
+                    ("http", load(&p.http_filtered)),
+                    ("tcp", load(&p.tcp_filtered)),
+                ] {
+                    self.http_filtered
+                        .get_or_create(&ProgramLabels { program })
+                        .set(value as i64);
+                }
+                self.http_series.set(load(&p.http_series) as i64);
+                self.http_route_overflow
+                    .set(load(&p.http_route_overflow) as i64);
+                self.tls_libraries.set(load(&p.tls.libraries) as i64);
+                self.seeded_connections
+                    .set(load(&p.seeded_connections) as i64);
+            }
+            for ((program, reason), total) in lost {
+                let seen = sources.lost_seen.entry((program, reason)).or_insert(0);
+                let counter = self
+                    .events_lost
+                    .get_or_create(&LostLabels { program, reason });
+                if total > *seen {
+                    counter.inc_by(total - *seen);
+                    *seen = total;
                 }
             }
             if let Some(exec) = &sources.exec {

@@ -13,6 +13,8 @@ pub mod exposition;
 mod process;
 pub mod promqldiff;
 pub mod promqltest;
+pub mod red;
+pub mod workload;
 
 use std::{
     net::{SocketAddr, TcpListener},

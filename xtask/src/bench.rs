@@ -3,6 +3,7 @@
 //! it.
 
 pub mod agent_collect;
+mod http_overhead;
 mod ingest;
 pub mod process;
 mod promql;
@@ -24,6 +25,9 @@ pub enum Bench {
     Storage(storage::Options),
     /// PromQL dashboard queries over ~10k series against Prometheus and VictoriaMetrics.
     Promql(promql::Options),
+    /// HTTP tracing overhead: wrk against nginx on loopback, with and without the agent,
+    /// alternating; throughput ratio, added latency, agent CPU and RSS, events counted.
+    HttpOverhead(http_overhead::Options),
 }
 
 pub fn run(bench: &Bench) -> anyhow::Result<()> {
@@ -32,6 +36,7 @@ pub fn run(bench: &Bench) -> anyhow::Result<()> {
         Bench::Ingest(options) => ingest::run(options),
         Bench::Storage(options) => storage::run(options),
         Bench::Promql(options) => promql::run(options),
+        Bench::HttpOverhead(options) => http_overhead::run(options),
     }
 }
 

@@ -24,6 +24,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "curl",
     "python3",
     "python3-pip",
+    // Self-signed certificates for the HTTPS tests (nginx-light has the ssl module).
+    "openssl",
 ];
 
 /// Python packages (PyPI) the end-to-end tests use, as `(import name, requirement)`.

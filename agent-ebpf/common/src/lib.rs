@@ -11,6 +11,15 @@
 
 #![no_std]
 
+pub mod http;
+pub mod tcp;
+
+pub use http::{
+    Conn, ConnInfo, ConnKey, FilterRule, HTTP_PATH_LEN, HTTP_WINDOW, HttpEvent, Inflight,
+    ProcessHint, SslArgs, SyscallArgs,
+};
+pub use tcp::{PeerKey, SockStateOffsets, TcpEvent, TcpRetransmitOffsets, TcpSock};
+
 /// Length of `task_struct::comm` (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
@@ -21,6 +30,42 @@ pub const EXEC_FILENAME_LEN: usize = 256;
 pub mod programs {
     /// Tracepoint program attached to `sched:sched_process_exec`.
     pub const SCHED_PROCESS_EXEC: &str = "sched_process_exec";
+    /// Attached to `syscalls:sys_enter_accept` and `sys_enter_accept4`.
+    pub const SYS_ENTER_ACCEPT: &str = "sys_enter_accept";
+    /// Attached to `syscalls:sys_enter_connect`.
+    pub const SYS_ENTER_CONNECT: &str = "sys_enter_connect";
+    /// Attached to `syscalls:sys_exit_accept`, `sys_exit_accept4` and `sys_exit_connect`.
+    pub const SYS_EXIT_SOCK: &str = "sys_exit_sock";
+    /// Attached to `syscalls:sys_enter_close`.
+    pub const SYS_ENTER_CLOSE: &str = "sys_enter_close";
+    /// Attached to `syscalls:sys_enter_read` and `sys_enter_recvfrom` (data at arg 1).
+    pub const SYS_ENTER_READ: &str = "sys_enter_read";
+    /// Attached to `syscalls:sys_enter_readv`.
+    pub const SYS_ENTER_READV: &str = "sys_enter_readv";
+    /// Attached to `syscalls:sys_enter_recvmsg`.
+    pub const SYS_ENTER_RECVMSG: &str = "sys_enter_recvmsg";
+    /// Attached to `syscalls:sys_enter_write` and `sys_enter_sendto` (data at arg 1).
+    pub const SYS_ENTER_WRITE: &str = "sys_enter_write";
+    /// Attached to `syscalls:sys_enter_writev`.
+    pub const SYS_ENTER_WRITEV: &str = "sys_enter_writev";
+    /// Attached to `syscalls:sys_enter_sendmsg`.
+    pub const SYS_ENTER_SENDMSG: &str = "sys_enter_sendmsg";
+    /// Attached to the `sys_exit_*` of the read syscalls above (writes are handled at entry).
+    pub const SYS_EXIT_IO: &str = "sys_exit_io";
+    /// Tracepoint `sock:inet_sock_set_state`.
+    pub const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
+    /// Tracepoint `tcp:tcp_retransmit_skb`.
+    pub const TCP_RETRANSMIT_SKB: &str = "tcp_retransmit_skb";
+    /// Uprobe on `SSL_read`.
+    pub const SSL_READ_ENTER: &str = "ssl_read_enter";
+    /// Uprobe on `SSL_read_ex`.
+    pub const SSL_READ_EX_ENTER: &str = "ssl_read_ex_enter";
+    /// Uprobe on `SSL_write`.
+    pub const SSL_WRITE_ENTER: &str = "ssl_write_enter";
+    /// Uprobe on `SSL_write_ex`.
+    pub const SSL_WRITE_EX_ENTER: &str = "ssl_write_ex_enter";
+    /// Uretprobe on `SSL_read`, `SSL_read_ex`, `SSL_write` and `SSL_write_ex`.
+    pub const SSL_EXIT: &str = "ssl_exit";
 }
 
 /// Names of the maps in the object.
@@ -29,6 +74,29 @@ pub mod maps {
     pub const EXEC_EVENTS: &str = "EXEC_EVENTS";
     /// Per-CPU array of `u64` counters indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// Ring buffer of [`crate::HttpEvent`].
+    pub const HTTP_EVENTS: &str = "HTTP_EVENTS";
+    /// Ring buffer of [`crate::TcpEvent`].
+    pub const TCP_EVENTS: &str = "TCP_EVENTS";
+    /// LRU hash [`crate::ConnKey`] → [`crate::Conn`]: sockets accepted or connected (and
+    /// TLS connections), each with its pending request.
+    pub const CONNS: &str = "CONNS";
+    /// Array of [`crate::SyscallArgs`], one slot per thread id modulo
+    /// [`crate::http::ARG_SLOTS`]: arguments between syscall enter and exit. Array slots
+    /// cost no hash insert/delete per call, which every traced read pays.
+    pub const SYS_ARGS: &str = "SYS_ARGS";
+    /// Array of [`crate::SslArgs`], as `SYS_ARGS`: arguments between an SSL call and its
+    /// return.
+    pub const SSL_ARGS: &str = "SSL_ARGS";
+    /// LRU hash socket address → [`crate::TcpSock`]: outbound TCP connections being tracked.
+    pub const TCP_SOCKS: &str = "TCP_SOCKS";
+    /// LRU hash [`crate::PeerKey`] → [`crate::TcpSock`]: who accepted a connection from
+    /// this remote endpoint (attributes inbound retransmits).
+    pub const PEER_OWNERS: &str = "PEER_OWNERS";
+    /// LRU hash tgid → 1: processes already announced with a [`crate::ProcessHint`].
+    pub const SEEN_TGIDS: &str = "SEEN_TGIDS";
+    /// Array of [`crate::FilterRule`]: include/exclude rules set by the agent.
+    pub const FILTER_RULES: &str = "FILTER_RULES";
 }
 
 /// Names of the read-only globals the agent sets before loading, and their meaning.
@@ -42,6 +110,22 @@ pub mod globals {
     pub const EXEC_PID_OFFSET: &str = "EXEC_PID_OFFSET";
     /// Offset of the `pid_t old_pid` field of `sched:sched_process_exec`.
     pub const EXEC_OLD_PID_OFFSET: &str = "EXEC_OLD_PID_OFFSET";
+    /// Offset of the first argument in `syscalls:sys_enter_*` records (each argument is 8
+    /// bytes wide; the agent checks every hooked syscall's format against this).
+    pub const SYSCALL_ARGS_OFFSET: &str = "SYSCALL_ARGS_OFFSET";
+    /// Offset of `long ret` in `syscalls:sys_exit_*` records.
+    pub const SYSCALL_RET_OFFSET: &str = "SYSCALL_RET_OFFSET";
+    /// [`crate::SockStateOffsets`] for `sock:inet_sock_set_state`.
+    pub const SOCK_STATE_OFFSETS: &str = "SOCK_STATE_OFFSETS";
+    /// [`crate::TcpRetransmitOffsets`] for `tcp:tcp_retransmit_skb`.
+    pub const TCP_RETRANSMIT_OFFSETS: &str = "TCP_RETRANSMIT_OFFSETS";
+    /// Number of valid entries in `FILTER_RULES` (0: no filtering).
+    pub const FILTER_RULE_COUNT: &str = "FILTER_RULE_COUNT";
+    /// 1 when at least one rule is an include rule: then only matching tasks are traced.
+    pub const FILTER_HAS_INCLUDE: &str = "FILTER_HAS_INCLUDE";
+    /// Unread bytes in `HTTP_EVENTS` above which a submit wakes the reader (below it the
+    /// reader polls on a timer; batching wakeups keeps the cost per event low).
+    pub const HTTP_WAKEUP_BYTES: &str = "HTTP_WAKEUP_BYTES";
 }
 
 /// Slots of the per-CPU `COUNTERS` array: kernel-side health the agent exports.
@@ -54,17 +138,115 @@ pub enum Counter {
     ExecRingbufFull = 1,
     /// Exec events whose tracepoint fields could not be read.
     ExecReadError = 2,
+    /// HTTP requests detected (server and client side, plain and TLS).
+    HttpRequests = 3,
+    /// Completed exchanges submitted to `HTTP_EVENTS`.
+    HttpExchanges = 4,
+    /// Exchanges dropped because `HTTP_EVENTS` was full.
+    HttpRingbufFull = 5,
+    /// Tracepoint fields or user memory that could not be read (the event is lost).
+    HttpReadError = 6,
+    /// TLS connections not tracked because `CONNS` refused their entry.
+    HttpInflightFull = 7,
+    /// Sockets not tracked because `CONNS` refused the entry.
+    HttpConnsFull = 8,
+    /// A thread's `SYS_ARGS`/`SSL_ARGS` slot was still held by another thread (thread ids
+    /// equal modulo the slot count, both in a traced call): the other call is lost.
+    HttpArgsFull = 9,
+    /// A request arrived while the previous one on the connection had no response
+    /// (pipelining or an unanswered request); the previous one is dropped.
+    HttpRequestReplaced = 10,
+    /// A response with no request waiting on its connection (the request was seen before
+    /// the agent started, or its entry was evicted).
+    HttpResponseUnmatched = 11,
+    /// Connections or requests skipped by the include/exclude rules (not a loss).
+    HttpFiltered = 12,
+    /// TCP events submitted to `TCP_EVENTS`.
+    TcpEvents = 13,
+    /// TCP events dropped because `TCP_EVENTS` was full.
+    TcpRingbufFull = 14,
+    /// Outbound connections not tracked because `TCP_SOCKS` refused the entry.
+    TcpSocksFull = 15,
+    /// TCP tracepoint fields that could not be read.
+    TcpReadError = 16,
+    /// Requests whose connection was closed (by this process) before a response: the
+    /// peer or the process gave up. A property of the traffic, not a loss of the agent's.
+    HttpUnanswered = 17,
 }
 
 impl Counter {
     /// Number of slots; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 18;
     /// Every slot, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::ExecSeen,
         Counter::ExecRingbufFull,
         Counter::ExecReadError,
+        Counter::HttpRequests,
+        Counter::HttpExchanges,
+        Counter::HttpRingbufFull,
+        Counter::HttpReadError,
+        Counter::HttpInflightFull,
+        Counter::HttpConnsFull,
+        Counter::HttpArgsFull,
+        Counter::HttpRequestReplaced,
+        Counter::HttpResponseUnmatched,
+        Counter::HttpFiltered,
+        Counter::TcpEvents,
+        Counter::TcpRingbufFull,
+        Counter::TcpSocksFull,
+        Counter::TcpReadError,
+        Counter::HttpUnanswered,
     ];
+
+    /// Snake-case name used in the agent's metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::ExecSeen => "exec_seen",
+            Counter::ExecRingbufFull => "exec_ringbuf_full",
+            Counter::ExecReadError => "exec_read_error",
+            Counter::HttpRequests => "http_requests",
+            Counter::HttpExchanges => "http_exchanges",
+            Counter::HttpRingbufFull => "http_ringbuf_full",
+            Counter::HttpReadError => "http_read_error",
+            Counter::HttpInflightFull => "http_inflight_full",
+            Counter::HttpConnsFull => "http_conns_full",
+            Counter::HttpArgsFull => "http_args_slot_taken",
+            Counter::HttpRequestReplaced => "http_request_replaced",
+            Counter::HttpResponseUnmatched => "http_response_unmatched",
+            Counter::HttpFiltered => "http_filtered",
+            Counter::TcpEvents => "tcp_events",
+            Counter::TcpRingbufFull => "tcp_ringbuf_full",
+            Counter::TcpSocksFull => "tcp_socks_full",
+            Counter::TcpReadError => "tcp_read_error",
+            Counter::HttpUnanswered => "http_request_unanswered",
+        }
+    }
+
+    /// For counters that count lost events: the `(program, reason)` of
+    /// `sonde_agent_events_lost_total`. `None` for counters of events seen or skipped.
+    pub const fn loss(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Counter::ExecRingbufFull => Some(("exec", "ringbuf_full")),
+            Counter::ExecReadError => Some(("exec", "read_error")),
+            Counter::HttpRingbufFull => Some(("http", "ringbuf_full")),
+            Counter::HttpReadError => Some(("http", "read_error")),
+            Counter::HttpInflightFull => Some(("http", "inflight_map_full")),
+            Counter::HttpConnsFull => Some(("http", "conns_map_full")),
+            Counter::HttpArgsFull => Some(("http", "args_slot_taken")),
+            Counter::HttpRequestReplaced => Some(("http", "request_without_response")),
+            Counter::HttpResponseUnmatched => Some(("http", "response_without_request")),
+            Counter::TcpRingbufFull => Some(("tcp", "ringbuf_full")),
+            Counter::TcpSocksFull => Some(("tcp", "socks_map_full")),
+            Counter::TcpReadError => Some(("tcp", "read_error")),
+            Counter::ExecSeen
+            | Counter::HttpRequests
+            | Counter::HttpExchanges
+            | Counter::HttpFiltered
+            | Counter::HttpUnanswered
+            | Counter::TcpEvents => None,
+        }
+    }
 }
 
 /// One `sched:sched_process_exec` event: a process replaced its image with a new program.
@@ -108,16 +290,26 @@ impl ExecEvent {
     }
 }
 
-fn trim_nul(bytes: &[u8]) -> &[u8] {
+/// `bytes` up to the first NUL.
+pub fn trim_nul(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     &bytes[..end]
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: `ExecEvent` is `repr(C)`, `Copy`, has no padding (asserted above) and every bit
-    // pattern is a valid value.
+    // SAFETY (all impls): each type is `repr(C)`, `Copy`, has no implicit padding (sizes are
+    // asserted next to the definitions) and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::ExecEvent {}
+    unsafe impl aya::Pod for super::HttpEvent {}
+    unsafe impl aya::Pod for super::ProcessHint {}
+    unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::ConnInfo {}
+    unsafe impl aya::Pod for super::Conn {}
+    unsafe impl aya::Pod for super::FilterRule {}
+    unsafe impl aya::Pod for super::TcpEvent {}
+    unsafe impl aya::Pod for super::SockStateOffsets {}
+    unsafe impl aya::Pod for super::TcpRetransmitOffsets {}
 }
 
 #[cfg(test)]
@@ -145,5 +337,15 @@ mod tests {
         assert_eq!(e.filename_bytes(), b"/usr/bin");
         e.filename_len = 9999;
         assert_eq!(e.filename_bytes(), b"/usr/bin/true");
+    }
+
+    #[test]
+    fn counters_are_indexed_in_order_and_named_uniquely() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            for other in &Counter::ALL[..i] {
+                assert_ne!(c.name(), other.name());
+            }
+        }
     }
 }

@@ -1,22 +1,43 @@
 //! Loading the embedded eBPF object and attaching each program independently.
+//!
+//! Every hook is optional: a tracepoint whose format differs from what the program reads, a
+//! program the verifier refuses or a tracepoint that does not exist costs only the metrics
+//! it feeds; the result per hook is in [`Probes::hooks`].
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{TracePoint, UProbe},
 };
-use sonde_ebpf_common::{Counter, globals, maps, programs};
-
+use sonde_ebpf_common::{
+    Conn, ConnKey, Counter, FilterRule, SockStateOffsets, TcpRetransmitOffsets, globals, maps,
+    programs,
+};
 use tokio::io::{Interest, unix::AsyncFd};
 use tokio_util::sync::CancellationToken;
 
-use super::tracefs::{Format, FormatError};
+use super::{
+    hooks::{self, Feature, HOOKS, SyscallLayout},
+    tracefs::{Format, FormatError},
+};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 pub static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde-agent-ebpf.o"));
+
+/// The uprobe programs for OpenSSL, in the order [`super::tls`] attaches them.
+pub const TLS_PROGRAMS: [&str; 5] = [
+    programs::SSL_READ_ENTER,
+    programs::SSL_READ_EX_ENTER,
+    programs::SSL_WRITE_ENTER,
+    programs::SSL_WRITE_EX_ENTER,
+    programs::SSL_EXIT,
+];
 
 /// Why eBPF as a whole is unavailable (individual hooks fail softly, see [`HookStatus`]).
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +58,7 @@ pub enum EbpfError {
         /// The map name.
         name: &'static str,
     },
-    /// A map has an unexpected type.
+    /// A map has an unexpected type or refused an update.
     #[error("eBPF map {name}: {source}")]
     Map {
         /// The map name.
@@ -48,7 +69,37 @@ pub enum EbpfError {
     },
 }
 
-/// Whether one program is attached, and why not if it is not.
+/// What to load, from the configuration.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// HTTP over plain sockets (syscall hooks).
+    pub http: bool,
+    /// HTTPS through OpenSSL (uprobes; attached per library by [`super::tls`]).
+    pub tls: bool,
+    /// TCP connection metrics.
+    pub tcp: bool,
+    /// Size of the connection map (each entry holds the connection's pending request).
+    pub max_connections: u32,
+    /// Size of the HTTP event ring buffer in bytes (a power of two).
+    pub http_ring_bytes: u32,
+    /// Include/exclude rules evaluated in the kernel.
+    pub filter: Vec<FilterRule>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            http: true,
+            tls: true,
+            tcp: true,
+            max_connections: 32768,
+            http_ring_bytes: 2 * 1024 * 1024,
+            filter: Vec::new(),
+        }
+    }
+}
+
+/// Whether one program is attached to one hook, and why not if it is not.
 #[derive(Debug, Clone)]
 pub struct HookStatus {
     /// Program name in the object.
@@ -92,12 +143,20 @@ impl KernelCounters {
 
 /// The loaded object with its attached programs. Dropping it detaches everything.
 pub struct Probes {
-    /// Keeps programs, links and remaining maps alive.
-    _ebpf: Ebpf,
+    /// Keeps programs, links and remaining maps alive; uprobes attach through it later.
+    pub ebpf: Arc<Mutex<Ebpf>>,
     /// Per-hook attach status.
     pub hooks: Vec<HookStatus>,
     /// Exec events, when `sched_process_exec` is attached.
     pub exec_events: Option<RingBuf<MapData>>,
+    /// HTTP exchanges, when the HTTP hooks or the TLS programs are in use.
+    pub http_events: Option<RingBuf<MapData>>,
+    /// TCP events, when a TCP hook is attached.
+    pub tcp_events: Option<RingBuf<MapData>>,
+    /// The connection map, for seeding connections opened before the agent started.
+    pub conns: Option<BpfHashMap<MapData, ConnKey, Conn>>,
+    /// Whether the OpenSSL uprobe programs loaded (they attach per library).
+    pub tls_loaded: bool,
     /// Kernel-side counters.
     pub counters: Arc<KernelCounters>,
     /// Reader of the programs' aya-log records, when the object has them.
@@ -126,18 +185,99 @@ fn exec_offsets(tracefs: Option<&Path>) -> Result<[u32; 3], FormatError> {
     ])
 }
 
+/// Everything read from tracefs before loading: offsets for the globals and, per hook,
+/// whether its format matches what the program reads.
+struct Layouts {
+    exec: Result<[u32; 3], FormatError>,
+    syscalls: Result<SyscallLayout, String>,
+    sock_state: Result<SockStateOffsets, String>,
+    retransmit: Result<TcpRetransmitOffsets, String>,
+}
+
+impl Layouts {
+    fn read(tracefs: Option<&Path>) -> Self {
+        let read = |category: &str, name: &str| match tracefs {
+            Some(root) => Format::read(root, category, name).map_err(|e| e.to_string()),
+            None => Err("tracefs is not mounted".to_owned()),
+        };
+        let syscalls = read("syscalls", "sys_enter_read").and_then(|enter| {
+            let exit = read("syscalls", "sys_exit_read")?;
+            SyscallLayout::from_formats(&enter, &exit).map_err(|e| e.to_string())
+        });
+        let sock_state = read("sock", "inet_sock_set_state")
+            .and_then(|f| hooks::sock_state_offsets(&f).map_err(|e| e.to_string()));
+        let retransmit = read("tcp", "tcp_retransmit_skb")
+            .and_then(|f| hooks::tcp_retransmit_offsets(&f).map_err(|e| e.to_string()));
+        Self {
+            exec: exec_offsets(tracefs),
+            syscalls,
+            sock_state,
+            retransmit,
+        }
+    }
+
+    /// Whether `hook`'s fields are where its program reads them.
+    fn check(&self, hook: &hooks::Hook, tracefs: Option<&Path>) -> Result<(), String> {
+        match hook.program {
+            programs::SCHED_PROCESS_EXEC => {
+                self.exec.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            }
+            programs::INET_SOCK_SET_STATE => {
+                self.sock_state.as_ref().map(|_| ()).map_err(Clone::clone)
+            }
+            programs::TCP_RETRANSMIT_SKB => {
+                self.retransmit.as_ref().map(|_| ()).map_err(Clone::clone)
+            }
+            _ => {
+                let layout = self.syscalls.as_ref().map_err(Clone::clone)?;
+                let root = tracefs.ok_or("tracefs is not mounted")?;
+                let format =
+                    Format::read(root, hook.category, hook.name).map_err(|e| e.to_string())?;
+                layout.check(hook, &format)
+            }
+        }
+    }
+}
+
 /// Loads the object and attaches every program it can. Fails only when eBPF as a whole is
 /// unavailable; a missing hook is reported in [`Probes::hooks`].
-pub fn load(tracefs: Option<&Path>) -> Result<Probes, EbpfError> {
-    let mut hooks = Vec::new();
-    let exec_hook = "tracepoint:sched:sched_process_exec".to_owned();
-    let offsets = exec_offsets(tracefs);
-    let [filename, pid, old_pid] = offsets.as_ref().copied().unwrap_or([8, 12, 16]);
+pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, EbpfError> {
+    let layouts = Layouts::read(tracefs);
+    let [filename, pid, old_pid] = layouts.exec.as_ref().copied().unwrap_or([8, 12, 16]);
+    let syscalls = layouts.syscalls.clone().unwrap_or(SyscallLayout::DEFAULT);
+    let sock_state = layouts
+        .sock_state
+        .clone()
+        .unwrap_or(SockStateOffsets::DEFAULT);
+    let retransmit = layouts
+        .retransmit
+        .clone()
+        .unwrap_or(TcpRetransmitOffsets::DEFAULT);
+    let rule_count = options.filter.len() as u32;
+    let has_include = u32::from(
+        options
+            .filter
+            .iter()
+            .any(|r| r.action == sonde_ebpf_common::http::filter_action::INCLUDE),
+    );
+    let wakeup_bytes = u64::from(options.http_ring_bytes / 8);
 
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(globals::EXEC_FILENAME_OFFSET, &filename, true)
         .override_global(globals::EXEC_PID_OFFSET, &pid, true)
         .override_global(globals::EXEC_OLD_PID_OFFSET, &old_pid, true)
+        .override_global(globals::SYSCALL_ARGS_OFFSET, &syscalls.args, true)
+        .override_global(globals::SYSCALL_RET_OFFSET, &syscalls.ret, true)
+        .override_global(globals::SOCK_STATE_OFFSETS, &sock_state, true)
+        .override_global(globals::TCP_RETRANSMIT_OFFSETS, &retransmit, true)
+        .override_global(globals::FILTER_RULE_COUNT, &rule_count, true)
+        .override_global(globals::FILTER_HAS_INCLUDE, &has_include, true)
+        .override_global(globals::HTTP_WAKEUP_BYTES, &wakeup_bytes, true)
+        .map_max_entries(maps::CONNS, options.max_connections)
+        .map_max_entries(maps::TCP_SOCKS, options.max_connections)
+        .map_max_entries(maps::HTTP_EVENTS, options.http_ring_bytes);
+    let mut ebpf = loader
         .load(OBJECT)
         .map_err(|source| EbpfError::Load { source })?;
 
@@ -149,29 +289,104 @@ pub fn load(tracefs: Option<&Path>) -> Result<Probes, EbpfError> {
         }
     };
 
-    let exec_result = match offsets {
-        Err(error) => Err(error.to_string()),
-        Ok(_) => attach_tracepoint(
-            &mut ebpf,
-            programs::SCHED_PROCESS_EXEC,
-            "sched",
-            "sched_process_exec",
-        ),
-    };
-    hooks.push(HookStatus {
-        program: programs::SCHED_PROCESS_EXEC,
-        hook: exec_hook,
-        result: exec_result,
-    });
+    if !options.filter.is_empty() {
+        let mut rules: Array<_, FilterRule> = Array::try_from(
+            ebpf.map_mut(maps::FILTER_RULES)
+                .ok_or(EbpfError::MissingMap {
+                    name: maps::FILTER_RULES,
+                })?,
+        )
+        .map_err(|source| EbpfError::Map {
+            name: maps::FILTER_RULES,
+            source,
+        })?;
+        for (i, rule) in options.filter.iter().enumerate() {
+            rules
+                .set(i as u32, rule, 0)
+                .map_err(|source| EbpfError::Map {
+                    name: maps::FILTER_RULES,
+                    source,
+                })?;
+        }
+    }
 
-    let exec_events = if hooks[0].attached() {
+    let mut hooks = Vec::new();
+    let mut refused: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    for hook in HOOKS {
+        let enabled = match hook.feature {
+            Feature::Exec => true,
+            Feature::Http => options.http || options.tls,
+            Feature::Tcp => options.tcp,
+        };
+        if !enabled {
+            continue;
+        }
+        let result = match refused.get(hook.program) {
+            Some(reason) => Err(reason.clone()),
+            None => layouts.check(hook, tracefs).and_then(|()| {
+                attach_tracepoint(&mut ebpf, hook.program, hook.category, hook.name)
+            }),
+        };
+        if let Err(reason) = &result
+            && reason.starts_with("the verifier")
+        {
+            refused.insert(hook.program, reason.clone());
+        }
+        hooks.push(HookStatus {
+            program: hook.program,
+            hook: hook.describe(),
+            result,
+        });
+    }
+
+    let mut tls_loaded = false;
+    if options.tls {
+        let result = load_uprobes(&mut ebpf);
+        tls_loaded = result.is_ok();
+        hooks.push(HookStatus {
+            program: programs::SSL_EXIT,
+            hook: "uprobe:libssl:SSL_read,SSL_read_ex,SSL_write,SSL_write_ex (per library)"
+                .to_owned(),
+            result,
+        });
+    }
+
+    for hook in &hooks {
+        match &hook.result {
+            Ok(()) => {
+                tracing::info!(program = hook.program, hook = %hook.hook, "eBPF program attached")
+            }
+            Err(error) => tracing::warn!(
+                program = hook.program,
+                hook = %hook.hook,
+                %error,
+                "eBPF program not attached; the metrics it feeds are absent"
+            ),
+        }
+    }
+
+    let any = |program: &str| hooks.iter().any(|h| h.program == program && h.attached());
+    let exec_events = if any(programs::SCHED_PROCESS_EXEC) {
+        Some(take_ring(&mut ebpf, maps::EXEC_EVENTS)?)
+    } else {
+        None
+    };
+    let http_events = if any(programs::SYS_EXIT_IO) || tls_loaded {
+        Some(take_ring(&mut ebpf, maps::HTTP_EVENTS)?)
+    } else {
+        None
+    };
+    let tcp_events = if any(programs::INET_SOCK_SET_STATE) || any(programs::TCP_RETRANSMIT_SKB) {
+        Some(take_ring(&mut ebpf, maps::TCP_EVENTS)?)
+    } else {
+        None
+    };
+    let conns = if any(programs::SYS_EXIT_IO) {
         let map = ebpf
-            .take_map(maps::EXEC_EVENTS)
-            .ok_or(EbpfError::MissingMap {
-                name: maps::EXEC_EVENTS,
-            })?;
-        Some(RingBuf::try_from(map).map_err(|source| EbpfError::Map {
-            name: maps::EXEC_EVENTS,
+            .take_map(maps::CONNS)
+            .ok_or(EbpfError::MissingMap { name: maps::CONNS })?;
+        Some(BpfHashMap::try_from(map).map_err(|source| EbpfError::Map {
+            name: maps::CONNS,
             source,
         })?)
     } else {
@@ -187,26 +402,41 @@ pub fn load(tracefs: Option<&Path>) -> Result<Probes, EbpfError> {
         })?,
     });
 
-    for hook in &hooks {
-        match &hook.result {
-            Ok(()) => {
-                tracing::info!(program = hook.program, hook = %hook.hook, "eBPF program attached")
-            }
-            Err(error) => tracing::warn!(
-                program = hook.program,
-                hook = %hook.hook,
-                %error,
-                "eBPF program not attached; the metrics it feeds are absent"
-            ),
-        }
-    }
     Ok(Probes {
-        _ebpf: ebpf,
+        ebpf: Arc::new(Mutex::new(ebpf)),
         hooks,
         exec_events,
+        http_events,
+        tcp_events,
+        conns,
+        tls_loaded,
         counters,
         logger,
     })
+}
+
+fn take_ring(ebpf: &mut Ebpf, name: &'static str) -> Result<RingBuf<MapData>, EbpfError> {
+    let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })?;
+    RingBuf::try_from(map).map_err(|source| EbpfError::Map { name, source })
+}
+
+/// Loads (verifies) the OpenSSL uprobe programs; they are attached per library later.
+fn load_uprobes(ebpf: &mut Ebpf) -> Result<(), String> {
+    for program in TLS_PROGRAMS {
+        let prog = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("program {program} missing from the object"))?;
+        let uprobe: &mut UProbe = prog
+            .try_into()
+            .map_err(|e| format!("program {program} is not a uprobe: {e}"))?;
+        uprobe.load().map_err(|e| {
+            format!(
+                "the verifier or kernel refused {program}: {}",
+                error_chain(&e)
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn attach_tracepoint(
@@ -221,26 +451,38 @@ fn attach_tracepoint(
     let tracepoint: &mut TracePoint = prog
         .try_into()
         .map_err(|e| format!("program {program} is not a tracepoint: {e}"))?;
-    tracepoint.load().map_err(|e| {
-        format!(
-            "the verifier or kernel refused {program}: {}",
-            error_chain(&e)
-        )
-    })?;
+    if tracepoint.fd().is_err() {
+        tracepoint.load().map_err(|e| {
+            format!(
+                "the verifier or kernel refused {program}: {}",
+                error_chain(&e)
+            )
+        })?;
+    }
     tracepoint
         .attach(category, name)
         .map_err(|e| format!("cannot attach to {category}:{name}: {}", error_chain(&e)))?;
     Ok(())
 }
 
-/// An error with its sources, `a: b: c`.
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error with its sources, `a: b: c`; a verifier log is cut to its last lines (the
+/// verdict), the full log is at debug level.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {
         out.push_str(": ");
         out.push_str(&s.to_string());
         source = s.source();
+    }
+    const KEEP: usize = 12;
+    let lines: Vec<&str> = out.lines().collect();
+    if lines.len() > KEEP + 1 {
+        tracing::debug!(log = %out, "full eBPF load error");
+        let mut short = lines[0].to_owned();
+        short.push_str(" […] ");
+        short.push_str(&lines[lines.len() - KEEP..].join(" | "));
+        return short;
     }
     out
 }

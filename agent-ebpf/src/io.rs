@@ -1,0 +1,221 @@
+//! Data syscalls on watched sockets.
+//!
+//! Reads (`read`/`recvfrom`/`readv`/`recvmsg`): the enter programs keep the buffer pointer of
+//! calls on fds in `CONNS`; the shared exit program hands the returned data to
+//! [`crate::http`]. Writes (`write`/`sendto`/`writev`/`sendmsg`): the data is in the buffer
+//! before the call, so it is handed over at entry, with no per-call map entry and no exit
+//! program at all (the bytes asked to be written stand for the bytes written).
+//!
+//! Must not: read user data itself (that is [`crate::http`]'s bounded window), beyond the
+//! iovec/msghdr headers that locate it.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use sonde_ebpf_common::{
+    Conn, ConnKey, Counter, SyscallArgs,
+    http::{conn_kind, io_kind},
+};
+
+use crate::{
+    http::{self, Channel, Data},
+    maps::{
+        CONNS, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args,
+        set, take_syscall_args,
+    },
+};
+
+/// iovecs whose lengths are summed for a vectored write's size.
+const MAX_IOVECS: u64 = 4;
+
+/// `read(fd, buf, count)` and `recvfrom(fd, buf, len, flags, addr, addrlen)`.
+#[tracepoint]
+pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    enter_read(&ctx, io_kind::READ);
+    0
+}
+
+/// `readv(fd, iov, iovcnt)`.
+#[tracepoint]
+pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
+    enter_read(&ctx, io_kind::READV);
+    0
+}
+
+/// `recvmsg(fd, msg, flags)`.
+#[tracepoint]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    enter_read(&ctx, io_kind::RECVMSG);
+    0
+}
+
+/// `write(fd, buf, count)` and `sendto(fd, buf, len, flags, addr, addrlen)`.
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    enter_write(&ctx, io_kind::WRITE);
+    0
+}
+
+/// `writev(fd, iov, iovcnt)`.
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    enter_write(&ctx, io_kind::WRITEV);
+    0
+}
+
+/// `sendmsg(fd, msg, flags)`.
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    enter_write(&ctx, io_kind::SENDMSG);
+    0
+}
+
+/// The channel and its `CONNS` entry when the fd argument is a watched socket.
+#[inline(always)]
+fn watched(ctx: &TracePointContext) -> Option<(Channel, *mut Conn)> {
+    let fd = ctx_u64(ctx, global(&SYSCALL_ARGS_OFFSET)) as u32;
+    let key = ConnKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        kind: conn_kind::FD,
+        id: fd as u64,
+    };
+    let conn = CONNS.get_ptr_mut(&key)?;
+    Some((Channel { key, fd: fd as i32 }, conn))
+}
+
+#[inline(always)]
+fn enter_read(ctx: &TracePointContext, kind: u32) {
+    let Some((channel, _)) = watched(ctx) else {
+        return;
+    };
+    put_syscall_args(&SyscallArgs {
+        pid_tgid: bpf_get_current_pid_tgid(),
+        ptr: ctx_u64(ctx, global(&SYSCALL_ARGS_OFFSET) + 8),
+        fd: channel.fd as u32,
+        kind,
+    });
+}
+
+#[inline(always)]
+fn enter_write(ctx: &TracePointContext, kind: u32) {
+    let Some((channel, conn)) = watched(ctx) else {
+        return;
+    };
+    let base = global(&SYSCALL_ARGS_OFFSET);
+    let ptr = ctx_u64(ctx, base + 8);
+    let data = match kind {
+        io_kind::WRITE => {
+            let count = ctx_u64(ctx, base + 16);
+            Some(Data {
+                ptr,
+                len: count,
+                total: count,
+                ingress: false,
+            })
+        }
+        io_kind::WRITEV => vectored(ptr, ctx_u64(ctx, base + 16)),
+        _ => msghdr_iov(ptr).and_then(|(iov, n)| vectored(iov, n)),
+    };
+    match data {
+        Some(data) if data.total > 0 => http::on_data(&channel, Some(conn), &data, false),
+        Some(_) => {}
+        None => bump(Counter::HttpReadError),
+    }
+}
+
+/// `msg->msg_iov` and `msg->msg_iovlen` of a user `struct user_msghdr`
+/// (`{ void *msg_name; int msg_namelen; struct iovec *msg_iov; size_t msg_iovlen; … }`).
+#[inline(always)]
+fn msghdr_iov(msg: u64) -> Option<(u64, u64)> {
+    // SAFETY: user memory read through the fault-safe helper.
+    let fields = unsafe { bpf_probe_read_user((msg + 16) as *const [u64; 2]) }.ok()?;
+    Some((fields[0], fields[1]))
+}
+
+/// Outgoing data of an iovec array: the first segment, and the total of the first
+/// [`MAX_IOVECS`] lengths (one user read for all of them).
+#[inline(always)]
+fn vectored(iov: u64, count: u64) -> Option<Data> {
+    // struct iovec { void *iov_base; size_t iov_len; }
+    let mut iovs = [0u64; 2 * MAX_IOVECS as usize];
+    for slot in iovs.iter_mut() {
+        set(slot, 0);
+    }
+    let n = if count > MAX_IOVECS {
+        MAX_IOVECS
+    } else {
+        count
+    };
+    if n == 0 {
+        return None;
+    }
+    // SAFETY: `iovs` holds MAX_IOVECS iovecs and `n` is at most that; the helper faults
+    // safely on a bad user pointer.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(iovs.as_mut_ptr().cast(), (16 * n) as u32, iov as *const _)
+    };
+    if rc < 0 {
+        return None;
+    }
+    Some(Data {
+        ptr: iovs[0],
+        len: iovs[1],
+        total: iovs[1] + iovs[3] + iovs[5] + iovs[7],
+        ingress: false,
+    })
+}
+
+/// Exit of the read syscalls (and of nothing else: the slot is keyed by thread).
+#[tracepoint]
+pub fn sys_exit_io(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = take_syscall_args(pid_tgid) else {
+        return 0;
+    };
+    let ret = ctx_u64(&ctx, global(&SYSCALL_RET_OFFSET)) as i64;
+    if ret <= 0 {
+        return 0;
+    }
+    let total = ret as u64;
+    let Some((ptr, len)) = first_segment(&args, total) else {
+        bump(Counter::HttpReadError);
+        return 0;
+    };
+    let channel = Channel {
+        key: ConnKey {
+            tgid: (pid_tgid >> 32) as u32,
+            kind: conn_kind::FD,
+            id: args.fd as u64,
+        },
+        fd: args.fd as i32,
+    };
+    let data = Data {
+        ptr,
+        len,
+        total,
+        ingress: true,
+    };
+    let conn = CONNS.get_ptr_mut(&channel.key);
+    if conn.is_some() {
+        http::on_data(&channel, conn, &data, false);
+    }
+    0
+}
+
+/// The first contiguous piece of a read's data: the buffer, or `iov[0]` (directly or through
+/// a `msghdr`), clamped to the bytes transferred.
+#[inline(always)]
+fn first_segment(args: &SyscallArgs, total: u64) -> Option<(u64, u64)> {
+    let iov = match args.kind {
+        io_kind::READ => return Some((args.ptr, total)),
+        io_kind::READV => args.ptr,
+        io_kind::RECVMSG => msghdr_iov(args.ptr)?.0,
+        _ => return None,
+    };
+    // SAFETY: user memory read through the fault-safe helper.
+    let iov0 = unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }.ok()?;
+    let len = if iov0[1] < total { iov0[1] } else { total };
+    Some((iov0[0], len))
+}

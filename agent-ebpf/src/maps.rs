@@ -1,0 +1,249 @@
+//! Every map and loader-set global of the object, and the small helpers around them.
+//!
+//! Owns: map definitions (sizes are defaults; the agent may resize the LRU maps and ring
+//! buffers before loading), the globals the agent overrides, the `COUNTERS` bump.
+//! Must not: hold program logic.
+
+use aya_ebpf::{
+    EbpfContext,
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use sonde_ebpf_common::{
+    Conn, ConnKey, Counter, FilterRule, HTTP_WINDOW, PeerKey, SockStateOffsets, SslArgs,
+    SyscallArgs, TcpRetransmitOffsets, TcpSock,
+    http::{ARG_SLOTS, FILTER_RULES_MAX},
+};
+
+/// Offset of `__data_loc char[] filename` in `sched:sched_process_exec`; set by the agent
+/// from tracefs. The defaults are the layout of every kernel since 3.x.
+#[unsafe(no_mangle)]
+pub static EXEC_FILENAME_OFFSET: u32 = 8;
+/// Offset of `pid_t pid` in `sched:sched_process_exec`.
+#[unsafe(no_mangle)]
+pub static EXEC_PID_OFFSET: u32 = 12;
+/// Offset of `pid_t old_pid` in `sched:sched_process_exec`.
+#[unsafe(no_mangle)]
+pub static EXEC_OLD_PID_OFFSET: u32 = 16;
+
+/// Offset of the first argument in `syscalls:sys_enter_*` (arguments are 8 bytes apart).
+#[unsafe(no_mangle)]
+pub static SYSCALL_ARGS_OFFSET: u32 = 16;
+/// Offset of `ret` in `syscalls:sys_exit_*`.
+#[unsafe(no_mangle)]
+pub static SYSCALL_RET_OFFSET: u32 = 16;
+/// Field offsets of `sock:inet_sock_set_state`.
+#[unsafe(no_mangle)]
+pub static SOCK_STATE_OFFSETS: SockStateOffsets = SockStateOffsets::DEFAULT;
+/// Field offsets of `tcp:tcp_retransmit_skb`.
+#[unsafe(no_mangle)]
+pub static TCP_RETRANSMIT_OFFSETS: TcpRetransmitOffsets = TcpRetransmitOffsets::DEFAULT;
+/// Valid entries of `FILTER_RULES`.
+#[unsafe(no_mangle)]
+pub static FILTER_RULE_COUNT: u32 = 0;
+/// 1 when some rule includes (then unmatched tasks are skipped).
+#[unsafe(no_mangle)]
+pub static FILTER_HAS_INCLUDE: u32 = 0;
+/// Unread bytes in `HTTP_EVENTS` above which a submit wakes the reader.
+#[unsafe(no_mangle)]
+pub static HTTP_WAKEUP_BYTES: u64 = 256 * 1024;
+
+#[map]
+pub static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[map]
+pub static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
+
+#[map]
+pub static TCP_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[map]
+pub static CONNS: LruHashMap<ConnKey, Conn> = LruHashMap::with_max_entries(32768, 0);
+
+/// Per-thread slots (thread id modulo `ARG_SLOTS`): an array access costs a fraction of a
+/// hash insert + lookup + delete, paid on every traced read.
+#[map]
+pub static SYS_ARGS: Array<SyscallArgs> = Array::with_max_entries(ARG_SLOTS, 0);
+
+#[map]
+pub static SSL_ARGS: Array<SslArgs> = Array::with_max_entries(ARG_SLOTS, 0);
+
+#[map]
+pub static TCP_SOCKS: LruHashMap<u64, TcpSock> = LruHashMap::with_max_entries(65536, 0);
+
+#[map]
+pub static PEER_OWNERS: LruHashMap<PeerKey, TcpSock> = LruHashMap::with_max_entries(65536, 0);
+
+#[map]
+pub static SEEN_TGIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static FILTER_RULES: Array<FilterRule> = Array::with_max_entries(FILTER_RULES_MAX, 0);
+
+/// Zero bytes after the window, so header checks a few bytes past any position stay in
+/// bounds without masks or comparisons against the data length.
+pub const WINDOW_PAD: usize = 256;
+
+/// Mask keeping window indexes in bounds (the padded window is a power of two).
+pub const WINDOW_MASK: usize = HTTP_WINDOW + WINDOW_PAD - 1;
+
+const _: () = assert!((HTTP_WINDOW + WINDOW_PAD).is_power_of_two());
+
+/// Per-CPU scratch space: the inspected window of a read/write and a request being built.
+/// Neither fits on the 512-byte stack.
+///
+/// Values the verifier should not track per path (method, path offset, status, header scan
+/// results) are also passed through here: reading them back from map memory yields unknown
+/// scalars, so the paths for different methods merge instead of each re-verifying the
+/// bounded loops that follow.
+#[repr(C)]
+pub struct Scratch {
+    /// The first bytes of the data, zero after the valid ones.
+    pub window: [u8; HTTP_WINDOW + WINDOW_PAD],
+    /// A new `CONNS` value (for TLS connections, created at their first request).
+    pub conn: Conn,
+    /// Where the path starts in `window` (after the method and a space).
+    pub path_at: u64,
+    /// Bytes of data to copy into `window`.
+    pub len: u64,
+    /// Header scan result: a `body` code.
+    pub body: u64,
+    /// Header scan result: the `Content-Length`.
+    pub content_length: u64,
+    /// Header scan: where the `Content-Length` value starts in `window`.
+    pub value_at: u64,
+    /// A response's status code, kept here across the header scan.
+    pub status: u64,
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Reads a loader-set `u32` global.
+#[inline(always)]
+pub fn global(value: &u32) -> usize {
+    // SAFETY: reading our own static; volatile so the loader-set value is used, not the
+    // compile-time default.
+    unsafe { core::ptr::read_volatile(value) as usize }
+}
+
+/// Reads the 8-byte tracepoint field at `offset` (a loader-set global from tracefs).
+///
+/// `.rodata` is frozen, so the verifier knows the offset's value and explores only the
+/// matching arm: for the layout of every syscall tracepoint so far (arguments from 16, `ret`
+/// at 16) that is a direct context load with a constant offset, far cheaper than
+/// `bpf_probe_read_kernel`, which remains the path for any other layout. (The verifier
+/// rejects context loads through a pointer moved by a register, hence the constant arms.)
+#[inline(always)]
+pub fn ctx_u64(ctx: &TracePointContext, offset: usize) -> u64 {
+    let base = ctx.as_ptr().cast::<u64>();
+    // SAFETY (direct loads): a syscall tracepoint record holds at least 6 arguments after
+    // its 16-byte header; offsets are checked against the tracefs format before attaching.
+    unsafe {
+        match offset {
+            16 => core::ptr::read_volatile(base.add(2)),
+            24 => core::ptr::read_volatile(base.add(3)),
+            32 => core::ptr::read_volatile(base.add(4)),
+            _ => ctx.read_at::<u64>(offset).unwrap_or_else(|_| {
+                bump(Counter::HttpReadError);
+                0
+            }),
+        }
+    }
+}
+
+/// Zeroes `words` 8-byte words at `dst`. Volatile stores: LLVM would otherwise turn runs of
+/// zero stores into a call to a byte-at-a-time `memset`.
+///
+/// # Safety
+/// `dst` must be valid for `8 * words` bytes of writes.
+#[inline(always)]
+pub unsafe fn zero_words(dst: *mut u8, words: usize) {
+    let dst = dst.cast::<u64>();
+    let mut i = 0;
+    while i < words {
+        // SAFETY: within the caller's bounds.
+        unsafe { core::ptr::write_volatile(dst.add(i), 0) };
+        i += 1;
+    }
+}
+
+/// Copies `words` 8-byte words from `src` to `dst` (volatile, for the same reason as
+/// [`zero_words`]: no byte-at-a-time `memmove`).
+///
+/// # Safety
+/// Both must be valid for `8 * words` bytes and must not overlap.
+#[inline(always)]
+pub unsafe fn copy_words(dst: *mut u8, src: *const u8, words: usize) {
+    let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
+    let mut i = 0;
+    while i < words {
+        // SAFETY: within the caller's bounds.
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+        i += 1;
+    }
+}
+
+/// Stores `value` so it cannot be merged with neighbouring stores into a `memset` call.
+#[inline(always)]
+pub fn set<T>(slot: &mut T, value: T) {
+    // SAFETY: `slot` is a valid, exclusive reference.
+    unsafe { core::ptr::write_volatile(slot, value) };
+}
+
+/// The current thread's slot in `SYS_ARGS`/`SSL_ARGS`.
+#[inline(always)]
+pub fn slot_index(pid_tgid: u64) -> u32 {
+    (pid_tgid as u32) & (ARG_SLOTS - 1)
+}
+
+/// Keeps a syscall's arguments for its exit (counts a slot still held by another thread).
+#[inline(always)]
+pub fn put_syscall_args(args: &SyscallArgs) {
+    if let Some(slot) = SYS_ARGS.get_ptr_mut(slot_index(args.pid_tgid)) {
+        // SAFETY: a live array slot; only this thread uses it until its exit (collisions are
+        // counted and the newer call wins).
+        unsafe {
+            let holder = (*slot).pid_tgid;
+            if holder != 0 && holder != args.pid_tgid {
+                bump(Counter::HttpArgsFull);
+            }
+            *slot = *args;
+        }
+    }
+}
+
+/// Takes the current thread's syscall arguments, if its slot holds them.
+#[inline(always)]
+pub fn take_syscall_args(pid_tgid: u64) -> Option<SyscallArgs> {
+    let slot = SYS_ARGS.get_ptr_mut(slot_index(pid_tgid))?;
+    // SAFETY: a live array slot.
+    unsafe {
+        if (*slot).pid_tgid != pid_tgid {
+            return None;
+        }
+        let args = *slot;
+        (*slot).pid_tgid = 0;
+        Some(args)
+    }
+}
+
+/// Reads any loader-set global.
+#[inline(always)]
+pub fn global_of<T: Copy>(value: &T) -> T {
+    // SAFETY: as in `global`.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Adds one to a counter slot on this CPU.
+#[inline(always)]
+pub fn bump(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+        unsafe { *slot += 1 };
+    }
+}

@@ -1,0 +1,56 @@
+//! A ring-buffer reader on its own thread: waits for a wakeup or a timer tick, then hands
+//! every record to a callback. The HTTP program wakes the reader only once a batch of events
+//! is waiting (see `HTTP_WAKEUP_BYTES`), so the timer bounds how stale a quiet buffer gets.
+//!
+//! Must not: run on the async runtime (decoding and aggregation are CPU work); block longer
+//! than one poll interval after the stop token is cancelled.
+
+use std::{
+    os::fd::{AsRawFd, RawFd},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio_util::sync::CancellationToken;
+
+/// Starts a thread named `sonde-<name>` that drains `ring` into `on_record` every `interval`
+/// (or sooner on a wakeup) until `stop`; it drains once more before returning.
+pub fn spawn(
+    name: &'static str,
+    mut ring: RingBuf<MapData>,
+    interval: Duration,
+    stop: CancellationToken,
+    mut on_record: impl FnMut(&[u8]) + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("sonde-{name}"))
+        .spawn(move || {
+            let fd = ring.as_raw_fd();
+            let timeout_ms = interval.as_millis().clamp(1, i32::MAX as u128) as i32;
+            loop {
+                let stopping = stop.is_cancelled();
+                wait_readable(fd, timeout_ms);
+                while let Some(record) = ring.next() {
+                    on_record(&record);
+                }
+                if stopping {
+                    return;
+                }
+            }
+        })
+}
+
+fn wait_readable(fd: RawFd, timeout_ms: i32) {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; the fd stays open while the ring buffer lives.
+    let rc = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
+    if rc < 0 {
+        // EINTR or a transient error: sleep so a persistent error cannot spin.
+        std::thread::sleep(Duration::from_millis(timeout_ms as u64));
+    }
+}

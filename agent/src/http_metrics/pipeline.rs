@@ -1,0 +1,343 @@
+//! Wiring from the loaded probes to collectors: one reader thread per ring buffer (decode →
+//! identify → filter → aggregate), one maintenance thread (OpenSSL discovery, cgroup rules
+//! resolved again), the seeding of connections that predate the agent, and the collectors
+//! that emit the tables every tick.
+//!
+//! Must not: fail because a part is unavailable; each part starts only when its probes
+//! exist, and says so in the log.
+
+use std::{
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::maps::Array;
+use sonde_ebpf_common::{Conn, FilterRule, Inflight, maps};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    PipelineStats,
+    filter::{self, Filter},
+    identity::Resolver,
+    table::{HttpTable, Limits},
+    tcp::TcpTable,
+};
+use crate::{
+    collect::{CollectError, Collector, Emitter},
+    config::EbpfConfig,
+    ebpf::{self, Probes, tls::TlsAttacher},
+};
+
+/// How often a reader drains its ring buffer when the kernel did not wake it.
+const READ_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What [`start`] set up.
+pub struct Started {
+    /// Collectors to run every tick.
+    pub collectors: Vec<Box<dyn Collector>>,
+    /// Counters for the agent's own metrics.
+    pub stats: Arc<PipelineStats>,
+    /// The threads; they stop within [`READ_INTERVAL`] of `stop`.
+    pub threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("collectors", &self.collectors.len())
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The kernel rules for `config`, to pass to the loader.
+pub fn kernel_rules(config: &EbpfConfig) -> Vec<FilterRule> {
+    Filter::new(&config.filter, filter::cgroup_root()).kernel_rules()
+}
+
+/// The (empty) HTTP table for `config`; [`start`] fills it, `/debug/http` reads it.
+pub fn new_table(config: &EbpfConfig) -> Arc<Mutex<HttpTable>> {
+    Arc::new(Mutex::new(HttpTable::new(Limits {
+        routes_per_service: config.http.max_routes_per_service,
+        max_series: config.http.max_series,
+        idle_expiry: config.http.series_idle_expiry,
+    })))
+}
+
+/// Starts readers, maintenance and collectors for whatever `probes` provides; exchanges go
+/// into `http` (from [`new_table`]).
+pub fn start(
+    config: &EbpfConfig,
+    probes: &mut Probes,
+    stop: &CancellationToken,
+    http: Arc<Mutex<HttpTable>>,
+) -> Started {
+    let stats = Arc::new(PipelineStats::default());
+    let filter = Filter::new(&config.filter, filter::cgroup_root());
+    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+    let mut threads = Vec::new();
+
+    if let Some(ring) = probes.http_events.take() {
+        let table = http.clone();
+        let stats_r = stats.clone();
+        let filter_r = filter.clone();
+        let mut resolver = Resolver::host();
+        let reader =
+            ebpf::ringbuf::spawn("http", ring, READ_INTERVAL, stop.clone(), move |record| {
+                if let Some((tgid, cgroup_id)) = ebpf::http::decode_hint(record) {
+                    resolver.refresh(tgid, cgroup_id);
+                    return;
+                }
+                stats_r.http_events.fetch_add(1, Ordering::Relaxed);
+                let exchange = match ebpf::http::decode(record) {
+                    Ok(x) => x,
+                    Err(error) => {
+                        stats_r.http_decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%error, "undecodable HTTP event");
+                        return;
+                    }
+                };
+                let who = resolver.identify(exchange.tgid, &exchange.comm, exchange.cgroup_id);
+                if !filter_r.allows(&exchange.comm, who.cgroup_path.as_deref()) {
+                    stats_r.http_filtered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                tracing::trace!(
+                    direction = exchange.direction.as_str(),
+                    method = exchange.method,
+                    path = %exchange.path,
+                    status = exchange.status,
+                    duration_us = exchange.duration_ns() / 1000,
+                    pid = exchange.tgid,
+                    service = %who.service_name,
+                    "http exchange"
+                );
+                let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+                if table.record(&exchange, &who, Instant::now()).is_err() {
+                    stats_r.http_series_limit.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        match reader {
+            Ok(handle) => {
+                threads.push(handle);
+                collectors.push(Box::new(HttpCollector {
+                    table: http.clone(),
+                    stats: stats.clone(),
+                }));
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot start the HTTP event reader; HTTP metrics are off")
+            }
+        }
+    }
+
+    if let Some(ring) = probes.tcp_events.take() {
+        let table = Arc::new(Mutex::new(TcpTable::new(
+            config.tcp.max_destinations_per_service,
+            config.tcp.max_series,
+            config.http.series_idle_expiry,
+        )));
+        let table_r = table.clone();
+        let stats_r = stats.clone();
+        let filter_r = filter.clone();
+        let mut resolver = Resolver::host();
+        let reader = ebpf::ringbuf::spawn(
+            "tcp",
+            ring,
+            READ_INTERVAL,
+            stop.clone(),
+            move |record| {
+                stats_r.tcp_events.fetch_add(1, Ordering::Relaxed);
+                let event = match ebpf::tcp::decode(record) {
+                    Ok(e) => e,
+                    Err(error) => {
+                        stats_r.tcp_decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%error, "undecodable TCP event");
+                        return;
+                    }
+                };
+                let who = event.owner.as_ref().map(|o| {
+                    (
+                        resolver.identify(o.tgid, &o.comm, o.cgroup_id),
+                        o.comm.clone(),
+                    )
+                });
+                if let Some((who, comm)) = &who
+                    && !filter_r.allows(comm, who.cgroup_path.as_deref())
+                {
+                    stats_r.tcp_filtered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                tracing::trace!(kind = ?event.kind, remote = ?event.remote, duration_ns = event.duration_ns, "tcp event");
+                let mut table = table_r.lock().unwrap_or_else(|p| p.into_inner());
+                table.record(&event, who.as_ref().map(|(w, _)| w), Instant::now());
+            },
+        );
+        match reader {
+            Ok(handle) => {
+                threads.push(handle);
+                collectors.push(Box::new(TcpCollector {
+                    table,
+                    stats: stats.clone(),
+                }));
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot start the TCP event reader; TCP metrics are off")
+            }
+        }
+    }
+
+    if let Some(mut conns) = probes.conns.take() {
+        let filter_s = filter.clone();
+        let found = ebpf::seed::existing_connections(Path::new("/proc"), |pid, comm| {
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|t| super::identity::unified_path(&t));
+            pid != std::process::id() && filter_s.allows(comm, cgroup.as_deref())
+        });
+        let mut seeded = 0u64;
+        for (key, info) in &found {
+            let conn = Conn {
+                info: *info,
+                inflight: Inflight::EMPTY,
+            };
+            // Only if the kernel has not seen the socket itself in the meantime.
+            if conns.get(key, 0).is_err() && conns.insert(key, conn, 0).is_ok() {
+                seeded += 1;
+            }
+        }
+        stats.seeded_connections.store(seeded, Ordering::Relaxed);
+        tracing::info!(
+            connections = seeded,
+            "connections opened before the agent started are traced"
+        );
+    }
+
+    let tls = probes
+        .tls_loaded
+        .then(|| TlsAttacher::new(probes.ebpf.clone(), Path::new("/proc"), stats.tls.clone()));
+    let cgroup_rules =
+        !config.filter.include_cgroups.is_empty() || !config.filter.exclude_cgroups.is_empty();
+    if tls.is_some() || cgroup_rules {
+        let ebpf = probes.ebpf.clone();
+        let interval = config.http.tls_scan_interval;
+        let stop = stop.clone();
+        let filter = filter.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sonde-maintain".to_owned())
+            .spawn(move || {
+                maintain(tls, cgroup_rules.then_some(filter), &ebpf, interval, &stop);
+            });
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the OpenSSL discovery thread; HTTPS is not measured")
+            }
+        }
+    }
+
+    Started {
+        collectors,
+        stats,
+        threads,
+    }
+}
+
+/// OpenSSL discovery and cgroup rule refresh, until `stop`.
+fn maintain(
+    mut tls: Option<TlsAttacher>,
+    rules: Option<Filter>,
+    ebpf: &Mutex<aya::Ebpf>,
+    interval: Duration,
+    stop: &CancellationToken,
+) {
+    if let Some(tls) = tls.as_mut() {
+        tls.scan_host();
+    }
+    let mut last: Option<Vec<FilterRule>> = None;
+    loop {
+        if let Some(tls) = tls.as_mut() {
+            tls.scan_processes();
+        }
+        if let Some(filter) = &rules {
+            let current = filter.kernel_rules();
+            if last.as_ref() != Some(&current) {
+                if let Err(error) = write_rules(ebpf, &current) {
+                    tracing::warn!(%error, "cannot update the kernel's filter rules");
+                }
+                last = Some(current);
+            }
+        }
+        // Sleep in small steps so shutdown is prompt.
+        let until = Instant::now() + interval;
+        while Instant::now() < until {
+            if stop.is_cancelled() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn write_rules(ebpf: &Mutex<aya::Ebpf>, rules: &[FilterRule]) -> Result<(), aya::maps::MapError> {
+    let mut ebpf = ebpf.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(map) = ebpf.map_mut(maps::FILTER_RULES) else {
+        return Ok(());
+    };
+    let mut array: Array<_, FilterRule> = Array::try_from(map)?;
+    for (i, rule) in rules.iter().enumerate() {
+        array.set(i as u32, rule, 0)?;
+    }
+    Ok(())
+}
+
+/// Emits the HTTP table every tick.
+struct HttpCollector {
+    table: Arc<Mutex<HttpTable>>,
+    stats: Arc<PipelineStats>,
+}
+
+impl Collector for HttpCollector {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn collect(&mut self, out: &mut Emitter) -> Result<(), CollectError> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.expire(Instant::now());
+        table.emit(out);
+        let s = table.stats();
+        set(&self.stats.http_series, table.len() as u64);
+        set(&self.stats.http_route_overflow, s.route_overflow);
+        Ok(())
+    }
+}
+
+/// Emits the TCP table every tick.
+struct TcpCollector {
+    table: Arc<Mutex<TcpTable>>,
+    stats: Arc<PipelineStats>,
+}
+
+impl Collector for TcpCollector {
+    fn name(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn collect(&mut self, out: &mut Emitter) -> Result<(), CollectError> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.expire(Instant::now());
+        table.emit(out);
+        set(&self.stats.tcp_series_limit, table.stats().series_limit);
+        Ok(())
+    }
+}
+
+fn set(counter: &AtomicU64, value: u64) {
+    counter.store(value, Ordering::Relaxed);
+}

@@ -1,0 +1,589 @@
+//! `cargo xtask bench http-overhead`: what HTTP tracing costs the traced service.
+//!
+//! wrk drives nginx on loopback; rounds without and with the agent alternate (the order
+//! flips every round so drift on a shared machine hits both sides alike). With the agent,
+//! every eBPF hook is live and both nginx (server) and wrk (client) are traced — the
+//! worst case of a node where both ends are local. Reported: throughput ratio, added p50/p99,
+//! the agent's own CPU per 10k req/s and RSS, the kernel time of its eBPF programs per
+//! request (`kernel.bpf_stats_enabled` during the run), and how many of wrk's completed
+//! requests the agent counted.
+
+use std::{
+    fmt::Write as _,
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::{ebpf, util};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Pairs of rounds (one without, one with the agent).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// wrk connections.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// wrk threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Use the binaries already in target/release.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// One wrk run.
+#[derive(Debug, Clone, Default)]
+struct Round {
+    agent: bool,
+    rps: f64,
+    requests: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Agent user+system CPU over the run, in cores.
+    agent_cores: f64,
+    agent_rss_mib: f64,
+    agent_peak_rss_mib: f64,
+    /// Kernel time in the agent's eBPF programs per request, ns.
+    ebpf_ns_per_request: f64,
+    /// Requests the agent counted for nginx's route.
+    counted: u64,
+    /// Exchanges lost (sonde_agent_events_lost_total{program="http"}).
+    lost: f64,
+    /// The same per `reason` (only non-zero ones).
+    lost_reasons: std::collections::BTreeMap<String, f64>,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    if !util::is_root() {
+        bail!("the http-overhead benchmark loads eBPF programs: run it as root");
+    }
+    crate::setup::ensure_packages(&["nginx-light", "wrk", "curl"])?;
+    if !options.no_build {
+        ebpf::build(&ebpf::Options { debug: false })?;
+        util::run(util::cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "sonde-agent",
+            "-p",
+            "sonde-aggregator",
+        ]))?;
+    }
+    let root = util::workspace_root();
+    let bin = root.join("target/release");
+    let tmp = tempfile::tempdir().context("temporary directory")?;
+
+    let grpc = free_port()?;
+    let mut aggregator = Guard(
+        Command::new(bin.join("sonde-aggregator"))
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .args(["--listen-http", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--listen-grpc", &format!("127.0.0.1:{grpc}")])
+            .stdout(Stdio::null())
+            .stderr(log(tmp.path(), "aggregator")?)
+            .spawn()
+            .context("start sonde-aggregator")?,
+    );
+    let nginx_port = free_port()?;
+    let nginx = start_nginx(tmp.path(), nginx_port)?;
+    let url = format!("http://127.0.0.1:{nginx_port}/bench/1");
+    wrk(options, &url, 2).context("warm-up run")?;
+
+    let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .unwrap_or_else(|_| "0".into());
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+        .context("enable kernel.bpf_stats_enabled")?;
+    let result = rounds(options, &bin, tmp.path(), grpc, &url);
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
+    drop(nginx);
+    let _ = aggregator.0.kill();
+    let rounds = result?;
+
+    let report = report(options, &rounds);
+    let out = root.join("bench-results/http-overhead.md");
+    std::fs::create_dir_all(out.parent().expect("has a parent"))?;
+    std::fs::write(&out, &report).with_context(|| format!("write {}", out.display()))?;
+    println!("{report}");
+    eprintln!("written to {}", out.display());
+    Ok(())
+}
+
+fn rounds(
+    options: &Options,
+    bin: &Path,
+    dir: &Path,
+    grpc: u16,
+    url: &str,
+) -> anyhow::Result<Vec<Round>> {
+    let mut out = Vec::new();
+    for i in 0..options.rounds {
+        let order = if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with_agent in order {
+            let round = if with_agent {
+                round_with_agent(options, bin, dir, grpc, url)?
+            } else {
+                wrk(options, url, options.duration)?
+            };
+            eprintln!(
+                "round {} {}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms{}",
+                i + 1,
+                if with_agent { "with agent" } else { "without" },
+                round.rps,
+                round.p50_ms,
+                round.p99_ms,
+                if with_agent {
+                    format!(
+                        ", agent {:.3} cores, {:.1} MiB, eBPF {:.0} ns/req, counted {}/{}",
+                        round.agent_cores,
+                        round.agent_rss_mib,
+                        round.ebpf_ns_per_request,
+                        round.counted,
+                        round.requests
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            out.push(round);
+        }
+    }
+    Ok(out)
+}
+
+fn round_with_agent(
+    options: &Options,
+    bin: &Path,
+    dir: &Path,
+    grpc: u16,
+    url: &str,
+) -> anyhow::Result<Round> {
+    let metrics = free_port()?;
+    let mut agent = Guard(
+        Command::new(bin.join("sonde-agent"))
+            .args(["--aggregator", &format!("http://127.0.0.1:{grpc}")])
+            .args(["--listen-metrics", &format!("127.0.0.1:{metrics}")])
+            .stdout(Stdio::null())
+            .stderr(log(dir, "agent")?)
+            .spawn()
+            .context("start sonde-agent")?,
+    );
+    let pid = agent.0.id();
+    let base = format!("http://127.0.0.1:{metrics}");
+    wait_for(Duration::from_secs(30), "the agent's HTTP hooks", || {
+        curl(&format!("{base}/metrics")).is_some_and(|m| {
+            m.contains("sonde_agent_ebpf_program_attached{program=\"sys_exit_io\"} 1")
+        })
+    })?;
+    // Let start-up work (connection seeding, libssl discovery) finish before measuring.
+    std::thread::sleep(Duration::from_secs(1));
+    let progs = prog_ids(pid);
+    let (cpu0, ebpf0, t0) = (cpu_seconds(pid)?, ebpf_time(&progs), Instant::now());
+    let mut round = wrk(options, url, options.duration)?;
+    let (cpu1, ebpf1, elapsed) = (cpu_seconds(pid)?, ebpf_time(&progs), t0.elapsed());
+    round.agent = true;
+    round.agent_cores = (cpu1 - cpu0) / elapsed.as_secs_f64();
+    round.ebpf_ns_per_request = (ebpf1.saturating_sub(ebpf0)) as f64 / round.requests.max(1) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    round.agent_rss_mib = status_kib(&status, "VmRSS:") / 1024.0;
+    round.agent_peak_rss_mib = status_kib(&status, "VmHWM:") / 1024.0;
+    // The reader drains on a 100 ms timer.
+    std::thread::sleep(Duration::from_millis(500));
+    let debug = curl(&format!("{base}/debug/http")).context("agent /debug/http")?;
+    round.counted = counted(&debug)?;
+    let metrics_text = curl(&format!("{base}/metrics")).unwrap_or_default();
+    for line in metrics_text
+        .lines()
+        .filter(|l| l.starts_with("sonde_agent_events_lost_total{program=\"http\""))
+    {
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        let reason = line
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        if let (Some(value), Some(reason)) = (value, reason)
+            && value > 0.0
+        {
+            round.lost += value;
+            *round.lost_reasons.entry(reason.to_owned()).or_default() += value;
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if agent.0.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(round)
+}
+
+/// nginx's requests for the benchmark route, server side, from `/debug/http`.
+fn counted(debug: &str) -> anyhow::Result<u64> {
+    let json: serde_json::Value = serde_json::from_str(debug).context("parse /debug/http")?;
+    Ok(json["series"]
+        .as_array()
+        .map(|series| {
+            series
+                .iter()
+                .filter(|s| {
+                    s["direction"] == "server"
+                        && s["labels"]["service_name"] == "nginx"
+                        && s["labels"]["http_route"] == "/bench/{id}"
+                })
+                .filter_map(|s| s["count"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0))
+}
+
+fn wrk(options: &Options, url: &str, seconds: u64) -> anyhow::Result<Round> {
+    let out = Command::new("wrk")
+        .args(["-t", &options.threads.to_string()])
+        .args(["-c", &options.connections.to_string()])
+        .args(["-d", &format!("{seconds}s"), "--latency", url])
+        .output()
+        .context("run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Option<Round> {
+    let mut round = Round::default();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            round.rps = v.trim().parse().ok()?;
+        } else if let Some(v) = line.strip_prefix("50%") {
+            round.p50_ms = parse_duration_ms(v.trim())?;
+        } else if let Some(v) = line.strip_prefix("99%") {
+            round.p99_ms = parse_duration_ms(v.trim())?;
+        } else if line.contains(" requests in ") {
+            round.requests = line.split_whitespace().next()?.parse().ok()?;
+        }
+    }
+    (round.rps > 0.0 && round.requests > 0).then_some(round)
+}
+
+/// `658.00us`, `1.21ms`, `2.00s` → milliseconds.
+fn parse_duration_ms(v: &str) -> Option<f64> {
+    for (suffix, scale) in [("us", 1e-3), ("ms", 1.0), ("s", 1e3)] {
+        if let Some(n) = v.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| n * scale);
+        }
+    }
+    None
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn report(options: &Options, rounds: &[Round]) -> String {
+    let side = |agent: bool| rounds.iter().filter(move |r| r.agent == agent);
+    let m = |agent: bool, f: fn(&Round) -> f64| median(side(agent).map(f).collect());
+    let (rps_off, rps_on) = (m(false, |r| r.rps), m(true, |r| r.rps));
+    let ratio = rps_on / rps_off;
+    let p50 = m(true, |r| r.p50_ms) - m(false, |r| r.p50_ms);
+    let p99 = m(true, |r| r.p99_ms) - m(false, |r| r.p99_ms);
+    let cpu_per_10k = median(
+        side(true)
+            .map(|r| r.agent_cores / (r.rps / 10_000.0))
+            .collect(),
+    );
+    let rss = side(true).map(|r| r.agent_peak_rss_mib).fold(0.0, f64::max);
+    let ebpf_ns = median(side(true).map(|r| r.ebpf_ns_per_request).collect());
+    let counted_min = side(true)
+        .map(|r| r.counted as f64 / r.requests as f64)
+        .fold(f64::INFINITY, f64::min);
+    let lost: f64 = side(true).map(|r| r.lost).sum();
+    let mut lost_reasons = std::collections::BTreeMap::<String, f64>::new();
+    for (reason, n) in side(true).flat_map(|r| r.lost_reasons.iter()) {
+        *lost_reasons.entry(reason.clone()).or_default() += n;
+    }
+    let lost_detail = if lost_reasons.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = lost_reasons
+            .iter()
+            .map(|(r, n)| format!("{r}: {n:.0}"))
+            .collect();
+        format!(
+            " ({}; the agent traces every process on the host, not only nginx and wrk)",
+            parts.join(", ")
+        )
+    };
+    let check = |ok: bool| if ok { "met" } else { "**missed**" };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# HTTP tracing overhead (`cargo xtask bench http-overhead`)\n"
+    );
+    let _ = writeln!(
+        s,
+        "Reproduce (as root): `cargo xtask bench http-overhead --rounds {} --duration {} \
+         --connections {} --threads {}`\n",
+        options.rounds, options.duration, options.connections, options.threads
+    );
+    let _ = writeln!(
+        s,
+        "wrk ({} thread, {} keep-alive connections, {} s per round) against nginx \
+         (1 worker, `return 200`) on loopback; rounds without and with the agent alternate, \
+         the order flipping every round. With the agent every hook is live and both nginx \
+         (server) and wrk (client) are traced: two exchanges per request. Agent: release \
+         build, default configuration. Machine: Linux {}, {} CPUs, load average at the end \
+         {}(the machine is shared; throughput varies between rounds).\n",
+        options.threads,
+        options.connections,
+        options.duration,
+        kernel.trim(),
+        cpus,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+            + " "
+    );
+    let _ = writeln!(s, "## Summary (medians)\n");
+    let _ = writeln!(s, "| Measure | Result | Goal |\n|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| Throughput with / without agent | {ratio:.3} ({rps_on:.0} / {rps_off:.0} req/s) | ≥ 0.97: {} |",
+        check(ratio >= 0.97)
+    );
+    let _ = writeln!(s, "| Added p50 latency | {:+.3} ms | |", p50);
+    let _ = writeln!(s, "| Added p99 latency | {:+.3} ms | |", p99);
+    let _ = writeln!(
+        s,
+        "| Agent CPU per 10k req/s | {cpu_per_10k:.3} cores | ≤ 0.1: {} |",
+        check(cpu_per_10k <= 0.1)
+    );
+    let _ = writeln!(
+        s,
+        "| Agent peak RSS | {rss:.1} MiB | < 50 MiB: {} |",
+        check(rss < 50.0)
+    );
+    let _ = writeln!(
+        s,
+        "| Kernel time in the agent's eBPF programs | {ebpf_ns:.0} ns per request (both sides) | |"
+    );
+    let _ = writeln!(
+        s,
+        "| nginx requests counted / wrk completed (worst round) | {:.4} | ≥ 0.99: {} |",
+        counted_min,
+        check(counted_min >= 0.99)
+    );
+    let _ = writeln!(
+        s,
+        "| HTTP events lost (all rounds) | {lost:.0}{lost_detail} | |\n"
+    );
+    let _ = writeln!(s, "## Rounds\n");
+    let _ = writeln!(
+        s,
+        "| # | Agent | req/s | p50 ms | p99 ms | agent cores | RSS MiB | eBPF ns/req | counted / completed |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        if r.agent {
+            let _ = writeln!(
+                s,
+                "| {} | on | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {:.0} | {} / {} |",
+                i / 2 + 1,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.agent_cores,
+                r.agent_rss_mib,
+                r.ebpf_ns_per_request,
+                r.counted,
+                r.requests
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "| {} | off | {:.0} | {:.3} | {:.3} | | | | |",
+                i / 2 + 1,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms
+            );
+        }
+    }
+    s
+}
+
+/// A child killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_nginx(dir: &Path, port: u16) -> anyhow::Result<Guard> {
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/nginx-error.log;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 10000000;\n\
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server {{\n    listen 127.0.0.1:{port};\n    location / {{ return 200 \"hello\\n\"; }}\n  }}\n}}\n"
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("nginx-error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start nginx")?;
+    let guard = Guard(child);
+    wait_for(Duration::from_secs(10), "nginx", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })?;
+    Ok(guard)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn log(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    Ok(std::fs::File::create(dir.join(format!("{name}.log")))?)
+}
+
+fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+fn curl(url: &str) -> Option<String> {
+    util::output(Command::new("curl").args(["-sf", "--max-time", "10", url]))
+}
+
+/// User + system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the comm: state is index 0; utime and stime are 11 and 12.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+fn status_kib(status: &str, key: &str) -> f64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Ids of the eBPF programs a process holds (from its fds' fdinfo).
+fn prog_ids(pid: u32) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for fd in fds.flatten() {
+        if let Ok(info) = std::fs::read_to_string(fd.path())
+            && let Some(id) = info
+                .lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Total kernel run time (ns) of the given programs (`kernel.bpf_stats_enabled`).
+fn ebpf_time(ids: &[u64]) -> u64 {
+    let Some(json) = util::output(Command::new("bpftool").args(["prog", "show", "-j"])) else {
+        return 0;
+    };
+    let Ok(serde_json::Value::Array(progs)) = serde_json::from_str::<serde_json::Value>(&json)
+    else {
+        return 0;
+    };
+    progs
+        .iter()
+        .filter(|p| p["id"].as_u64().is_some_and(|id| ids.contains(&id)))
+        .filter_map(|p| p["run_time_ns"].as_u64())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let text = "Running 3s test @ http://127.0.0.1:1/bench/1
+  1 threads and 50 connections
+  Latency Distribution
+     50%  658.00us
+     75%    0.87ms
+     90%    3.18ms
+     99%    5.67ms
+  121432 requests in 3.02s, 17.72MB read
+Requests/sec:  40257.11
+";
+        let r = parse_wrk(text).unwrap();
+        assert_eq!(r.requests, 121432);
+        assert!((r.rps - 40257.11).abs() < 1e-6);
+        assert!((r.p50_ms - 0.658).abs() < 1e-9);
+        assert!((r.p99_ms - 5.67).abs() < 1e-9);
+        assert_eq!(parse_duration_ms("2.00s"), Some(2000.0));
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
