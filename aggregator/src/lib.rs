@@ -12,6 +12,7 @@ pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod promql;
+pub mod rules;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,4 @@
+//! Recording and alerting rules (Prometheus rule files), evaluated with our PromQL engine.
+
+pub mod duration;
+pub mod template;
