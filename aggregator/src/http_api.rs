@@ -83,7 +83,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/federate", get(federate::federate))
         .route("/-/healthy", get(health::healthy).head(health::healthy))
         .route("/-/ready", get(health::ready).head(health::ready))
-        .route("/-/reload", axum::routing::post(rules::reload).put(rules::reload))
+        .route(
+            "/-/reload",
+            axum::routing::post(rules::reload).put(rules::reload),
+        )
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .layer(middleware::from_fn_with_state(

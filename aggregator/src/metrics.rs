@@ -246,7 +246,11 @@ impl RuleMetrics {
                 Histogram::new(exponential_buckets(0.001, 4.0, 8))
             }),
         };
-        registry.register("rule_evaluations", "Rule evaluations", m.evaluations.clone());
+        registry.register(
+            "rule_evaluations",
+            "Rule evaluations",
+            m.evaluations.clone(),
+        );
         registry.register(
             "rule_evaluation_failures",
             "Rule evaluations that failed",
@@ -279,7 +283,11 @@ impl RuleMetrics {
             "Samples the last group evaluation produced",
             m.group_samples.clone(),
         );
-        registry.register("rule_group_rules", "Rules in the group", m.group_rules.clone());
+        registry.register(
+            "rule_group_rules",
+            "Rules in the group",
+            m.group_rules.clone(),
+        );
         registry.register_with_unit(
             "rule_group_interval",
             "Evaluation interval of the group",

@@ -262,7 +262,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
 
     let engine = Engine::new(store.clone(), config.query.clone());
-    let rules = start_rules(&config, http_addr, &engine, &store, &metrics, &shutdown, &tasks).await?;
+    let rules = start_rules(
+        &config, http_addr, &engine, &store, &metrics, &shutdown, &tasks,
+    )
+    .await?;
     let state = ApiState {
         engine,
         store: store.clone(),

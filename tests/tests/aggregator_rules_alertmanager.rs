@@ -14,7 +14,10 @@ use serde_json::Value;
 use sonde_tests::{Aggregator, Process, eventually, free_addr, http_get, series_batch};
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// A webhook receiver on a free port collecting the JSON bodies it is sent.
@@ -47,7 +50,8 @@ fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
                     sink.lock().unwrap().push(json);
                 }
             }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
     (url, received)
@@ -108,11 +112,22 @@ fn alertmanager_receives_deduplicates_and_resolves_sondes_alerts() {
     )
     .unwrap();
     let rules_arg = rules.display().to_string();
-    let args = ["--rules", rules_arg.as_str(), "--alertmanager-url", am_url.as_str()];
+    let args = [
+        "--rules",
+        rules_arg.as_str(),
+        "--alertmanager-url",
+        am_url.as_str(),
+    ];
     let replicas = [Aggregator::start_with(&args), Aggregator::start_with(&args)];
     let t0 = now_ms();
     for r in &replicas {
-        let acks = r.push(vec![series_batch("e2e", 1, "e2e_value", &[("instance", "web-1")], &[(t0, 3.0)])]);
+        let acks = r.push(vec![series_batch(
+            "e2e",
+            1,
+            "e2e_value",
+            &[("instance", "web-1")],
+            &[(t0, 3.0)],
+        )]);
         assert_eq!(acks.len(), 1);
     }
 
@@ -125,37 +140,63 @@ fn alertmanager_receives_deduplicates_and_resolves_sondes_alerts() {
     assert_eq!(alert["labels"]["severity"], "page");
     assert_eq!(alert["labels"]["instance"], "web-1");
     assert_eq!(alert["annotations"]["summary"], "value is 3 on web-1");
-    assert!(alert["generatorURL"].as_str().unwrap().contains("/graph?g0.expr=e2e_value"));
+    assert!(
+        alert["generatorURL"]
+            .as_str()
+            .unwrap()
+            .contains("/graph?g0.expr=e2e_value")
+    );
 
     // Both replicas sent it; Alertmanager holds one alert (identical labels, no replica label).
     for r in &replicas {
-        eventually(Duration::from_secs(10), "the replica counted a sent alert", || {
-            let text = r.get("/metrics").body;
-            text.lines()
-                .any(|l| l.starts_with("sonde_aggregator_notifications_sent_total{") && !l.ends_with(" 0"))
-                .then_some(())
-        });
+        eventually(
+            Duration::from_secs(10),
+            "the replica counted a sent alert",
+            || {
+                let text = r.get("/metrics").body;
+                text.lines()
+                    .any(|l| {
+                        l.starts_with("sonde_aggregator_notifications_sent_total{")
+                            && !l.ends_with(" 0")
+                    })
+                    .then_some(())
+            },
+        );
         let alerts = r.get("/api/v1/alerts").json();
         assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
     }
     let am_alerts: Value = http_get(&format!("{am_url}/api/v2/alerts")).unwrap().json();
     let list = am_alerts.as_array().unwrap();
-    assert_eq!(list.len(), 1, "Alertmanager deduplicates the replicas' alerts: {am_alerts}");
+    assert_eq!(
+        list.len(),
+        1,
+        "Alertmanager deduplicates the replicas' alerts: {am_alerts}"
+    );
     assert_eq!(list[0]["status"]["state"], "active");
 
     // Resolves once the value drops.
     let t1 = now_ms().max(t0 + 1);
     for r in &replicas {
-        r.push(vec![series_batch("e2e", 2, "e2e_value", &[("instance", "web-1")], &[(t1, 0.0)])]);
+        r.push(vec![series_batch(
+            "e2e",
+            2,
+            "e2e_value",
+            &[("instance", "web-1")],
+            &[(t1, 0.0)],
+        )]);
     }
     let resolved = eventually(Duration::from_secs(30), "a resolved notification", || {
         notifications(&received, "resolved").into_iter().next()
     });
     assert_eq!(resolved["alerts"][0]["labels"]["alertname"], "E2EValueHigh");
     assert_eq!(resolved["alerts"][0]["status"], "resolved");
-    eventually(Duration::from_secs(10), "Alertmanager lists no active alert", || {
-        let v: Value = http_get(&format!("{am_url}/api/v2/alerts")).unwrap().json();
-        v.as_array().unwrap().is_empty().then_some(())
-    });
+    eventually(
+        Duration::from_secs(10),
+        "Alertmanager lists no active alert",
+        || {
+            let v: Value = http_get(&format!("{am_url}/api/v2/alerts")).unwrap().json();
+            v.as_array().unwrap().is_empty().then_some(())
+        },
+    );
     am.stop(Duration::from_secs(10));
 }

@@ -9,7 +9,10 @@ use serde_json::Value;
 use sonde_tests::{Aggregator, eventually, http_post_form, series_batch};
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 const RULES: &str = "groups:
@@ -40,20 +43,36 @@ fn rules_evaluate_answer_the_api_and_reload() {
     std::fs::write(&file, RULES).unwrap();
     let path = file.display().to_string();
     let mut agg = Aggregator::start_with(&["--rules", &path]);
-    agg.push(vec![series_batch("a", 1, "load", &[("job", "web"), ("instance", "1")], &[(now_ms(), 4.0)])]);
+    agg.push(vec![series_batch(
+        "a",
+        1,
+        "load",
+        &[("job", "web"), ("instance", "1")],
+        &[(now_ms(), 4.0)],
+    )]);
 
-    eventually(Duration::from_secs(20), "the recording rule's output", || {
-        agg.query_one("job:load:max{job=\"web\"}").filter(|v| *v == 4.0)
-    });
-    eventually(Duration::from_secs(20), "ALERTS written back (pending)", || {
-        agg.query_one("ALERTS{alertname=\"LoadHigh\", alertstate=\"pending\", job=\"web\"}")
-    });
+    eventually(
+        Duration::from_secs(20),
+        "the recording rule's output",
+        || {
+            agg.query_one("job:load:max{job=\"web\"}")
+                .filter(|v| *v == 4.0)
+        },
+    );
+    eventually(
+        Duration::from_secs(20),
+        "ALERTS written back (pending)",
+        || agg.query_one("ALERTS{alertname=\"LoadHigh\", alertstate=\"pending\", job=\"web\"}"),
+    );
     let groups = rules_of(&agg);
     assert_eq!(groups[0]["name"], "api");
     assert_eq!(groups[0]["file"], path.as_str());
     assert_eq!(groups[0]["interval"], 1.0);
     let rec = &groups[0]["rules"][0];
-    assert_eq!((rec["type"].as_str(), rec["health"].as_str()), (Some("recording"), Some("ok")));
+    assert_eq!(
+        (rec["type"].as_str(), rec["health"].as_str()),
+        (Some("recording"), Some("ok"))
+    );
     let alert = &groups[0]["rules"][1];
     assert_eq!(alert["type"], "alerting");
     assert_eq!(alert["state"], "pending");
@@ -61,39 +80,77 @@ fn rules_evaluate_answer_the_api_and_reload() {
     assert_eq!(alert["alerts"][0]["annotations"]["summary"], "web load 4");
     assert_eq!(alert["alerts"][0]["value"], "4e+00");
     let only_alerting = agg.get("/api/v1/rules?type=alert").json();
-    assert_eq!(only_alerting["data"]["groups"][0]["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        only_alerting["data"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let alerts = agg.get("/api/v1/alerts").json();
-    assert_eq!(alerts["data"]["alerts"][0]["labels"]["alertname"], "LoadHigh");
+    assert_eq!(
+        alerts["data"]["alerts"][0]["labels"]["alertname"],
+        "LoadHigh"
+    );
     assert_eq!(alerts["data"]["alerts"][0]["state"], "pending");
 
     // A bad reload keeps the running rules and says where the error is.
-    std::fs::write(&file, RULES.replace("max by (job) (load)", "max by (job) (load")).unwrap();
+    std::fs::write(
+        &file,
+        RULES.replace("max by (job) (load)", "max by (job) (load"),
+    )
+    .unwrap();
     let r = http_post_form(&format!("{}/-/reload", agg.url()), &[]).unwrap();
     assert_eq!(r.status, 500, "{}", r.body);
     assert!(
-        r.body.contains("api.yml:5: group \"api\", rule 1 (\"job:load:max\"): could not parse expression"),
+        r.body.contains(
+            "api.yml:5: group \"api\", rule 1 (\"job:load:max\"): could not parse expression"
+        ),
         "{}",
         r.body
     );
     assert_eq!(rules_of(&agg)[0]["rules"].as_array().unwrap().len(), 2);
-    assert!(agg.get("/metrics").body.contains("sonde_aggregator_rule_config_last_reload_successful 0"));
+    assert!(
+        agg.get("/metrics")
+            .body
+            .contains("sonde_aggregator_rule_config_last_reload_successful 0")
+    );
     let alerts = agg.get("/api/v1/alerts").json();
-    assert_eq!(alerts["data"]["alerts"].as_array().unwrap().len(), 1, "alert state survives");
+    assert_eq!(
+        alerts["data"]["alerts"].as_array().unwrap().len(),
+        1,
+        "alert state survives"
+    );
 
     // SIGHUP loads a good file; the alert keeps its state across the reload.
     let active_at = alerts["data"]["alerts"][0]["activeAt"].clone();
-    std::fs::write(&file, format!("{RULES}      - record: extra\n        expr: vector(7)\n")).unwrap();
+    std::fs::write(
+        &file,
+        format!("{RULES}      - record: extra\n        expr: vector(7)\n"),
+    )
+    .unwrap();
     agg.process().signal(libc::SIGHUP);
     eventually(Duration::from_secs(20), "the reloaded rules", || {
         (rules_of(&agg)[0]["rules"].as_array().unwrap().len() == 3).then_some(())
     });
-    eventually(Duration::from_secs(20), "the new rule's output", || agg.query_one("extra"));
+    eventually(Duration::from_secs(20), "the new rule's output", || {
+        agg.query_one("extra")
+    });
     let alerts = agg.get("/api/v1/alerts").json();
     assert_eq!(alerts["data"]["alerts"][0]["activeAt"], active_at);
     let metrics = agg.get("/metrics").body;
-    assert!(metrics.contains("sonde_aggregator_rule_config_last_reload_successful 1"), "{metrics}");
-    assert!(metrics.contains("sonde_aggregator_rule_group_rules{rule_group=\""), "{metrics}");
-    assert!(metrics.contains("sonde_aggregator_rule_evaluations_total{rule_group=\""), "{metrics}");
+    assert!(
+        metrics.contains("sonde_aggregator_rule_config_last_reload_successful 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sonde_aggregator_rule_group_rules{rule_group=\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sonde_aggregator_rule_evaluations_total{rule_group=\""),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -104,15 +161,28 @@ fn for_state_is_restored_after_a_restart() {
     let config = dir.path().join("sonde.toml");
     std::fs::write(&config, "[rules]\nfor_grace_period = \"1s\"\n").unwrap();
     let data = dir.path().join("data");
-    let args = ["--config", config.to_str().unwrap(), "--rules", file.to_str().unwrap()];
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--rules",
+        file.to_str().unwrap(),
+    ];
     let mut first = Aggregator::start_in(Some(&data), None, &args);
-    first.push(vec![series_batch("a", 1, "load", &[("job", "web")], &[(now_ms(), 4.0)])]);
+    first.push(vec![series_batch(
+        "a",
+        1,
+        "load",
+        &[("job", "web")],
+        &[(now_ms(), 4.0)],
+    )]);
     let active_at = |agg: &Aggregator| -> Option<f64> {
         let v = agg.get("/api/v1/alerts").json();
         let at = v["data"]["alerts"][0]["activeAt"].as_str()?.to_owned();
         chrono_like_seconds(&at)
     };
-    let original = eventually(Duration::from_secs(20), "a pending alert", || active_at(&first));
+    let original = eventually(Duration::from_secs(20), "a pending alert", || {
+        active_at(&first)
+    });
     // Let a few evaluations write ALERTS_FOR_STATE.
     eventually(Duration::from_secs(20), "ALERTS_FOR_STATE", || {
         first.query_one("ALERTS_FOR_STATE{alertname=\"LoadHigh\"}")
@@ -129,9 +199,16 @@ fn for_state_is_restored_after_a_restart() {
     let restored = eventually(Duration::from_secs(20), "the restored activeAt", || {
         active_at(&second).filter(|t| *t < restarted_at - 2.0)
     });
-    assert!(restored >= original, "restored {restored} before original {original}");
+    assert!(
+        restored >= original,
+        "restored {restored} before original {original}"
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert!(second.log().contains("'for' state restored"), "{}", second.log());
+    assert!(
+        second.log().contains("'for' state restored"),
+        "{}",
+        second.log()
+    );
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC timestamp (`2024-01-02T03:04:05.678Z`).
@@ -140,7 +217,10 @@ fn chrono_like_seconds(text: &str) -> Option<f64> {
     let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let mut t = time.split(':');
-    let (hh, mm) = (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
+    let (hh, mm) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
     let ss: f64 = t.next()?.parse().ok()?;
     // Days from civil (Howard Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };

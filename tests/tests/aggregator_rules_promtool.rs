@@ -54,10 +54,16 @@ fn run(program: &Path, args: &[&str], file: &Path) -> Outcome {
 #[test]
 fn promtool_and_sonde_agree_on_every_rule_test_file() {
     let promtool = Path::new("/usr/bin/promtool");
-    assert!(promtool.exists(), "promtool is missing: run `cargo xtask setup`");
+    assert!(
+        promtool.exists(),
+        "promtool is missing: run `cargo xtask setup`"
+    );
     let sonde = binary("sonde-aggregator");
     let files = test_files();
-    assert!(files.len() >= 7, "expected the rule pack and fixtures, found {files:?}");
+    assert!(
+        files.len() >= 7,
+        "expected the rule pack and fixtures, found {files:?}"
+    );
     let mut failing_seen = false;
     let mut disagreements = Vec::new();
     for file in &files {
@@ -73,13 +79,29 @@ fn promtool_and_sonde_agree_on_every_rule_test_file() {
         }
         if name == "failing.test.yml" {
             failing_seen = true;
-            assert!(!p.passed && !s.passed, "failing.test.yml must fail in both:\n{}\n{}", p.output, s.output);
-            assert!(s.output.contains("alertname: Flapping, time: 4m"), "{}", s.output);
+            assert!(
+                !p.passed && !s.passed,
+                "failing.test.yml must fail in both:\n{}\n{}",
+                p.output,
+                s.output
+            );
+            assert!(
+                s.output.contains("alertname: Flapping, time: 4m"),
+                "{}",
+                s.output
+            );
         } else {
-            assert!(p.passed, "{name} fails under promtool itself:\n{}", p.output);
+            assert!(
+                p.passed,
+                "{name} fails under promtool itself:\n{}",
+                p.output
+            );
         }
     }
-    assert!(failing_seen, "the deliberately failing file is part of the comparison");
+    assert!(
+        failing_seen,
+        "the deliberately failing file is part of the comparison"
+    );
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n\n"));
 }
 
@@ -96,15 +118,25 @@ fn an_invalid_rule_file_is_rejected_by_both_naming_the_position() {
     let out = Command::new(binary("sonde-aggregator"))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args(["--listen-http", "127.0.0.1:0", "--listen-grpc", "127.0.0.1:0"])
+        .args([
+            "--listen-http",
+            "127.0.0.1:0",
+            "--listen-grpc",
+            "127.0.0.1:0",
+        ])
         .arg("--rules")
         .arg(&bad)
         .output()
         .expect("run sonde-aggregator");
-    assert!(!out.status.success(), "start-up must fail on an invalid rule file");
+    assert!(
+        !out.status.success(),
+        "start-up must fail on an invalid rule file"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("bad-rules.yml:7: group \"broken\", rule 2 (\"Broken\"): could not parse expression"),
+        err.contains(
+            "bad-rules.yml:7: group \"broken\", rule 2 (\"Broken\"): could not parse expression"
+        ),
         "{err}"
     );
 }

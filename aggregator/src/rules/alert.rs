@@ -220,16 +220,29 @@ mod tests {
     fn pending_then_firing_then_resolved() {
         let mut set = AlertSet::default();
         let hold = 120_000;
-        assert_eq!(set.update(0, vec![cand(1.0)], hold, 0)[0].state, AlertState::Pending);
-        assert_eq!(set.update(60_000, vec![cand(2.0)], hold, 0)[0].state, AlertState::Pending);
+        assert_eq!(
+            set.update(0, vec![cand(1.0)], hold, 0)[0].state,
+            AlertState::Pending
+        );
+        assert_eq!(
+            set.update(60_000, vec![cand(2.0)], hold, 0)[0].state,
+            AlertState::Pending
+        );
         let firing = set.update(120_000, vec![cand(3.0)], hold, 0);
         assert_eq!(firing[0].state, AlertState::Firing);
         assert_eq!(firing[0].value, 3.0);
         let sent = set.to_send(120_000, 60_000, 15_000);
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].valid_until, 120_000 + 240_000);
-        assert!(set.to_send(150_000, 60_000, 15_000).is_empty(), "within resend delay");
-        assert_eq!(set.to_send(190_000, 60_000, 15_000).len(), 1, "resent after delay");
+        assert!(
+            set.to_send(150_000, 60_000, 15_000).is_empty(),
+            "within resend delay"
+        );
+        assert_eq!(
+            set.to_send(190_000, 60_000, 15_000).len(),
+            1,
+            "resent after delay"
+        );
         assert!(set.update(200_000, vec![], hold, 0).is_empty());
         let resolved = set.to_send(200_000, 60_000, 15_000);
         assert_eq!(resolved[0].state, AlertState::Inactive);

@@ -224,7 +224,9 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<GroupSpec>, RuleFileError> {
             return Err(invalid("group name must not be empty".to_owned()));
         }
         if !seen.insert(g.name.clone()) {
-            return Err(invalid("group name is repeated in the same file".to_owned()));
+            return Err(invalid(
+                "group name is repeated in the same file".to_owned(),
+            ));
         }
         let interval = match &g.interval {
             None => None,
@@ -245,7 +247,11 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<GroupSpec>, RuleFileError> {
         for (i, rule) in g.rules.into_iter().enumerate() {
             let line = rule.referenced.line() as usize;
             let r = rule.value;
-            let label = r.alert.clone().or_else(|| r.record.clone()).unwrap_or_default();
+            let label = r
+                .alert
+                .clone()
+                .or_else(|| r.record.clone())
+                .unwrap_or_default();
             let invalid = |message: String| RuleFileError::Invalid {
                 path: file.to_owned(),
                 line,
@@ -327,9 +333,8 @@ fn validate_rule(r: RawRule, line: usize) -> Result<RuleSpec, String> {
             return Err(format!("invalid annotation name: {n}"));
         }
     }
-    let parse_t = |what: &str, n: &str, t: &str| {
-        Template::parse(t).map_err(|e| format!("{what} {n:?}: {e}"))
-    };
+    let parse_t =
+        |what: &str, n: &str, t: &str| Template::parse(t).map_err(|e| format!("{what} {n:?}: {e}"));
     let label_templates = labels
         .iter()
         .map(|(n, t)| parse_t("label", n, t))
@@ -364,10 +369,7 @@ pub fn expand_patterns(patterns: &[String]) -> Result<Vec<PathBuf>, RuleFileErro
             if path.is_dir() {
                 let mut found = read_dir_sorted(&path, pattern)?
                     .into_iter()
-                    .filter(|p| {
-                        p.extension()
-                            .is_some_and(|e| e == "yml" || e == "yaml")
-                    })
+                    .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
                     .collect();
                 out.append(&mut found);
             } else if path.is_file() {
@@ -540,19 +542,37 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_group_and_rule() {
-        let e = err("groups:\n  - name: g\n    rules:\n      - record: ok\n        expr: up\n      - alert: A\n        expr: 'sum(('\n");
-        assert!(e.starts_with("bad.yml:6: group \"g\", rule 2 (\"A\"): could not parse expression"), "{e}");
-        let e = err("groups:\n  - name: g\n    rules:\n      - record: r\n        expr: up\n        for: 1m\n");
-        assert!(e.contains("bad.yml:4: group \"g\", rule 1 (\"r\"): invalid field 'for'"), "{e}");
-        let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        annotations:\n          s: '{{ nosuch }}'\n");
+        let e = err(
+            "groups:\n  - name: g\n    rules:\n      - record: ok\n        expr: up\n      - alert: A\n        expr: 'sum(('\n",
+        );
+        assert!(
+            e.starts_with("bad.yml:6: group \"g\", rule 2 (\"A\"): could not parse expression"),
+            "{e}"
+        );
+        let e = err(
+            "groups:\n  - name: g\n    rules:\n      - record: r\n        expr: up\n        for: 1m\n",
+        );
+        assert!(
+            e.contains("bad.yml:4: group \"g\", rule 1 (\"r\"): invalid field 'for'"),
+            "{e}"
+        );
+        let e = err(
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        annotations:\n          s: '{{ nosuch }}'\n",
+        );
         assert!(e.contains("function \"nosuch\" not defined"), "{e}");
         let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        exr: up\n");
         assert!(e.starts_with("bad.yml:5:") && e.contains("exr"), "{e}");
         let e = err("groups:\n  - name: g\n    rules: []\n  - name: g\n    rules: []\n");
-        assert!(e.contains("bad.yml:4: group \"g\": group name is repeated"), "{e}");
-        let e = err("groups:\n  - name: g\n    rules:\n      - record: 'bad name'\n        expr: up\n");
+        assert!(
+            e.contains("bad.yml:4: group \"g\": group name is repeated"),
+            "{e}"
+        );
+        let e =
+            err("groups:\n  - name: g\n    rules:\n      - record: 'bad name'\n        expr: up\n");
         assert!(e.contains("invalid recording rule name"), "{e}");
-        let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        for: 5x\n");
+        let e = err(
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        for: 5x\n",
+        );
         assert!(e.contains("for: not a valid duration"), "{e}");
     }
 
@@ -568,7 +588,11 @@ mod tests {
         let files = expand_patterns(&[base.clone()]).unwrap();
         assert_eq!(files.len(), 2);
         assert!(expand_patterns(&[format!("{base}/missing.yml")]).is_err());
-        assert!(expand_patterns(&[format!("{base}/*.none")]).unwrap().is_empty());
+        assert!(
+            expand_patterns(&[format!("{base}/*.none")])
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(load_all(&[format!("{base}/a.yml")]).unwrap().len(), 2);
     }
 }

@@ -376,7 +376,10 @@ fn eval_recording(
         out.push((labels, v));
     }
     if limit > 0 && out.len() > limit {
-        return Err(format!("exceeded limit of {limit} with {} series", out.len()));
+        return Err(format!(
+            "exceeded limit of {limit} with {} series",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -466,7 +469,10 @@ fn eval_alerting(
                 AlertState::Firing => "firing",
                 _ => "pending",
             };
-            out.push((with_name(&a.labels, ALERTS, Some(("alertstate", state))), 1.0));
+            out.push((
+                with_name(&a.labels, ALERTS, Some(("alertstate", state))),
+                1.0,
+            ));
             out.push((
                 with_name(&a.labels, ALERTS_FOR_STATE, None),
                 a.active_at.div_euclid(1000) as f64,

@@ -197,8 +197,7 @@ impl RuleManager {
         }
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
         m.config_last_reload_successful.set(1);
-        m.config_last_reload_success_timestamp
-            .set(now_ms() / 1000);
+        m.config_last_reload_success_timestamp.set(now_ms() / 1000);
     }
 
     /// A copy of every group's current state, in file order.

@@ -177,16 +177,28 @@ impl Notifier {
         if alerts.len() > self.capacity {
             let excess = alerts.len() - self.capacity;
             alerts.drain(..excess);
-            self.metrics.rules.notifications_dropped.inc_by(excess as u64);
+            self.metrics
+                .rules
+                .notifications_dropped
+                .inc_by(excess as u64);
         }
         let overflow = (q.len() + alerts.len()).saturating_sub(self.capacity);
         if overflow > 0 {
             q.drain(..overflow);
-            self.metrics.rules.notifications_dropped.inc_by(overflow as u64);
-            tracing::warn!(dropped = overflow, "alert notification queue full, dropping alerts");
+            self.metrics
+                .rules
+                .notifications_dropped
+                .inc_by(overflow as u64);
+            tracing::warn!(
+                dropped = overflow,
+                "alert notification queue full, dropping alerts"
+            );
         }
         q.extend(alerts);
-        self.metrics.rules.notifications_queue_length.set(q.len() as i64);
+        self.metrics
+            .rules
+            .notifications_queue_length
+            .set(q.len() as i64);
         drop(q);
         self.wake.notify_one();
     }
@@ -195,7 +207,10 @@ impl Notifier {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let n = q.len().min(MAX_BATCH);
         let batch: Vec<_> = q.drain(..n).collect();
-        self.metrics.rules.notifications_queue_length.set(q.len() as i64);
+        self.metrics
+            .rules
+            .notifications_queue_length
+            .set(q.len() as i64);
         batch
     }
 
@@ -283,7 +298,10 @@ async fn post(target: &AlertmanagerUrl, body: Bytes) -> Result<(), String> {
     let request = hyper::Request::post(target.path.as_str())
         .header(hyper::header::HOST, target.authority.as_str())
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::USER_AGENT, concat!("sonde-aggregator/", env!("CARGO_PKG_VERSION")))
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("sonde-aggregator/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
     let response = sender
@@ -318,10 +336,7 @@ pub fn api_value(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        rules::alert::AlertState,
-        store::Labels,
-    };
+    use crate::{rules::alert::AlertState, store::Labels};
 
     #[test]
     fn urls_and_values() {
@@ -349,13 +364,22 @@ mod tests {
             valid_until: 301_000,
             keep_firing_since: 0,
         };
-        let ext = BTreeMap::from([("cluster".to_owned(), "eu".to_owned()), ("job".to_owned(), "no".to_owned())]);
+        let ext = BTreeMap::from([
+            ("cluster".to_owned(), "eu".to_owned()),
+            ("job".to_owned(), "no".to_owned()),
+        ]);
         let p = postable("up == 0", std::slice::from_ref(&a), "http://s:9180/", &ext);
         assert_eq!(p[0].starts_at, "1970-01-01T00:01:01.000Z");
         assert_eq!(p[0].ends_at, "1970-01-01T00:05:01.000Z");
         assert_eq!(p[0].labels["cluster"], "eu");
-        assert_eq!(p[0].labels["job"], "x", "alert labels win over external labels");
-        assert_eq!(p[0].generator_url, "http://s:9180/graph?g0.expr=up+%3D%3D+0&g0.tab=1");
+        assert_eq!(
+            p[0].labels["job"], "x",
+            "alert labels win over external labels"
+        );
+        assert_eq!(
+            p[0].generator_url,
+            "http://s:9180/graph?g0.expr=up+%3D%3D+0&g0.tab=1"
+        );
         a.resolved_at = 120_000;
         let p = postable("up", &[a], "http://s", &BTreeMap::new());
         assert_eq!(p[0].ends_at, "1970-01-01T00:02:00.000Z");
@@ -380,7 +404,13 @@ mod tests {
         n.enqueue((0..2).map(alert).collect());
         n.enqueue((2..5).map(alert).collect());
         let batch = n.next_batch();
-        assert_eq!(batch.iter().map(|a| a.labels["i"].clone()).collect::<Vec<_>>(), ["2", "3", "4"]);
+        assert_eq!(
+            batch
+                .iter()
+                .map(|a| a.labels["i"].clone())
+                .collect::<Vec<_>>(),
+            ["2", "3", "4"]
+        );
         assert_eq!(metrics.rules.notifications_dropped.get(), 2);
     }
 }

@@ -160,16 +160,26 @@ impl Template {
     }
 
     /// Expands the template with `data`.
-    pub fn expand(&self, data: &AlertData, ctx: &dyn TemplateContext) -> Result<String, TemplateError> {
+    pub fn expand(
+        &self,
+        data: &AlertData,
+        ctx: &dyn TemplateContext,
+    ) -> Result<String, TemplateError> {
         let root = Arc::new(data.clone());
         let vars = vec![
             ("$".to_owned(), Val::Root(root.clone())),
-            ("$labels".to_owned(), Val::Map(Arc::new(data.labels.clone()))),
+            (
+                "$labels".to_owned(),
+                Val::Map(Arc::new(data.labels.clone())),
+            ),
             (
                 "$externalLabels".to_owned(),
                 Val::Map(Arc::new(data.external_labels.clone())),
             ),
-            ("$externalURL".to_owned(), Val::str(data.external_url.as_str())),
+            (
+                "$externalURL".to_owned(),
+                Val::str(data.external_url.as_str()),
+            ),
             ("$value".to_owned(), Val::Float(data.value)),
         ];
         exec::execute(&self.nodes, Val::Root(root), vars, ctx, &data.external_url)
@@ -178,7 +188,11 @@ impl Template {
 
 /// Parses and expands `text` in one go; an error becomes Prometheus' inline marker
 /// `<error expanding template: …>` as alert labels and annotations show it.
-pub fn expand_or_marker(template: &Template, data: &AlertData, ctx: &dyn TemplateContext) -> String {
+pub fn expand_or_marker(
+    template: &Template,
+    data: &AlertData,
+    ctx: &dyn TemplateContext,
+) -> String {
     match template.expand(data, ctx) {
         Ok(s) => s,
         Err(error) => format!("<error expanding template: {error}>"),
@@ -208,7 +222,11 @@ mod tests {
 
     fn data() -> AlertData {
         AlertData {
-            labels: [("job".to_owned(), "api".to_owned()), ("instance".to_owned(), "h:9".to_owned())].into(),
+            labels: [
+                ("job".to_owned(), "api".to_owned()),
+                ("instance".to_owned(), "h:9".to_owned()),
+            ]
+            .into(),
             external_labels: [("cluster".to_owned(), "eu".to_owned())].into(),
             external_url: "http://sonde.example:9180/prefix".to_owned(),
             value: 0.123456,
@@ -224,10 +242,16 @@ mod tests {
 
     #[test]
     fn prometheus_variables_and_fields() {
-        assert_eq!(expand("{{ $labels.job }} on {{ .Labels.instance }}"), "api on h:9");
+        assert_eq!(
+            expand("{{ $labels.job }} on {{ .Labels.instance }}"),
+            "api on h:9"
+        );
         assert_eq!(expand("{{ $value }}"), "0.123456");
         assert_eq!(expand("{{ .Value }}"), "0.123456");
-        assert_eq!(expand("{{ $externalLabels.cluster }} {{ $externalURL }}"), "eu http://sonde.example:9180/prefix");
+        assert_eq!(
+            expand("{{ $externalLabels.cluster }} {{ $externalURL }}"),
+            "eu http://sonde.example:9180/prefix"
+        );
         assert_eq!(expand("[{{ $labels.missing }}]"), "[]");
         assert_eq!(expand("{{ index $labels \"job\" }}"), "api");
     }
@@ -242,26 +266,52 @@ mod tests {
         assert_eq!(expand("{{ humanizeDuration 90061.5 }}"), "1d 1h 1m 1s");
         assert_eq!(expand("{{ humanizeDuration 0.0015 }}"), "1.5ms");
         assert_eq!(expand("{{ humanizeDuration 12.5 }}"), "12.5s");
-        assert_eq!(expand("{{ humanizeTimestamp 1435065584.128 }}"), "2015-06-23 13:19:44.128 +0000 UTC");
+        assert_eq!(
+            expand("{{ humanizeTimestamp 1435065584.128 }}"),
+            "2015-06-23 13:19:44.128 +0000 UTC"
+        );
         assert_eq!(expand("{{ printf \"%.2f\" $value }}"), "0.12");
         assert_eq!(expand("{{ $value | printf \"%.1f%%\" }}"), "0.1%");
     }
 
     #[test]
     fn control_flow_and_query() {
-        assert_eq!(expand("{{ if gt $value 0.1 }}high{{ else }}low{{ end }}"), "high");
         assert_eq!(
-            expand("{{ range query \"up\" | sortByLabel \"instance\" }}{{ .Labels.instance }}={{ .Value }};{{ end }}"),
+            expand("{{ if gt $value 0.1 }}high{{ else }}low{{ end }}"),
+            "high"
+        );
+        assert_eq!(
+            expand(
+                "{{ range query \"up\" | sortByLabel \"instance\" }}{{ .Labels.instance }}={{ .Value }};{{ end }}"
+            ),
             "a=1;b=0;"
         );
-        assert_eq!(expand("{{ with query \"up\" }}{{ . | first | value }}{{ end }}"), "0");
-        assert_eq!(expand("{{ range $k, $v := $labels }}{{ $k }}={{ $v }} {{ end }}"), "instance=h:9 job=api ");
+        assert_eq!(
+            expand("{{ with query \"up\" }}{{ . | first | value }}{{ end }}"),
+            "0"
+        );
+        assert_eq!(
+            expand("{{ range $k, $v := $labels }}{{ $k }}={{ $v }} {{ end }}"),
+            "instance=h:9 job=api "
+        );
         assert_eq!(expand("{{ $x := 1 }}{{ if eq $x 1 }}one{{ end }}"), "one");
-        assert_eq!(expand("{{ reReplaceAll \"(.*):.*\" \"$1\" $labels.instance }}"), "h");
+        assert_eq!(
+            expand("{{ reReplaceAll \"(.*):.*\" \"$1\" $labels.instance }}"),
+            "h"
+        );
         assert_eq!(expand("{{ $labels.instance | stripPort }}"), "h");
-        assert_eq!(expand("{{ toUpper \"a\" }}{{ title \"hello world\" }}"), "AHello World");
-        assert_eq!(expand("{{ graphLink \"up\" }}{{ pathPrefix }}"), "/graph?g0.expr=up&g0.tab=0/prefix");
-        assert_eq!(expand("{{ len $labels }} {{ not true }} {{ and 1 0 }} {{ or 0 \"x\" }}"), "2 false 0 x");
+        assert_eq!(
+            expand("{{ toUpper \"a\" }}{{ title \"hello world\" }}"),
+            "AHello World"
+        );
+        assert_eq!(
+            expand("{{ graphLink \"up\" }}{{ pathPrefix }}"),
+            "/graph?g0.expr=up&g0.tab=0/prefix"
+        );
+        assert_eq!(
+            expand("{{ len $labels }} {{ not true }} {{ and 1 0 }} {{ or 0 \"x\" }}"),
+            "2 false 0 x"
+        );
     }
 
     #[test]

@@ -143,7 +143,8 @@ pub fn run_files(files: &[PathBuf]) -> bool {
 
 /// Runs one test file; the errors are what failed.
 pub fn run_file(path: &Path) -> Result<(), Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     let tf: TestFile = serde_saphyr::from_str(&text)
         .map_err(|e| vec![format!("{}: {}", path.display(), e.without_snippet())])?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -177,7 +178,9 @@ pub fn run_file(path: &Path) -> Result<(), Vec<String>> {
     let mut order: HashMap<&str, usize> = HashMap::new();
     for (i, g) in tf.group_eval_order.iter().enumerate() {
         if order.insert(g, i).is_some() {
-            return Err(vec![format!("group name repeated in evaluation order: {g}")]);
+            return Err(vec![format!(
+                "group name repeated in evaluation order: {g}"
+            )]);
         }
     }
     let mut errors = Vec::new();
@@ -186,7 +189,11 @@ pub fn run_file(path: &Path) -> Result<(), Vec<String>> {
             errors.append(&mut e);
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn parse_number(s: &str) -> Result<f64, String> {
@@ -194,7 +201,9 @@ fn parse_number(s: &str) -> Result<f64, String> {
         "NaN" => Ok(f64::NAN),
         "Inf" | "+Inf" | "inf" | "+inf" => Ok(f64::INFINITY),
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
-        other => other.parse::<f64>().map_err(|_| format!("invalid number {other:?}")),
+        other => other
+            .parse::<f64>()
+            .map_err(|_| format!("invalid number {other:?}")),
     }
 }
 
@@ -308,7 +317,11 @@ fn fmt_alerts(list: &LabelsAndAnnotations) -> String {
     let mut s = String::from("[");
     for (i, (l, a)) in list.iter().enumerate() {
         let ann: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-        let _ = write!(s, "\n            {i}:\n              Labels:{l}\n              Annotations:{{{}}}", ann.join(", "));
+        let _ = write!(
+            s,
+            "\n            {i}:\n              Labels:{l}\n              Annotations:{{{}}}",
+            ann.join(", ")
+        );
     }
     s.push_str("\n            ]");
     s
@@ -322,7 +335,8 @@ fn run_group(
 ) -> Result<(), Vec<String>> {
     let fail = |e: String| vec![e];
     let interval = dur_ms(&tg.interval).map_err(fail)?;
-    let dir = tempfile::tempdir().map_err(|e| fail(format!("cannot create a temporary store: {e}")))?;
+    let dir =
+        tempfile::tempdir().map_err(|e| fail(format!("cannot create a temporary store: {e}")))?;
     let options = StoreOptions {
         out_of_order_window: Duration::from_secs(1000 * 365 * 86_400),
         retention_time: Duration::ZERO,
@@ -331,17 +345,25 @@ fn run_group(
     let store = Store::open_offline(dir.path(), options).map_err(|e| fail(e.to_string()))?;
     let mut batch = Vec::new();
     for s in &tg.input_series {
-        let labels = parse_metric(&s.series).map_err(|e| fail(format!("series {:?}: {e}", s.series)))?;
+        let labels =
+            parse_metric(&s.series).map_err(|e| fail(format!("series {:?}: {e}", s.series)))?;
         let values = parse_series_values(&s.values)
             .map_err(|e| fail(format!("series {:?}: values {:?}: {e}", s.series, s.values)))?;
         let samples: Vec<Sample> = values
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| v.map(|v| Sample { t: i as i64 * interval, v }))
+            .filter_map(|(i, v)| {
+                v.map(|v| Sample {
+                    t: i as i64 * interval,
+                    v,
+                })
+            })
             .collect();
         batch.push((labels, samples));
     }
-    store.append_batch(batch, Vec::new()).map_err(|e| fail(e.to_string()))?;
+    store
+        .append_batch(batch, Vec::new())
+        .map_err(|e| fail(e.to_string()))?;
     let query = QueryConfig {
         subquery_step: Duration::from_millis(eval_interval as u64),
         ..QueryConfig::default()
@@ -403,7 +425,11 @@ fn run_group(
             g.eval(&ctx, ts, Duration::from_secs(60));
             for r in &g.rules {
                 if let Some(e) = &r.last_error {
-                    eval_errors.push(format!("    rule: {}, time: {}, err: {e}", r.spec.name, fmt_ms(ts)));
+                    eval_errors.push(format!(
+                        "    rule: {}, time: {}, err: {e}",
+                        r.spec.name,
+                        fmt_ms(ts)
+                    ));
                 }
             }
         }
@@ -411,13 +437,18 @@ fn run_group(
             errors.extend(eval_errors);
             return Err(errors);
         }
-        while curr < eval_times.len() && ts <= eval_times[curr] && eval_times[curr] < ts + eval_interval {
+        while curr < eval_times.len()
+            && ts <= eval_times[curr]
+            && eval_times[curr] < ts + eval_interval
+        {
             let t = eval_times[curr];
             for (_, test) in alert_tests.iter().filter(|(at, _)| *at == t) {
                 let mut got: LabelsAndAnnotations = Vec::new();
                 for g in &groups {
                     for r in &g.rules {
-                        if r.spec.name != test.alertname || !matches!(r.spec.kind, RuleKind::Alerting { .. }) {
+                        if r.spec.name != test.alertname
+                            || !matches!(r.spec.kind, RuleKind::Alerting { .. })
+                        {
                             continue;
                         }
                         for a in r.alerts.active_alerts() {
@@ -465,7 +496,11 @@ fn run_group(
         let got = match run_query(&ctx, &test.expr, t) {
             Ok(v) => v,
             Err(e) => {
-                errors.push(format!("    expr: {:?}, time: {}, err: {e}", test.expr, fmt_ms(t)));
+                errors.push(format!(
+                    "    expr: {:?}, time: {}, err: {e}",
+                    test.expr,
+                    fmt_ms(t)
+                ));
                 continue;
             }
         };
@@ -481,14 +516,19 @@ fn run_group(
             }
         }
         if let Some(e) = bad {
-            errors.push(format!("    expr: {:?}, time: {}, err: {e}", test.expr, fmt_ms(t)));
+            errors.push(format!(
+                "    expr: {:?}, time: {}, err: {e}",
+                test.expr,
+                fmt_ms(t)
+            ));
             continue;
         }
         let mut got = got;
         got.sort_by(|a, b| a.0.cmp(&b.0));
         exp.sort_by(|a, b| a.0.cmp(&b.0));
         // Exact equality, as promtool 2.42 (NaN never equals).
-        let same = got.len() == exp.len() && got.iter().zip(&exp).all(|(g, e)| g.0 == e.0 && g.1 == e.1);
+        let same =
+            got.len() == exp.len() && got.iter().zip(&exp).all(|(g, e)| g.0 == e.0 && g.1 == e.1);
         if !same {
             let show = |v: &[(Labels, f64)]| {
                 if v.is_empty() {
@@ -509,7 +549,11 @@ fn run_group(
             ));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -519,7 +563,9 @@ mod tests {
     #[test]
     fn series_notation() {
         assert_eq!(
-            parse_series_values("1+1x2 _ _x2 stale 3 1x1 -1-2x1").unwrap().len(),
+            parse_series_values("1+1x2 _ _x2 stale 3 1x1 -1-2x1")
+                .unwrap()
+                .len(),
             3 + 1 + 2 + 1 + 1 + 2 + 2
         );
         let v = parse_series_values("0.5-0.5x2 1e3").unwrap();
@@ -553,6 +599,10 @@ mod tests {
         run_file(&dir.path().join("ok.yml")).unwrap();
         let errors = run_file(&dir.path().join("bad.yml")).unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("alertname: Down, time: 3m"), "{}", errors[0]);
+        assert!(
+            errors[0].contains("alertname: Down, time: 3m"),
+            "{}",
+            errors[0]
+        );
     }
 }

@@ -115,14 +115,25 @@ impl State<'_> {
                         .map(|(k, v)| (Val::Str(k.as_str().into()), Val::Str(v.as_str().into())))
                         .collect(),
                     Val::Args(a) => {
-                        let mut keyed: Vec<(String, Val)> =
-                            a.iter().enumerate().map(|(i, v)| (format!("arg{i}"), v.clone())).collect();
+                        let mut keyed: Vec<(String, Val)> = a
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (format!("arg{i}"), v.clone()))
+                            .collect();
                         keyed.sort_by(|x, y| x.0.cmp(&y.0));
-                        keyed.into_iter().map(|(k, v)| (Val::Str(k.into()), v)).collect()
+                        keyed
+                            .into_iter()
+                            .map(|(k, v)| (Val::Str(k.into()), v))
+                            .collect()
                     }
                     Val::Int(n) => (0..*n).map(|i| (Val::Int(i), Val::Int(i))).collect(),
                     Val::Nil => Vec::new(),
-                    other => return Err(err(format!("range can't iterate over {}", gofmt::print_value(other)))),
+                    other => {
+                        return Err(err(format!(
+                            "range can't iterate over {}",
+                            gofmt::print_value(other)
+                        )));
+                    }
                 };
                 if items.is_empty() {
                     return self.walk(dot, otherwise);
@@ -158,7 +169,12 @@ impl State<'_> {
     }
 
     /// Evaluates a pipeline; with `declare`, binds its variables.
-    fn pipeline(&mut self, dot: &Val, pipe: &Pipeline, declare: bool) -> Result<Val, TemplateError> {
+    fn pipeline(
+        &mut self,
+        dot: &Val,
+        pipe: &Pipeline,
+        declare: bool,
+    ) -> Result<Val, TemplateError> {
         let mut last: Option<Val> = None;
         for cmd in &pipe.cmds {
             last = Some(self.command(dot, cmd, last)?);
@@ -178,7 +194,12 @@ impl State<'_> {
         Ok(value)
     }
 
-    fn command(&mut self, dot: &Val, cmd: &Command, piped: Option<Val>) -> Result<Val, TemplateError> {
+    fn command(
+        &mut self,
+        dot: &Val,
+        cmd: &Command,
+        piped: Option<Val>,
+    ) -> Result<Val, TemplateError> {
         let first = &cmd.args[0];
         if let Term::Func(name) = first {
             let rest = &cmd.args[1..];
@@ -186,7 +207,9 @@ impl State<'_> {
             if name == "and" || name == "or" {
                 let total = rest.len() + usize::from(piped.is_some());
                 if total == 0 {
-                    return Err(err(format!("wrong number of args for {name}: want at least 1 got 0")));
+                    return Err(err(format!(
+                        "wrong number of args for {name}: want at least 1 got 0"
+                    )));
                 }
                 let want = name == "or";
                 let mut value = Val::Nil;
@@ -208,7 +231,8 @@ impl State<'_> {
             if let Some(p) = piped {
                 args.push(p);
             }
-            return funcs::call(name, args, &self.env).map_err(|e| err(format!("error calling {name}: {e}")));
+            return funcs::call(name, args, &self.env)
+                .map_err(|e| err(format!("error calling {name}: {e}")));
         }
         if cmd.args.len() > 1 || piped.is_some() {
             return Err(err(format!(
@@ -224,9 +248,8 @@ impl State<'_> {
             Term::Dot => dot.clone(),
             Term::Field(chain) => fields(dot.clone(), chain)?,
             Term::Var(name, chain) => fields(self.lookup(name)?, chain)?,
-            Term::Func(name) => {
-                funcs::call(name, Vec::new(), &self.env).map_err(|e| err(format!("error calling {name}: {e}")))?
-            }
+            Term::Func(name) => funcs::call(name, Vec::new(), &self.env)
+                .map_err(|e| err(format!("error calling {name}: {e}")))?,
             Term::Str(s) => Val::Str(s.as_str().into()),
             Term::Num(Number::Int(i)) => Val::Int(*i),
             Term::Num(Number::Float(f)) => Val::Float(*f),

@@ -4,7 +4,11 @@
 //!
 //! Must not: run PromQL itself (`query` goes through [`TemplateContext`]).
 
-use std::{cmp::Ordering, collections::HashSet, sync::{Arc, OnceLock}};
+use std::{
+    cmp::Ordering,
+    collections::HashSet,
+    sync::{Arc, OnceLock},
+};
 
 use super::{QuerySample, TemplateContext, Val, gofmt};
 
@@ -17,11 +21,47 @@ pub struct Env<'a> {
 }
 
 const NAMES: [&str; 41] = [
-    "and", "or", "not", "len", "index", "print", "printf", "println", "eq", "ne", "lt", "le",
-    "gt", "ge", "html", "js", "urlquery", "query", "first", "label", "value", "strvalue",
-    "sortByLabel", "args", "reReplaceAll", "match", "title", "toUpper", "toLower", "safeHtml",
-    "humanize", "humanize1024", "humanizeDuration", "humanizePercentage", "humanizeTimestamp",
-    "parseDuration", "stripPort", "graphLink", "tableLink", "pathPrefix", "externalURL",
+    "and",
+    "or",
+    "not",
+    "len",
+    "index",
+    "print",
+    "printf",
+    "println",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "html",
+    "js",
+    "urlquery",
+    "query",
+    "first",
+    "label",
+    "value",
+    "strvalue",
+    "sortByLabel",
+    "args",
+    "reReplaceAll",
+    "match",
+    "title",
+    "toUpper",
+    "toLower",
+    "safeHtml",
+    "humanize",
+    "humanize1024",
+    "humanizeDuration",
+    "humanizePercentage",
+    "humanizeTimestamp",
+    "parseDuration",
+    "stripPort",
+    "graphLink",
+    "tableLink",
+    "pathPrefix",
+    "externalURL",
 ];
 
 /// The names templates may call.
@@ -34,7 +74,10 @@ fn arity(name: &str, args: &[Val], want: usize) -> Result<(), String> {
     if args.len() == want {
         Ok(())
     } else {
-        Err(format!("wrong number of args for {name}: want {want} got {}", args.len()))
+        Err(format!(
+            "wrong number of args for {name}: want {want} got {}",
+            args.len()
+        ))
     }
 }
 
@@ -74,7 +117,8 @@ pub fn to_float(v: &Val) -> Result<f64, String> {
     match v {
         Val::Float(f) => Ok(*f),
         Val::Int(i) => Ok(*i as f64),
-        Val::Str(s) => parse_go_float(s).ok_or_else(|| format!("strconv.ParseFloat: parsing {s:?}: invalid syntax")),
+        Val::Str(s) => parse_go_float(s)
+            .ok_or_else(|| format!("strconv.ParseFloat: parsing {s:?}: invalid syntax")),
         other => Err(format!("can't convert {} to float", other.type_name())),
     }
 }
@@ -98,7 +142,9 @@ fn pct_escape(s: &str, space_plus: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' if space_plus => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -223,13 +269,17 @@ fn compare(name: &str, a: &Val, b: &Val) -> Result<Ordering, String> {
     let incompatible = || "incompatible types for comparison".to_owned();
     match (a, b) {
         (Val::Int(x), Val::Int(y)) => Ok(x.cmp(y)),
-        (Val::Float(x), Val::Float(y)) => x.partial_cmp(y).ok_or_else(|| "NaN in comparison".to_owned()).or(Ok(Ordering::Less)),
+        (Val::Float(x), Val::Float(y)) => x
+            .partial_cmp(y)
+            .ok_or_else(|| "NaN in comparison".to_owned())
+            .or(Ok(Ordering::Less)),
         (Val::Str(x), Val::Str(y)) => Ok(x.cmp(y)),
         (Val::Bool(x), Val::Bool(y)) if name == "eq" || name == "ne" => Ok(x.cmp(y)),
         (Val::Bool(_), Val::Bool(_)) => Err("invalid type for comparison".to_owned()),
-        (Val::Int(_) | Val::Float(_) | Val::Str(_) | Val::Bool(_), Val::Int(_) | Val::Float(_) | Val::Str(_) | Val::Bool(_)) => {
-            Err(incompatible())
-        }
+        (
+            Val::Int(_) | Val::Float(_) | Val::Str(_) | Val::Bool(_),
+            Val::Int(_) | Val::Float(_) | Val::Str(_) | Val::Bool(_),
+        ) => Err(incompatible()),
         _ => Err("invalid type for comparison".to_owned()),
     }
 }
@@ -297,13 +347,21 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
             let mut v = args[0].clone();
             for key in &args[1..] {
                 v = match (&v, key) {
-                    (Val::Map(m), Val::Str(k)) => Val::Str(m.get(&**k).map_or("", String::as_str).into()),
+                    (Val::Map(m), Val::Str(k)) => {
+                        Val::Str(m.get(&**k).map_or("", String::as_str).into())
+                    }
                     (Val::Samples(x), Val::Int(i)) => x
                         .get(usize::try_from(*i).map_err(|_| format!("index out of range: {i}"))?)
                         .map(|s| Val::Sample(Arc::new(s.clone())))
                         .ok_or_else(|| format!("index out of range: {i}"))?,
                     (Val::Nil, _) => return Err("index of untyped nil".to_owned()),
-                    (c, k) => return Err(format!("can't index item of type {} with {}", c.type_name(), k.type_name())),
+                    (c, k) => {
+                        return Err(format!(
+                            "can't index item of type {} with {}",
+                            c.type_name(),
+                            k.type_name()
+                        ));
+                    }
                 };
             }
             Ok(v)
@@ -311,7 +369,10 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
         "print" => s(sprint(&args)),
         "println" => s(format!(
             "{}\n",
-            args.iter().map(gofmt::print_value).collect::<Vec<_>>().join(" ")
+            args.iter()
+                .map(gofmt::print_value)
+                .collect::<Vec<_>>()
+                .join(" ")
         )),
         "printf" => {
             if args.is_empty() {
@@ -393,7 +454,11 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
         }
         "strvalue" => {
             arity(name, &args, 1)?;
-            s(sample_arg(&args, 0)?.labels.get("__value__").cloned().unwrap_or_default())
+            s(sample_arg(&args, 0)?
+                .labels
+                .get("__value__")
+                .cloned()
+                .unwrap_or_default())
         }
         "sortByLabel" => {
             arity(name, &args, 2)?;
@@ -406,11 +471,14 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
         "reReplaceAll" => {
             arity(name, &args, 3)?;
             let re = regex(string_arg(&args, 0)?)?;
-            s(re.replace_all(string_arg(&args, 2)?, string_arg(&args, 1)?).into_owned())
+            s(re.replace_all(string_arg(&args, 2)?, string_arg(&args, 1)?)
+                .into_owned())
         }
         "match" => {
             arity(name, &args, 2)?;
-            Ok(Val::Bool(regex(string_arg(&args, 0)?)?.is_match(string_arg(&args, 1)?)))
+            Ok(Val::Bool(
+                regex(string_arg(&args, 0)?)?.is_match(string_arg(&args, 1)?),
+            ))
         }
         "title" => {
             arity(name, &args, 1)?;
@@ -442,7 +510,10 @@ pub fn call(name: &str, args: Vec<Val>, env: &Env<'_>) -> Result<Val, String> {
         }
         "humanizePercentage" => {
             arity(name, &args, 1)?;
-            s(format!("{}%", gofmt::format_g(to_float(&args[0])? * 100.0, Some(4), false)))
+            s(format!(
+                "{}%",
+                gofmt::format_g(to_float(&args[0])? * 100.0, Some(4), false)
+            ))
         }
         "humanizeTimestamp" => {
             arity(name, &args, 1)?;

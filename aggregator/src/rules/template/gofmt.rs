@@ -111,11 +111,21 @@ pub fn print_value(v: &Val) -> String {
         Val::Samples(s) => {
             let inner: Vec<String> = s
                 .iter()
-                .map(|s| format!("{{map[{}] {}}}", map_inner(&s.labels), format_g(s.value, None, false)))
+                .map(|s| {
+                    format!(
+                        "{{map[{}] {}}}",
+                        map_inner(&s.labels),
+                        format_g(s.value, None, false)
+                    )
+                })
                 .collect();
             format!("[{}]", inner.join(" "))
         }
-        Val::Sample(s) => format!("&{{map[{}] {}}}", map_inner(&s.labels), format_g(s.value, None, false)),
+        Val::Sample(s) => format!(
+            "&{{map[{}] {}}}",
+            map_inner(&s.labels),
+            format_g(s.value, None, false)
+        ),
         Val::Args(a) => {
             let inner: Vec<String> = a
                 .iter()
@@ -274,7 +284,13 @@ fn format_float(verb: char, v: f64, precision: Option<usize>, flags: Flags) -> S
     with_sign(s, v.is_sign_negative(), flags)
 }
 
-fn format_one(verb: char, arg: &Val, width: Option<usize>, precision: Option<usize>, flags: Flags) -> String {
+fn format_one(
+    verb: char,
+    arg: &Val,
+    width: Option<usize>,
+    precision: Option<usize>,
+    flags: Flags,
+) -> String {
     let (s, numeric) = match (verb, arg) {
         ('v', Val::Float(f)) => (format_float('g', *f, precision, flags), true),
         ('v', Val::Int(i)) | ('d', Val::Int(i)) => (with_sign(i.to_string(), *i < 0, flags), true),
@@ -286,7 +302,10 @@ fn format_one(verb: char, arg: &Val, width: Option<usize>, precision: Option<usi
             };
             (s, false)
         }
-        ('s', v @ (Val::Map(_) | Val::Samples(_) | Val::Sample(_) | Val::Args(_) | Val::Bool(_))) => {
+        (
+            's',
+            v @ (Val::Map(_) | Val::Samples(_) | Val::Sample(_) | Val::Args(_) | Val::Bool(_)),
+        ) => {
             // Go formats composite values element-wise with %s; booleans mis-verb.
             match v {
                 Val::Bool(_) => (bad_verb(verb, v), false),
@@ -295,22 +314,53 @@ fn format_one(verb: char, arg: &Val, width: Option<usize>, precision: Option<usi
         }
         ('q', Val::Str(s)) => (serde_json::to_string(&**s).unwrap_or_default(), false),
         ('t', Val::Bool(b)) => (b.to_string(), false),
-        ('e' | 'E' | 'f' | 'F' | 'g' | 'G', Val::Float(f)) => (format_float(verb, *f, precision, flags), true),
+        ('e' | 'E' | 'f' | 'F' | 'g' | 'G', Val::Float(f)) => {
+            (format_float(verb, *f, precision, flags), true)
+        }
         ('x' | 'X', Val::Int(i)) => {
-            let s = if verb == 'x' { format!("{:x}", i.unsigned_abs()) } else { format!("{:X}", i.unsigned_abs()) };
+            let s = if verb == 'x' {
+                format!("{:x}", i.unsigned_abs())
+            } else {
+                format!("{:X}", i.unsigned_abs())
+            };
             let s = if flags.sharp { format!("0x{s}") } else { s };
-            (with_sign(if *i < 0 { format!("-{s}") } else { s }, *i < 0, flags), true)
+            (
+                with_sign(if *i < 0 { format!("-{s}") } else { s }, *i < 0, flags),
+                true,
+            )
         }
         ('x' | 'X', Val::Str(s)) => {
-            let hex: String = s.bytes().map(|b| if verb == 'x' { format!("{b:02x}") } else { format!("{b:02X}") }).collect();
+            let hex: String = s
+                .bytes()
+                .map(|b| {
+                    if verb == 'x' {
+                        format!("{b:02x}")
+                    } else {
+                        format!("{b:02X}")
+                    }
+                })
+                .collect();
             (hex, false)
         }
         ('o', Val::Int(i)) => (with_sign(format!("{:o}", i), *i < 0, flags), true),
         ('b', Val::Int(i)) => (with_sign(format!("{:b}", i), *i < 0, flags), true),
-        ('c', Val::Int(i)) => (char::from_u32(*i as u32).map(String::from).unwrap_or_default(), false),
-        ('d', Val::Float(_)) | ('s', _) | ('q', _) | ('t', _) | ('d', _) | ('e' | 'E' | 'f' | 'F' | 'g' | 'G', _)
+        ('c', Val::Int(i)) => (
+            char::from_u32(*i as u32)
+                .map(String::from)
+                .unwrap_or_default(),
+            false,
+        ),
+        ('d', Val::Float(_))
+        | ('s', _)
+        | ('q', _)
+        | ('t', _)
+        | ('d', _)
+        | ('e' | 'E' | 'f' | 'F' | 'g' | 'G', _)
         | ('x' | 'X' | 'o' | 'b' | 'c', _) => (bad_verb(verb, arg), false),
-        (_, _) => (format!("%!{verb}({}={})", arg.type_name(), print_value(arg)), false),
+        (_, _) => (
+            format!("%!{verb}({}={})", arg.type_name(), print_value(arg)),
+            false,
+        ),
     };
     pad(s, width, flags, numeric)
 }
@@ -341,12 +391,24 @@ mod tests {
         let f = |s: &str, a: &[Val]| sprintf(s, a);
         assert_eq!(f("%.2f", &[Val::Float(3.14159)]), "3.14");
         assert_eq!(f("%d%%", &[Val::Int(42)]), "42%");
-        assert_eq!(f("%5.1f|%-5s|%05d", &[Val::Float(2.25), Val::Str("ab".into()), Val::Int(-42)]), "  2.2|ab   |-0042");
+        assert_eq!(
+            f(
+                "%5.1f|%-5s|%05d",
+                &[Val::Float(2.25), Val::Str("ab".into()), Val::Int(-42)]
+            ),
+            "  2.2|ab   |-0042"
+        );
         assert_eq!(f("%s", &[Val::Float(1.5)]), "%!s(float64=1.5)");
         assert_eq!(f("%d", &[Val::Float(1.5)]), "%!d(float64=1.5)");
         assert_eq!(f("%d %d", &[Val::Int(1)]), "1 %!d(MISSING)");
         assert_eq!(f("x", &[Val::Int(1)]), "x%!(EXTRA int=1)");
-        assert_eq!(f("%v %v %q", &[Val::Float(1e6), Val::Bool(true), Val::Str("a\"".into())]), "1e+06 true \"a\\\"\"");
+        assert_eq!(
+            f(
+                "%v %v %q",
+                &[Val::Float(1e6), Val::Bool(true), Val::Str("a\"".into())]
+            ),
+            "1e+06 true \"a\\\"\""
+        );
         assert_eq!(f("%+.1e", &[Val::Float(12345.0)]), "+1.2e+04");
         assert_eq!(f("%x", &[Val::Int(255)]), "ff");
     }

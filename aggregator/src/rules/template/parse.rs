@@ -271,10 +271,7 @@ impl<'a> Lexer<'a> {
                     self.toks.push((Tok::Num(Number::Int(ch as i64)), at));
                 }
                 b'.' => {
-                    if bytes
-                        .get(self.pos + 1)
-                        .is_some_and(|b| b.is_ascii_digit())
-                    {
+                    if bytes.get(self.pos + 1).is_some_and(|b| b.is_ascii_digit()) {
                         let n = self.number()?;
                         self.toks.push((Tok::Num(n), at));
                     } else if bytes
@@ -391,7 +388,9 @@ impl<'a> Lexer<'a> {
                             'u' => 4,
                             _ => 8,
                         };
-                        let hex: String = (0..n).filter_map(|_| chars.next().map(|(_, c)| c)).collect();
+                        let hex: String = (0..n)
+                            .filter_map(|_| chars.next().map(|(_, c)| c))
+                            .collect();
                         let code = u32::from_str_radix(&hex, 16)
                             .ok()
                             .and_then(char::from_u32)
@@ -448,7 +447,12 @@ pub fn parse(text: &str, funcs: &HashSet<&str>, vars: &[&str]) -> Result<Vec<Nod
         toks,
         pos: 0,
         funcs,
-        scopes: vec![vars.iter().map(|v| (*v).to_owned()).chain(["$".to_owned()]).collect()],
+        scopes: vec![
+            vars.iter()
+                .map(|v| (*v).to_owned())
+                .chain(["$".to_owned()])
+                .collect(),
+        ],
         range_depth: 0,
     };
     let (nodes, end) = parser.list()?;
@@ -535,7 +539,9 @@ impl Parser<'_> {
                             "define" | "template" | "block" => {
                                 return Err(self.err_at(
                                     self.pos,
-                                    format!("{{{{{word}}}}} is not supported in Sonde's rule templates"),
+                                    format!(
+                                        "{{{{{word}}}}} is not supported in Sonde's rule templates"
+                                    ),
                                 ));
                             }
                             _ => {}
@@ -574,7 +580,8 @@ impl Parser<'_> {
                 Vec::new()
             }
             Some("else") => {
-                if kind == BranchKind::If && matches!(self.peek(), Some(Tok::Ident(w)) if w == "if") {
+                if kind == BranchKind::If && matches!(self.peek(), Some(Tok::Ident(w)) if w == "if")
+                {
                     // `{{else if …}}` … `{{end}}`: the nested if consumes the shared end.
                     self.pos += 1;
                     vec![self.branch("if")?]
@@ -584,13 +591,20 @@ impl Parser<'_> {
                     let (otherwise, end) = self.list()?;
                     self.scopes.pop();
                     if end.as_deref() != Some("end") {
-                        return Err(self.err_at(self.pos, format!("missing {{{{end}}}} for {word}")));
+                        return Err(
+                            self.err_at(self.pos, format!("missing {{{{end}}}} for {word}"))
+                        );
                     }
                     self.expect_close("end")?;
                     otherwise
                 }
             }
-            _ => return Err(self.err_at(self.pos, format!("unexpected EOF: missing {{{{end}}}} for {word}"))),
+            _ => {
+                return Err(self.err_at(
+                    self.pos,
+                    format!("unexpected EOF: missing {{{{end}}}} for {word}"),
+                ));
+            }
         };
         Ok(Node::Branch {
             kind,
@@ -613,7 +627,9 @@ impl Parser<'_> {
             let mut names = Vec::new();
             loop {
                 match (self.toks.get(self.pos), self.toks.get(self.pos + 1)) {
-                    (Some((Tok::Var(name, chain), _)), Some((Tok::Comma, _))) if chain.is_empty() => {
+                    (Some((Tok::Var(name, chain), _)), Some((Tok::Comma, _)))
+                        if chain.is_empty() =>
+                    {
                         names.push(name.clone());
                         self.pos += 2;
                     }
@@ -766,7 +782,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(nodes.len(), 2);
-        assert!(matches!(&nodes[0], Node::Branch { kind: BranchKind::If, otherwise, .. } if otherwise.len() == 1));
+        assert!(
+            matches!(&nodes[0], Node::Branch { kind: BranchKind::If, otherwise, .. } if otherwise.len() == 1)
+        );
     }
 
     #[test]
