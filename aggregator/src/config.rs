@@ -456,7 +456,11 @@ impl Config {
         if st.block_duration < Duration::from_secs(60) {
             return invalid("storage.block_duration", "must be at least 1m");
         }
-        if st.compacted_block_duration.as_millis() % st.block_duration.as_millis() != 0 {
+        if !st
+            .compacted_block_duration
+            .as_millis()
+            .is_multiple_of(st.block_duration.as_millis())
+        {
             return invalid(
                 "storage.compacted_block_duration",
                 "must be a multiple of storage.block_duration",

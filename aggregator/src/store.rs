@@ -516,10 +516,10 @@ impl Store {
             }
             outcome.spans = spans.len() as u64;
             self.spans.add_to_head(spans);
-            if let Some(wal) = wal_guard.as_mut() {
-                if wal.wants_rotation() {
-                    wal.rotate()?;
-                }
+            if let Some(wal) = wal_guard.as_mut()
+                && wal.wants_rotation()
+            {
+                wal.rotate()?;
             }
             position
         };
@@ -790,11 +790,11 @@ impl Store {
                 *head = old.without_empty_series();
             }
             let spans = self.spans.take_head();
-            if let Some(wal) = wal.as_mut() {
-                if cut.is_some() || !spans.is_empty() {
-                    // Seal: every sample removed and every span taken is in a sealed segment.
-                    wal.rotate()?;
-                }
+            if let Some(wal) = wal.as_mut()
+                && (cut.is_some() || !spans.is_empty())
+            {
+                // Seal: every sample removed and every span taken is in a sealed segment.
+                wal.rotate()?;
             }
             spans
         };
@@ -867,11 +867,11 @@ impl Store {
             );
             std::fs::remove_dir_all(block.dir()).map_err(io_err(block.dir()))?;
         }
-        if let Some(newest) = newest {
-            if !self.options.retention_time.is_zero() {
-                self.spans
-                    .delete_before(newest - self.options.retention_time.as_millis() as i64)?;
-            }
+        if let Some(newest) = newest
+            && !self.options.retention_time.is_zero()
+        {
+            self.spans
+                .delete_before(newest - self.options.retention_time.as_millis() as i64)?;
         }
         Ok(doomed.len())
     }

@@ -41,11 +41,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             6
         } else {
             let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-            let found = UNITS[..6]
+
+            UNITS[..6]
                 .iter()
                 .position(|(u, _)| &rest[..letters] == *u)
-                .ok_or_else(invalid)?;
-            found
+                .ok_or_else(invalid)?
         };
         if unit < next_unit {
             return Err(invalid());

@@ -274,11 +274,11 @@ impl Group {
                     }],
                 ));
             }
-            if !batch.is_empty() {
-                if let Err(e) = ctx.store.append_batch(batch, Vec::new()) {
-                    rule.health = Health::Bad;
-                    rule.last_error = Some(format!("cannot store rule output: {e}"));
-                }
+            if !batch.is_empty()
+                && let Err(e) = ctx.store.append_batch(batch, Vec::new())
+            {
+                rule.health = Health::Bad;
+                rule.last_error = Some(format!("cannot store rule output: {e}"));
             }
             rule.series_in_previous_eval = returned;
         }

@@ -98,10 +98,10 @@ impl Head {
             if existing.binary_search_by_key(&s.t, |e| e.t).is_ok() {
                 continue;
             }
-            if let Some(last) = out.last() {
-                if last.t >= s.t {
-                    sorted = false;
-                }
+            if let Some(last) = out.last()
+                && last.t >= s.t
+            {
+                sorted = false;
             }
             out.push(s);
         }

@@ -81,7 +81,7 @@ fn arity(name: &str, args: &[Val], want: usize) -> Result<(), String> {
     }
 }
 
-fn string_arg<'v>(args: &'v [Val], i: usize) -> Result<&'v str, String> {
+fn string_arg(args: &[Val], i: usize) -> Result<&str, String> {
     match &args[i] {
         Val::Str(s) => Ok(s),
         other => Err(format!(
@@ -167,7 +167,7 @@ fn sprint(args: &[Val]) -> String {
 /// Prometheus' `humanize`: SI prefixes, 4 significant digits.
 pub fn humanize(v: f64) -> String {
     if v == 0.0 || v.is_nan() || v.is_infinite() {
-        return format!("{}", gofmt::format_g(v, Some(4), false));
+        return gofmt::format_g(v, Some(4), false).to_string();
     }
     let mut v = v;
     let mut prefix = "";
@@ -305,10 +305,10 @@ fn go_title(s: &str) -> String {
 
 fn strip_port(host_port: &str) -> String {
     if let Some(rest) = host_port.strip_prefix('[') {
-        if let Some((host, port)) = rest.split_once("]:") {
-            if !port.contains(':') {
-                return host.to_owned();
-            }
+        if let Some((host, port)) = rest.split_once("]:")
+            && !port.contains(':')
+        {
+            return host.to_owned();
         }
         return host_port.to_owned();
     }

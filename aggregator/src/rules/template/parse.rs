@@ -668,10 +668,8 @@ impl Parser<'_> {
                 break;
             }
         }
-        if !assign {
-            if let Some(scope) = self.scopes.last_mut() {
-                scope.extend(vars.iter().cloned());
-            }
+        if !assign && let Some(scope) = self.scopes.last_mut() {
+            scope.extend(vars.iter().cloned());
         }
         Ok(Pipeline { vars, assign, cmds })
     }

@@ -94,9 +94,11 @@ pub fn open(dir: &Path) -> Result<Block, BlockError> {
             .as_primitive_opt::<TimestampMillisecondType>()
             .ok_or_else(|| bad("max_t"))?;
         for row in 0..batch.num_rows() {
-            let pairs = names.iter().zip(&values).filter_map(|(name, col)| {
-                (!col.is_null(row)).then(|| (name.as_str(), col.value(row)))
-            });
+            let pairs = names
+                .iter()
+                .zip(&values)
+                .filter(|&(name, col)| (!col.is_null(row)))
+                .map(|(name, col)| (name.as_str(), col.value(row)));
             let labels = Labels::from_pairs(pairs);
             if index.get(&labels).is_some() {
                 return Err(BlockError::invalid(
