@@ -45,10 +45,10 @@ fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
                 }
             }
             let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok() {
-                if let Ok(json) = serde_json::from_slice::<Value>(&body) {
-                    sink.lock().unwrap().push(json);
-                }
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(json) = serde_json::from_slice::<Value>(&body)
+            {
+                sink.lock().unwrap().push(json);
             }
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");

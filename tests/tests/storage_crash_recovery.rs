@@ -34,7 +34,7 @@ fn config(dir: &Path) -> std::path::PathBuf {
 
 /// The value batch `k` carries for series `j`, sample `i` (unique, sometimes a stale marker).
 fn value(k: u64, j: u64, i: u64) -> f64 {
-    if i == PER_BATCH - 1 && k % 7 == 0 {
+    if i == PER_BATCH - 1 && k.is_multiple_of(7) {
         f64::from_bits(STALE)
     } else {
         (k * 1000 + j * 10 + i) as f64 + 0.25

@@ -585,7 +585,7 @@ mod tests {
         let base = dir.path().display().to_string();
         let files = expand_patterns(&[format!("{base}/*.y*ml")]).unwrap();
         assert_eq!(files.len(), 2);
-        let files = expand_patterns(&[base.clone()]).unwrap();
+        let files = expand_patterns(std::slice::from_ref(&base)).unwrap();
         assert_eq!(files.len(), 2);
         assert!(expand_patterns(&[format!("{base}/missing.yml")]).is_err());
         assert!(

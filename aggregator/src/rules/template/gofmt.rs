@@ -389,7 +389,7 @@ mod tests {
     #[test]
     fn printf_verbs() {
         let f = |s: &str, a: &[Val]| sprintf(s, a);
-        assert_eq!(f("%.2f", &[Val::Float(3.14159)]), "3.14");
+        assert_eq!(f("%.2f", &[Val::Float(1.23456)]), "1.23");
         assert_eq!(f("%d%%", &[Val::Int(42)]), "42%");
         assert_eq!(
             f(

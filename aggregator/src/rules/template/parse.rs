@@ -350,7 +350,7 @@ impl<'a> Lexer<'a> {
                     || ((c == '-' || c == '+') && i == 0)
                     || ((c == '-' || c == '+')
                         && matches!(
-                            self.src[self.pos..].as_bytes().get(i.wrapping_sub(1)),
+                            self.src.as_bytes()[self.pos..].get(i.wrapping_sub(1)),
                             Some(b'e' | b'E' | b'p' | b'P')
                         ))
             })

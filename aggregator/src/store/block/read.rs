@@ -97,7 +97,7 @@ pub fn open(dir: &Path) -> Result<Block, BlockError> {
             let pairs = names
                 .iter()
                 .zip(&values)
-                .filter(|&(name, col)| (!col.is_null(row)))
+                .filter(|&(_, col)| !col.is_null(row))
                 .map(|(name, col)| (name.as_str(), col.value(row)));
             let labels = Labels::from_pairs(pairs);
             if index.get(&labels).is_some() {

@@ -811,7 +811,7 @@ pub fn generate(
     interval_ms: i64,
     start_ms: i64,
 ) -> std::io::Result<Generated> {
-    let mut rng = Rng::new(0x5eed_0f_50de);
+    let mut rng = Rng::new(0x005e_ed0f_50de);
     let mut out = Generated {
         series: 0,
         samples: 0,
@@ -852,7 +852,7 @@ pub fn generate(
                         s.value = q((s.value + sd * rng.normal()).clamp(lo, hi), quantum);
                         s.value
                     }
-                    Kind::Noise { mean, sd } if mean < 0.0 => {
+                    Kind::Noise { mean, sd: _ } if mean < 0.0 => {
                         // A histogram _sum: grows by a noisy float each scrape.
                         s.value += -mean * (1.0 + 0.5 * rng.normal()).max(0.0);
                         s.value
