@@ -81,6 +81,58 @@ pub struct Config {
     pub grpc: GrpcConfig,
     /// Storage: WAL, blocks, retention.
     pub storage: StorageConfig,
+    /// Recording and alerting rules, Alertmanager notifications.
+    pub rules: RulesConfig,
+}
+
+/// Rule evaluation and alert notification settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Prometheus rule files: paths, directories (their `*.yml`/`*.yaml`) or globs.
+    pub files: Vec<String>,
+    /// Alertmanager base URLs (`http://host:9093`); alerts go to `<url>/api/v2/alerts`.
+    pub alertmanager_urls: Vec<String>,
+    /// Interval of groups that set none (Prometheus' `evaluation_interval`).
+    #[serde(with = "humantime_serde")]
+    pub evaluation_interval: Duration,
+    /// Least time before a firing alert is sent again.
+    #[serde(with = "humantime_serde")]
+    pub resend_delay: Duration,
+    /// How far back `ALERTS_FOR_STATE` is read to restore `for` state after a restart.
+    #[serde(with = "humantime_serde")]
+    pub outage_tolerance: Duration,
+    /// Least time a restored pending alert still waits before firing.
+    #[serde(with = "humantime_serde")]
+    pub for_grace_period: Duration,
+    /// Alerts waiting to be sent; beyond it the oldest are dropped (and counted).
+    pub notification_queue_capacity: usize,
+    /// Deadline of one request to an Alertmanager.
+    #[serde(with = "humantime_serde")]
+    pub notification_timeout: Duration,
+    /// URL Sonde is reached at (`$externalURL`, alerts' `generatorURL`); empty:
+    /// `http://<hostname>:<listen_http port>`.
+    pub external_url: String,
+    /// Labels added to sent alerts that lack them (`$externalLabels`). Give every replica
+    /// the same ones: Alertmanager deduplicates identical label sets.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            alertmanager_urls: Vec::new(),
+            evaluation_interval: Duration::from_secs(60),
+            resend_delay: Duration::from_secs(60),
+            outage_tolerance: Duration::from_secs(3600),
+            for_grace_period: Duration::from_secs(600),
+            notification_queue_capacity: 10_000,
+            notification_timeout: Duration::from_secs(10),
+            external_url: String::new(),
+            external_labels: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 /// Security of the gRPC ingest endpoint.
@@ -243,6 +295,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             grpc: GrpcConfig::default(),
             storage: StorageConfig::default(),
+            rules: RulesConfig::default(),
         }
     }
 }
@@ -322,6 +375,12 @@ pub struct Cli {
         global = true
     )]
     pub log_level: Option<String>,
+    /// Rule file, directory or glob; repeatable (replaces `rules.files` from the config file).
+    #[arg(long = "rules", value_name = "PATH|GLOB")]
+    pub rules: Vec<String>,
+    /// Alertmanager base URL; repeatable (replaces `rules.alertmanager_urls`).
+    #[arg(long = "alertmanager-url", value_name = "URL")]
+    pub alertmanager_urls: Vec<String>,
     /// A subcommand; without one the aggregator serves.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -340,9 +399,23 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Run tests: `test rules FILE...` runs promtool-format rule unit tests.
+    #[command(subcommand)]
+    Test(TestCommand),
     /// Print the blocks in --data-dir with the on-disk size of every Parquet column
     /// (read-only; works beside a running aggregator).
     Inspect,
+}
+
+/// `sonde-aggregator test …`.
+#[derive(Debug, Subcommand)]
+pub enum TestCommand {
+    /// Run rule unit tests written for `promtool test rules`; exits 1 if any fails.
+    Rules {
+        /// Test files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 impl Config {
@@ -367,6 +440,12 @@ impl Config {
         }
         if let Some(v) = &cli.log_level {
             config.log_level = v.clone();
+        }
+        if !cli.rules.is_empty() {
+            config.rules.files = cli.rules.clone();
+        }
+        if !cli.alertmanager_urls.is_empty() {
+            config.rules.alertmanager_urls = cli.alertmanager_urls.clone();
         }
         config.validate()?;
         Ok(config)
@@ -460,6 +539,24 @@ impl Config {
         }
         if st.wal_fsync == WalFsync::Interval && st.wal_fsync_interval.is_zero() {
             return invalid("storage.wal_fsync_interval", "must be positive");
+        }
+        let r = &self.rules;
+        if r.evaluation_interval.as_millis() == 0 {
+            return invalid("rules.evaluation_interval", "must be at least 1ms");
+        }
+        if r.notification_queue_capacity == 0 {
+            return invalid("rules.notification_queue_capacity", "must be at least 1");
+        }
+        if r.notification_timeout.is_zero() {
+            return invalid("rules.notification_timeout", "must be positive");
+        }
+        for url in &r.alertmanager_urls {
+            if let Err(problem) = crate::rules::AlertmanagerUrl::parse(url) {
+                return Err(ConfigError::Invalid {
+                    key: "rules.alertmanager_urls",
+                    problem,
+                });
+            }
         }
         Ok(())
     }

@@ -4,8 +4,8 @@
 //! Endpoints (GET, and form-encoded POST where Prometheus accepts it): `/api/v1/query`,
 //! `/api/v1/query_range`, `/api/v1/query_exemplars` (empty: no exemplar storage yet),
 //! `/api/v1/labels`, `/api/v1/label/<name>/values`, `/api/v1/series`, `/api/v1/metadata`,
-//! `/api/v1/status/buildinfo`, `/api/v1/rules` and `/api/v1/alerts` (empty: no rule engine
-//! yet), `/federate`, `/-/healthy`, `/-/ready`, `/metrics`.
+//! `/api/v1/status/buildinfo`, `/api/v1/rules` and `/api/v1/alerts` (the rule manager's
+//! state), `/federate`, `/-/healthy`, `/-/ready`, `POST /-/reload` (rule files), `/metrics`.
 //!
 //! Owns: routing, request parameters ([`params`]), Prometheus' JSON envelope and value
 //! formatting ([`json`]), and the one mapping from internal errors to HTTP status codes and
@@ -54,6 +54,8 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// When the process started (buildinfo, status).
     pub started: Instant,
+    /// The rule manager (`None` in tools that serve without rules).
+    pub rules: Option<Arc<crate::rules::RuleManager>>,
 }
 
 impl ApiState {
@@ -81,6 +83,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/federate", get(federate::federate))
         .route("/-/healthy", get(health::healthy).head(health::healthy))
         .route("/-/ready", get(health::ready).head(health::ready))
+        .route(
+            "/-/reload",
+            axum::routing::post(rules::reload).put(rules::reload),
+        )
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .layer(middleware::from_fn_with_state(

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sonde_aggregator::{
-    config::{Cli, Command, Config},
-    import, server, telemetry,
+    config::{Cli, Command, Config, TestCommand},
+    import, rules, server, telemetry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // Logging may not be set up yet: print the cause chain to stderr ourselves.
             eprintln!("sonde-aggregator: error: {}", report(&error));
@@ -42,8 +42,15 @@ fn report(error: &anyhow::Error) -> String {
     out
 }
 
-fn run() -> anyhow::Result<()> {
+fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Some(Command::Test(TestCommand::Rules { files })) = &cli.command {
+        return Ok(if rules::unittest::run_files(files) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let config = Config::load(&cli)?;
     match &cli.command {
         Some(Command::PrintConfig) => {
@@ -51,7 +58,7 @@ fn run() -> anyhow::Result<()> {
                 "{}",
                 toml::to_string(&config).context("cannot render the configuration")?
             );
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Import { files }) => {
             telemetry::init_logging(config.log_format, &config.log_level)
@@ -71,16 +78,16 @@ fn run() -> anyhow::Result<()> {
                 summary.parse_seconds,
                 summary.write_seconds,
             );
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Inspect) => {
             print!(
                 "{}",
                 sonde_aggregator::store::inspect::inspect(&config.data_dir)?
             );
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
-        None => {}
+        Some(Command::Test(_)) | None => {}
     }
     telemetry::init_logging(config.log_format, &config.log_level).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -94,7 +101,8 @@ fn run() -> anyhow::Result<()> {
         let running = server::start(config, shutdown).await?;
         running.wait().await?;
         anyhow::Ok(())
-    })
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -75,6 +75,8 @@ pub struct Metrics {
     store_block_samples: Gauge,
     store_wal_bytes: Gauge,
     store_head_memory_bytes: Gauge,
+    /// Rule evaluation and notification metrics.
+    pub rules: RuleMetrics,
 }
 
 impl Default for Metrics {
@@ -190,8 +192,10 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
+        let rules = RuleMetrics::register(&mut registry);
         Self {
             registry,
+            rules,
             ingest_batches,
             ingest_samples,
             ingest_duplicate_samples,
@@ -243,5 +247,184 @@ impl Metrics {
         self.ingest_batches
             .get_or_create(&BatchLabels { result })
             .inc();
+    }
+}
+
+/// Label of per-group rule metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleGroupLabels {
+    /// Prometheus' group key, `file;name`.
+    pub rule_group: String,
+}
+
+/// Label of per-Alertmanager notification metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertmanagerLabels {
+    /// The Alertmanager's URL as configured.
+    pub alertmanager: String,
+}
+
+/// `sonde_aggregator_rule_*` and `sonde_aggregator_notifications_*` (Prometheus'
+/// `prometheus_rule_*` and `prometheus_notifications_*` counterparts).
+#[derive(Debug)]
+pub struct RuleMetrics {
+    /// Rule evaluations, per group.
+    pub evaluations: Family<RuleGroupLabels, Counter>,
+    /// Failed rule evaluations, per group.
+    pub evaluation_failures: Family<RuleGroupLabels, Counter>,
+    /// Group evaluations run.
+    pub group_iterations: Family<RuleGroupLabels, Counter>,
+    /// Group evaluations skipped because the previous one overran.
+    pub group_iterations_missed: Family<RuleGroupLabels, Counter>,
+    /// Duration of the last group evaluation.
+    pub group_last_duration: Family<RuleGroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Timestamp of the last group evaluation.
+    pub group_last_evaluation: Family<RuleGroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Samples the last group evaluation produced.
+    pub group_samples: Family<RuleGroupLabels, Gauge>,
+    /// Rules in each group.
+    pub group_rules: Family<RuleGroupLabels, Gauge>,
+    /// Interval of each group.
+    pub group_interval: Family<RuleGroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 if the last rule (re)load succeeded.
+    pub config_last_reload_successful: Gauge,
+    /// When the rules were last (re)loaded successfully.
+    pub config_last_reload_success_timestamp: Gauge,
+    /// Alerts sent, per Alertmanager.
+    pub notifications_sent: Family<AlertmanagerLabels, Counter>,
+    /// Alerts whose sending failed, per Alertmanager.
+    pub notifications_errors: Family<AlertmanagerLabels, Counter>,
+    /// Alerts dropped (queue overflow, or no Alertmanager accepted them).
+    pub notifications_dropped: Counter,
+    /// Alerts waiting in the queue.
+    pub notifications_queue_length: Gauge,
+    /// Queue capacity.
+    pub notifications_queue_capacity: Gauge,
+    /// Alertmanagers configured.
+    pub notifications_alertmanagers: Gauge,
+    /// Time to send a batch, per Alertmanager.
+    pub notifications_latency: Family<AlertmanagerLabels, Histogram>,
+}
+
+impl RuleMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            evaluations: Family::default(),
+            evaluation_failures: Family::default(),
+            group_iterations: Family::default(),
+            group_iterations_missed: Family::default(),
+            group_last_duration: Family::default(),
+            group_last_evaluation: Family::default(),
+            group_samples: Family::default(),
+            group_rules: Family::default(),
+            group_interval: Family::default(),
+            config_last_reload_successful: Gauge::default(),
+            config_last_reload_success_timestamp: Gauge::default(),
+            notifications_sent: Family::default(),
+            notifications_errors: Family::default(),
+            notifications_dropped: Counter::default(),
+            notifications_queue_length: Gauge::default(),
+            notifications_queue_capacity: Gauge::default(),
+            notifications_alertmanagers: Gauge::default(),
+            notifications_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 4.0, 8))
+            }),
+        };
+        registry.register(
+            "rule_evaluations",
+            "Rule evaluations",
+            m.evaluations.clone(),
+        );
+        registry.register(
+            "rule_evaluation_failures",
+            "Rule evaluations that failed",
+            m.evaluation_failures.clone(),
+        );
+        registry.register(
+            "rule_group_iterations",
+            "Group evaluations run",
+            m.group_iterations.clone(),
+        );
+        registry.register(
+            "rule_group_iterations_missed",
+            "Group evaluations missed because the previous one was slow",
+            m.group_iterations_missed.clone(),
+        );
+        registry.register_with_unit(
+            "rule_group_last_duration",
+            "Duration of the last group evaluation",
+            Unit::Seconds,
+            m.group_last_duration.clone(),
+        );
+        registry.register_with_unit(
+            "rule_group_last_evaluation_timestamp",
+            "Time of the last group evaluation",
+            Unit::Seconds,
+            m.group_last_evaluation.clone(),
+        );
+        registry.register(
+            "rule_group_last_evaluation_samples",
+            "Samples the last group evaluation produced",
+            m.group_samples.clone(),
+        );
+        registry.register(
+            "rule_group_rules",
+            "Rules in the group",
+            m.group_rules.clone(),
+        );
+        registry.register_with_unit(
+            "rule_group_interval",
+            "Evaluation interval of the group",
+            Unit::Seconds,
+            m.group_interval.clone(),
+        );
+        registry.register(
+            "rule_config_last_reload_successful",
+            "Whether the last rule reload succeeded (1) or failed (0)",
+            m.config_last_reload_successful.clone(),
+        );
+        registry.register_with_unit(
+            "rule_config_last_reload_success_timestamp",
+            "When the rules were last loaded successfully",
+            Unit::Seconds,
+            m.config_last_reload_success_timestamp.clone(),
+        );
+        registry.register(
+            "notifications_sent",
+            "Alerts sent to Alertmanager",
+            m.notifications_sent.clone(),
+        );
+        registry.register(
+            "notifications_errors",
+            "Alerts that could not be sent to an Alertmanager",
+            m.notifications_errors.clone(),
+        );
+        registry.register(
+            "notifications_dropped",
+            "Alerts dropped: queue full or no Alertmanager accepted them",
+            m.notifications_dropped.clone(),
+        );
+        registry.register(
+            "notifications_queue_length",
+            "Alerts waiting to be sent",
+            m.notifications_queue_length.clone(),
+        );
+        registry.register(
+            "notifications_queue_capacity",
+            "Capacity of the alert queue",
+            m.notifications_queue_capacity.clone(),
+        );
+        registry.register(
+            "notifications_alertmanagers",
+            "Alertmanagers alerts are sent to",
+            m.notifications_alertmanagers.clone(),
+        );
+        registry.register_with_unit(
+            "notifications_latency",
+            "Time to send a batch of alerts",
+            Unit::Seconds,
+            m.notifications_latency.clone(),
+        );
+        m
     }
 }

@@ -55,6 +55,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The rule files are invalid.
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RuleFileError),
     /// A server failed while running.
     #[error("{what} server failed: {message}")]
     Serve {
@@ -154,6 +157,68 @@ impl Maintenance {
     }
 }
 
+/// Starts the notifier and the rule manager (invalid rule files fail start-up) and the
+/// SIGHUP reload listener.
+async fn start_rules(
+    config: &Config,
+    http_addr: SocketAddr,
+    engine: &Engine,
+    store: &Arc<Store>,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<Arc<crate::rules::RuleManager>, ServerError> {
+    use crate::rules::{AlertmanagerUrl, Notifier, RuleManager, RulesOptions};
+    let rc = &config.rules;
+    let targets = rc
+        .alertmanager_urls
+        .iter()
+        .map(|u| AlertmanagerUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| ServerError::Serve {
+            what: "notifier",
+            message,
+        })?;
+    let notifier = Notifier::new(
+        targets,
+        rc.notification_queue_capacity,
+        rc.notification_timeout,
+        metrics.clone(),
+    );
+    tasks.spawn(notifier.clone().run(shutdown.clone()));
+    let external_url = if rc.external_url.is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned());
+        format!("http://{host}:{}", http_addr.port())
+    } else {
+        rc.external_url.trim_end_matches('/').to_owned()
+    };
+    let manager = RuleManager::start(
+        RulesOptions {
+            patterns: rc.files.clone(),
+            default_interval: rc.evaluation_interval,
+            resend_delay: rc.resend_delay,
+            outage_tolerance: rc.outage_tolerance,
+            for_grace_period: rc.for_grace_period,
+            external_url,
+            external_labels: rc.external_labels.clone(),
+            query_timeout: config.query.timeout,
+        },
+        engine.clone(),
+        store.clone(),
+        notifier,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    tasks.spawn(crate::rules::reload_on_sighup(
+        manager.clone(),
+        shutdown.clone(),
+    ));
+    Ok(manager)
+}
+
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
@@ -241,12 +306,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
     }
 
+    let engine = Engine::new(store.clone(), config.query.clone());
+    let rules = start_rules(
+        &config, http_addr, &engine, &store, &metrics, &shutdown, &tasks,
+    )
+    .await?;
     let state = ApiState {
-        engine: Engine::new(store.clone(), config.query.clone()),
+        engine,
         store: store.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
         started: Instant::now(),
+        rules: Some(rules),
     };
     let router = http_api::router(state).merge(remote_write::router(applier, metrics));
     let http_shutdown = shutdown.clone();
