@@ -32,6 +32,9 @@ pub struct Options {
     /// Build in debug mode instead of release.
     #[arg(long)]
     debug: bool,
+    /// Run the binaries already in DIR instead of building (the end-to-end test uses this).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -41,17 +44,21 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    ebpf::build(&ebpf::Options { debug: false })?;
-    let mut build = util::cargo();
-    build.args(["build", "-p", "sonde-agent", "-p", "sonde-aggregator"]);
-    if !options.debug {
-        build.arg("--release");
-    }
-    util::run(&mut build)?;
     let root = util::workspace_root();
-    let bin_dir = root
-        .join("target")
-        .join(if options.debug { "debug" } else { "release" });
+    let bin_dir = match &options.bin_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            ebpf::build(&ebpf::Options { debug: false })?;
+            let mut build = util::cargo();
+            build.args(["build", "-p", "sonde-agent", "-p", "sonde-aggregator"]);
+            if !options.debug {
+                build.arg("--release");
+            }
+            util::run(&mut build)?;
+            root.join("target")
+                .join(if options.debug { "debug" } else { "release" })
+        }
+    };
     let state = root.join(&options.state_dir);
     std::fs::create_dir_all(&state)
         .with_context(|| format!("cannot create {}", state.display()))?;
@@ -99,10 +106,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
          Example queries:\n\
          \x20 curl -s '{url}/api/v1/label/__name__/values'\n\
          \x20 curl -s '{url}/api/v1/query' --data-urlencode 'query=node_load1'\n\
-         \x20 curl -s '{url}/api/v1/query' --data-urlencode 'query=node_process_execs_total'\n\n\
+         \x20 curl -s '{url}/api/v1/query' --data-urlencode 'query=node_process_execs_total'\n\
+         \x20 curl -s '{url}/api/v1/query' --data-urlencode \\\n\
+         \x20   'query=100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{{mode=\"idle\"}}[1m])))'\n\n\
+         Grafana: data sources and dashboards in {grafana}/ (point provisioning/ at this URL;\n\
+         \x20 see README.md, section Grafana).\n\n\
          Press Ctrl-C to stop (the agent flushes first, then the aggregator).",
         options.agent_metrics,
-        state.display()
+        state.display(),
+        grafana = root.join("deploy/grafana").display(),
     );
 
     let outcome = loop {
@@ -120,10 +132,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("\nstopping agent…");
-    stop(&mut agent, "agent");
+    let agent_stopped = stop(&mut agent, "agent");
     eprintln!("stopping aggregator…");
-    stop(&mut aggregator, "aggregator");
-    outcome
+    let aggregator_stopped = stop(&mut aggregator, "aggregator");
+    outcome?;
+    agent_stopped.and(aggregator_stopped)
 }
 
 fn spawn(cmd: &mut Command) -> anyhow::Result<Child> {
@@ -148,9 +161,10 @@ fn wait_listening(addr: &str, child: &mut Child, name: &str) -> anyhow::Result<(
     bail!("the {name} did not listen on {addr} within 30 s")
 }
 
-fn stop(child: &mut Child, name: &str) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
+/// Stops a child with SIGTERM (killing it after 30 s); an error unless it exits cleanly.
+fn stop(child: &mut Child, name: &str) -> anyhow::Result<()> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return clean(status, name);
     }
     // SAFETY: sending a signal to our own child's pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -159,16 +173,21 @@ fn stop(child: &mut Child, name: &str) {
         match child.try_wait() {
             Ok(Some(status)) => {
                 eprintln!("{name} stopped ({status})");
-                return;
+                return clean(status, name);
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(error) => {
-                eprintln!("{name}: {error}");
-                return;
-            }
+            Err(error) => bail!("{name}: {error}"),
         }
     }
-    eprintln!("{name} did not stop within 30 s; killing it");
     let _ = child.kill();
     let _ = child.wait();
+    bail!("the {name} did not stop within 30 s; killed it")
+}
+
+fn clean(status: std::process::ExitStatus, name: &str) -> anyhow::Result<()> {
+    if status.success() {
+        Ok(())
+    } else {
+        bail!("the {name} stopped with {status}")
+    }
 }
