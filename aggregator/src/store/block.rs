@@ -194,13 +194,11 @@ impl Block {
             .filter(|&id| self.in_range(id, mint, maxt))
             .collect();
         let mut out = Vec::with_capacity(ids.len());
-        read::read_series(self, &ids, |id, samples| {
-            let start = samples.partition_point(|s| s.t < mint);
-            let end = samples.partition_point(|s| s.t <= maxt);
-            if start < end {
+        read::read_series(self, &ids, mint, maxt, |id, samples| {
+            if !samples.is_empty() {
                 out.push(SeriesSamples {
                     labels: self.index.labels(id).clone(),
-                    samples: samples[start..end].to_vec(),
+                    samples: samples.to_vec(),
                 });
             }
         })?;
@@ -210,7 +208,9 @@ impl Block {
     /// Every series with all its samples, in series order (for compaction).
     pub fn read_all(&self, mut f: impl FnMut(&Labels, &[Sample])) -> Result<(), BlockError> {
         let ids: Vec<SeriesId> = (0..self.index.len() as SeriesId).collect();
-        read::read_series(self, &ids, |id, samples| f(self.index.labels(id), samples))
+        read::read_series(self, &ids, i64::MIN, i64::MAX, |id, samples| {
+            f(self.index.labels(id), samples)
+        })
     }
 
     /// Approximate heap bytes held by the block's index.

@@ -155,10 +155,14 @@ pub fn open(dir: &Path) -> Result<Block, BlockError> {
     })
 }
 
-/// Decodes the samples of series `ids` (ascending) and calls `f` once per series, in order.
+/// Decodes the samples in `[mint, maxt]` of series `ids` (ascending) and calls `f` once per
+/// series, in order (with an empty slice when the series has none in the range). Values of
+/// rows outside the range are not decoded.
 pub fn read_series(
     block: &Block,
     ids: &[SeriesId],
+    mint: i64,
+    maxt: i64,
     mut f: impl FnMut(SeriesId, &[Sample]),
 ) -> Result<(), BlockError> {
     if ids.is_empty() {
@@ -192,6 +196,7 @@ pub fn read_series(
     let mut pending = ids.iter().copied();
     let mut current = pending.next();
     let mut buf: Vec<Sample> = Vec::new();
+    let mut consumed = 0usize;
     for batch in reader {
         let batch = batch.map_err(|e| BlockError::invalid(&path, e.to_string()))?;
         let bad = |what: &str| BlockError::invalid(&path, format!("bad column {what}"));
@@ -211,24 +216,29 @@ pub fn read_series(
             let Some(id) = current else {
                 return Err(BlockError::invalid(&path, "more rows than selected"));
             };
-            let v = if v_int.is_valid(row) {
-                let scale = v_scale.value(row);
-                if !(0..=values::MAX_SCALE).contains(&scale) {
-                    return Err(BlockError::invalid(&path, format!("bad v_scale {scale}")));
-                }
-                values::decode(v_int.value(row), scale)
-            } else if v_float.is_valid(row) {
-                v_float.value(row)
-            } else {
-                return Err(BlockError::invalid(
-                    &path,
-                    "a row has neither v_int nor v_float",
-                ));
-            };
-            buf.push(Sample { t: t.value(row), v });
-            if buf.len() == block.rows[id as usize].count as usize {
+            consumed += 1;
+            let ts = t.value(row);
+            if (mint..=maxt).contains(&ts) {
+                let v = if v_int.is_valid(row) {
+                    let scale = v_scale.value(row);
+                    if !(0..=values::MAX_SCALE).contains(&scale) {
+                        return Err(BlockError::invalid(&path, format!("bad v_scale {scale}")));
+                    }
+                    values::decode(v_int.value(row), scale)
+                } else if v_float.is_valid(row) {
+                    v_float.value(row)
+                } else {
+                    return Err(BlockError::invalid(
+                        &path,
+                        "a row has neither v_int nor v_float",
+                    ));
+                };
+                buf.push(Sample { t: ts, v });
+            }
+            if consumed == block.rows[id as usize].count as usize {
                 f(id, &buf);
                 buf.clear();
+                consumed = 0;
                 current = pending.next();
             }
         }
