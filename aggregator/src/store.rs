@@ -916,6 +916,10 @@ impl Store {
         };
         let span_count = spans.len();
         self.spans.write_file(spans)?;
+        // Exemplars live only in the WAL: log the ring again before segments go.
+        if let Some(position) = self.checkpoint_exemplars()? {
+            self.sync_wal(position)?;
+        }
         let flushed_before = self.flushed_before.load(Ordering::Relaxed);
         let empty = self.head_read().min_t().is_none();
         if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
@@ -925,6 +929,34 @@ impl Store {
             tracing::info!(blocks = written, spans = span_count, ?cut, "head flushed");
         }
         Ok(written)
+    }
+
+    /// Writes the whole exemplar ring as one WAL record in the current segment when it
+    /// changed since the last checkpoint; returns the WAL position to sync.
+    fn checkpoint_exemplars(&self) -> Result<Option<u64>, StoreError> {
+        let mut wal_guard = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(wal) = wal_guard.as_mut() else {
+            return Ok(None);
+        };
+        let mut ring = self.exemplars.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = ring.take_changed();
+        let segment = wal.current_segment();
+        if ring.is_empty() || (changed == 0 && ring.checkpoint_segment == Some(segment)) {
+            return Ok(None);
+        }
+        let mut record = RecordBuf::new();
+        record.exemplars(&ring.entries());
+        match wal.append(&record.finish(), None) {
+            Ok(position) => {
+                ring.checkpoint_segment = Some(segment);
+                Ok(Some(position))
+            }
+            Err(error) => {
+                // Try again at the next flush.
+                ring.changed_again(changed);
+                Err(error.into())
+            }
+        }
     }
 
     /// Compacts blocks per [`compact::plan`]; with `force`, every window with two or more

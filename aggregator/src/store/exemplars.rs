@@ -9,7 +9,10 @@
 //! by the caller), never an error of the batch they came with.
 //!
 //! Durability: exemplars are logged in the WAL with their batch and replayed into the ring
-//! on open, so they survive a restart for as long as the WAL segment holding them is kept.
+//! on open. Since flushes delete WAL segments, every flush that follows new exemplars first
+//! logs the whole ring as one checkpoint record in the current segment (fsynced before any
+//! segment is deleted), like Prometheus' WAL checkpoint; replaying a checkpoint after the
+//! records it repeats drops the repeats as duplicates. A restart, clean or not, keeps them.
 //!
 //! Must not: know PromQL or HTTP; callers hand it labels, exemplars and matchers.
 
@@ -83,6 +86,10 @@ pub struct ExemplarRing {
     /// Where the next exemplar is written (once `slots` is full).
     cursor: usize,
     index: HashMap<Arc<Labels>, Chain>,
+    /// Exemplars added since the last [`ExemplarRing::take_changed`].
+    changed: u64,
+    /// WAL segment of the last checkpoint.
+    pub(crate) checkpoint_segment: Option<u64>,
 }
 
 impl ExemplarRing {
@@ -93,7 +100,33 @@ impl ExemplarRing {
             slots: Vec::new(),
             cursor: 0,
             index: HashMap::new(),
+            changed: 0,
+            checkpoint_segment: None,
         }
+    }
+
+    /// Exemplars added since the last call (and resets the count).
+    pub fn take_changed(&mut self) -> u64 {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Restores a count taken by [`ExemplarRing::take_changed`] (its checkpoint failed).
+    pub fn changed_again(&mut self, n: u64) {
+        self.changed += n;
+    }
+
+    /// Every exemplar with its series, oldest first (the order that rebuilds the ring).
+    pub fn entries(&self) -> Vec<(Labels, Exemplar)> {
+        let start = if self.slots.len() < self.capacity {
+            0
+        } else {
+            self.cursor
+        };
+        self.slots[start..]
+            .iter()
+            .chain(&self.slots[..start])
+            .map(|s| ((*s.series).clone(), s.exemplar.clone()))
+            .collect()
     }
 
     /// Exemplars held.
@@ -177,6 +210,7 @@ impl ExemplarRing {
             },
         };
         self.index.insert(key, chain);
+        self.changed += 1;
         AddOutcome::Added
     }
 
@@ -323,6 +357,32 @@ mod tests {
         }
         assert_eq!(traces(&ring, "a"), ["a97", "a98", "a99"]);
         assert_eq!(ring.series_count(), 1);
+    }
+
+    #[test]
+    fn entries_rebuild_the_same_ring() {
+        let mut ring = ExemplarRing::new(3);
+        for (i, job) in ["a", "b", "a", "c", "a"].iter().enumerate() {
+            ring.add(&series(job), ex(&format!("{job}{i}"), 1.0, i as i64));
+        }
+        assert_eq!(ring.take_changed(), 5);
+        assert_eq!(ring.take_changed(), 0);
+        let entries = ring.entries();
+        let ts: Vec<i64> = entries.iter().map(|(_, e)| e.t).collect();
+        assert_eq!(ts, [2, 3, 4]);
+        let mut copy = ExemplarRing::new(3);
+        for (s, e) in entries {
+            copy.add(&s, e);
+        }
+        let everything = vec![vec![]];
+        assert_eq!(
+            copy.select(i64::MIN, i64::MAX, &everything),
+            ring.select(i64::MIN, i64::MAX, &everything)
+        );
+        // Replaying the same entries again adds nothing.
+        for (s, e) in ring.entries() {
+            assert_ne!(copy.add(&s, e), AddOutcome::Added);
+        }
     }
 
     #[test]

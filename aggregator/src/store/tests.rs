@@ -398,6 +398,18 @@ fn exemplars_are_logged_and_replayed_and_bounded() {
                 ],
             )
             .unwrap();
+        // A flush deletes WAL segments: the ring is checkpointed first.
+        store.flush(true).unwrap();
+    }
+    {
+        // Nothing new, but the next flush seals the checkpoint's segment and deletes it:
+        // the ring must be logged again.
+        let store = Store::open_with(tmp.path(), opts.clone()).unwrap();
+        assert_eq!(store.exemplar_stats(), (3, 1));
+        store.append(series.clone(), &[s(5_000, 2.0)]).unwrap();
+        store.flush(true).unwrap();
+        store.append(series.clone(), &[s(6_000, 2.0)]).unwrap();
+        store.flush(true).unwrap();
     }
     let store = Store::open_with(tmp.path(), opts).unwrap();
     let got = store.select_exemplars(i64::MIN, i64::MAX, &all_groups);
