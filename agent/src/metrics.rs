@@ -96,6 +96,8 @@ pub struct Metrics {
     /// Samples in the last collection tick.
     pub last_collection_samples: Gauge,
     sources: Mutex<Sources>,
+    /// Span drop and export counts (`sonde_agent_spans_dropped_total{reason}`, …).
+    pub traces: TraceMetrics,
 }
 
 impl Default for Metrics {
@@ -215,6 +217,7 @@ impl Metrics {
             "Samples produced by the last collection tick (sent to the aggregators and shown on /metrics)",
             last_collection_samples.clone(),
         );
+        let traces = TraceMetrics::register(&mut registry);
         registry.register(
             "build",
             "Build information",
@@ -242,6 +245,7 @@ impl Metrics {
             last_collection_timestamp,
             last_collection_samples,
             sources: Mutex::new(Sources::default()),
+            traces,
         }
     }
 
@@ -276,6 +280,7 @@ impl Metrics {
                     .set(exec.execs.load(Ordering::Relaxed) as i64);
             }
         }
+        self.traces.refresh();
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -341,5 +346,67 @@ impl Metrics {
                 aggregator: aggregator.to_owned(),
             })
             .set(i64::from(connected));
+    }
+}
+
+/// `reason` label of dropped spans.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpanDropLabels {
+    /// `sampled_out`, `budget`, `otlp_queue_full` or `otlp_failed`.
+    pub reason: &'static str,
+}
+
+/// Span counters, kept by the trace module and copied into the registry at scrape time.
+#[derive(Debug, Clone)]
+pub struct TraceMetrics {
+    /// Drops by reason (shared with the span builder and the OTLP exporter).
+    pub drops: Arc<crate::trace::sampler::DropCounters>,
+    /// Spans accepted by the OTLP receiver.
+    pub otlp_exported: Arc<AtomicU64>,
+    dropped: Family<SpanDropLabels, Counter>,
+    exported: Counter,
+}
+
+impl TraceMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            drops: Arc::default(),
+            otlp_exported: Arc::default(),
+            dropped: Family::default(),
+            exported: Counter::default(),
+        };
+        registry.register(
+            "spans_dropped",
+            "Spans not exported, by reason (head sampling, per-second budget, OTLP queue full, \
+             OTLP export failed)",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "otlp_spans_exported",
+            "Spans accepted by the OTLP receiver",
+            m.exported.clone(),
+        );
+        m.refresh();
+        m
+    }
+
+    fn refresh(&self) {
+        use crate::trace::sampler::DropReason;
+        for reason in DropReason::ALL {
+            let counter = self.dropped.get_or_create(&SpanDropLabels {
+                reason: reason.as_str(),
+            });
+            let (now, shown) = (self.drops.get(reason), counter.get());
+            if now > shown {
+                counter.inc_by(now - shown);
+            }
+        }
+        let (now, shown) = (
+            self.otlp_exported.load(Ordering::Relaxed),
+            self.exported.get(),
+        );
+        if now > shown {
+            self.exported.inc_by(now - shown);
+        }
     }
 }
