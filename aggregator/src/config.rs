@@ -81,6 +81,8 @@ pub struct Config {
     pub grpc: GrpcConfig,
     /// Storage: WAL, blocks, retention.
     pub storage: StorageConfig,
+    /// Replication between aggregator replicas.
+    pub replication: crate::replication::ReplicationConfig,
 }
 
 /// Security of the gRPC ingest endpoint.
@@ -243,6 +245,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             grpc: GrpcConfig::default(),
             storage: StorageConfig::default(),
+            replication: Default::default(),
         }
     }
 }
@@ -322,6 +325,22 @@ pub struct Cli {
         global = true
     )]
     pub log_level: Option<String>,
+    /// This replica's id, reported to peers (replication.replica_id) [default: host:port].
+    #[arg(long, env = "SONDE_AGGREGATOR_REPLICA_ID", value_name = "ID")]
+    pub replica_id: Option<String>,
+    /// A peer replica's HTTP base URL, e.g. http://aggregator-2:9180; repeat per peer
+    /// (replaces replication.peers) [default: none].
+    #[arg(
+        long = "peer",
+        env = "SONDE_AGGREGATOR_PEERS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub peers: Vec<String>,
+    /// Merge peers' samples into every query unless it says merge=false
+    /// (replication.read_merge) [default: false].
+    #[arg(long, env = "SONDE_AGGREGATOR_READ_MERGE", value_name = "BOOL")]
+    pub read_merge: Option<bool>,
     /// A subcommand; without one the aggregator serves.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -367,6 +386,15 @@ impl Config {
         }
         if let Some(v) = &cli.log_level {
             config.log_level = v.clone();
+        }
+        if let Some(v) = &cli.replica_id {
+            config.replication.replica_id = v.clone();
+        }
+        if !cli.peers.is_empty() {
+            config.replication.peers = cli.peers.clone();
+        }
+        if let Some(v) = cli.read_merge {
+            config.replication.read_merge = v;
         }
         config.validate()?;
         Ok(config)
@@ -461,6 +489,7 @@ impl Config {
         if st.wal_fsync == WalFsync::Interval && st.wal_fsync_interval.is_zero() {
             return invalid("storage.wal_fsync_interval", "must be positive");
         }
+        self.replication.validate(st.block_duration)?;
         Ok(())
     }
 }
@@ -513,6 +542,47 @@ mod tests {
         std::fs::write(&file, "data_dri = \"x\"\n").unwrap();
         let err = Config::from_file(&file).unwrap_err().to_string();
         assert!(err.contains("data_dri"), "{err}");
+    }
+
+    #[test]
+    fn replication_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[replication]\nreplica_id = \"a\"\npeers = [\"http://b:9180\"]\n",
+        )
+        .unwrap();
+        let from_file = Config::load(&cli(&["--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!(from_file.replication.replica_id, "a");
+        assert_eq!(from_file.replication.peers, vec!["http://b:9180"]);
+        let flags = Config::load(&cli(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--replica-id",
+            "x",
+            "--peer",
+            "http://c:1",
+            "--peer",
+            "http://d:2",
+            "--read-merge",
+            "true",
+        ]))
+        .unwrap();
+        assert_eq!(flags.replication.replica_id, "x");
+        assert_eq!(flags.replication.peers, vec!["http://c:1", "http://d:2"]);
+        assert!(flags.replication.read_merge);
+        let err = Config::load(&cli(&["--peer", "c:1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("replication.peers") && err.contains("c:1"),
+            "{err}"
+        );
+        let mut bad = Config::default();
+        bad.replication.window = Duration::from_secs(7 * 60);
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("replication.window"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// When the process started (buildinfo, status).
     pub started: Instant,
+    /// Replication (merged reads with `merge=true`); `None` in a single-node setup.
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl ApiState {

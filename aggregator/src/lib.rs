@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod promql;
 pub mod remote_write;
+pub mod replication;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -75,6 +75,8 @@ pub struct Metrics {
     store_block_samples: Gauge,
     store_wal_bytes: Gauge,
     store_head_memory_bytes: Gauge,
+    /// Replication between replicas (`sonde_aggregator_replication_*`).
+    pub replication: crate::replication::ReplicationMetrics,
 }
 
 impl Default for Metrics {
@@ -183,6 +185,7 @@ impl Metrics {
             Unit::Bytes,
             store_head_memory_bytes.clone(),
         );
+        let replication = crate::replication::ReplicationMetrics::register(&mut registry);
         registry.register(
             "build",
             "Build information",
@@ -207,6 +210,7 @@ impl Metrics {
             store_block_samples,
             store_wal_bytes,
             store_head_memory_bytes,
+            replication,
         }
     }
 

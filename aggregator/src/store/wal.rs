@@ -247,7 +247,11 @@ impl Wal {
     pub fn append(&mut self, record: &[u8], max_t: Option<i64>) -> Result<u64, WalError> {
         let current = &mut self.current;
         if let Err(source) = (&*current.file).write_all(record) {
+            // Cut the torn part off and move the write position back with it: otherwise
+            // the next record would land past a hole of zeros (a disk that was full), which
+            // replay takes for corruption, losing every record after it.
             let _ = current.file.set_len(current.len);
+            let _ = std::io::Seek::seek(&mut &*current.file, std::io::SeekFrom::Start(current.len));
             return Err(WalError {
                 path: current.path.clone(),
                 source,
