@@ -140,6 +140,12 @@ fn run_peer(replication: &Replication, i: usize, peer: &Peer, stop: &Stop) {
         peer: peer.url().to_owned(),
     };
     let metrics = &replication.metrics;
+    // Every series exists from the start (an error counter at 0 is information too).
+    let _ = metrics.errors.get_or_create(&labels);
+    let _ = metrics.pulled.get_or_create(&labels);
+    let _ = metrics.rounds.get_or_create(&labels);
+    let _ = metrics.missing.get_or_create(&labels);
+    let _ = metrics.up.get_or_create(&labels);
     let mut cursor = i64::MIN;
     let mut failures: u32 = 0;
     let interval = replication.config.interval;
