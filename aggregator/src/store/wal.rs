@@ -252,10 +252,15 @@ impl Wal {
             // replay takes for corruption, losing every record after it.
             let _ = current.file.set_len(current.len);
             let _ = std::io::Seek::seek(&mut &*current.file, std::io::SeekFrom::Start(current.len));
-            return Err(WalError {
+            let error = WalError {
                 path: current.path.clone(),
                 source,
-            });
+            };
+            // Series definitions in the lost record are gone: define every series again
+            // before its next samples. The caller's rotation would do it, but on a full disk
+            // rotation fails too, and replay would then skip samples of undefined series.
+            self.defined.clear();
+            return Err(error);
         }
         current.len += record.len() as u64;
         current.max_t = max_opt(current.max_t, max_t);
