@@ -6,6 +6,7 @@ pub mod agent_collect;
 mod ingest;
 pub mod process;
 mod promql;
+mod replication;
 mod storage;
 
 use clap::Subcommand;
@@ -24,6 +25,8 @@ pub enum Bench {
     Storage(storage::Options),
     /// PromQL dashboard queries over ~10k series against Prometheus and VictoriaMetrics.
     Promql(promql::Options),
+    /// Replication: ingest throughput at 3 replicas vs 1, convergence time after an outage.
+    Replication(replication::Options),
 }
 
 pub fn run(bench: &Bench) -> anyhow::Result<()> {
@@ -32,6 +35,7 @@ pub fn run(bench: &Bench) -> anyhow::Result<()> {
         Bench::Ingest(options) => ingest::run(options),
         Bench::Storage(options) => storage::run(options),
         Bench::Promql(options) => promql::run(options),
+        Bench::Replication(options) => replication::run(options),
     }
 }
 
