@@ -126,9 +126,7 @@ fn query_endpoints_answer_like_prometheus() {
     );
 
     // Errors: Prometheus' types and codes.
-    let bad = agg.get(&format!(
-        "/api/v1/query_range?query=up&start=10&end=5&step=1"
-    ));
+    let bad = agg.get("/api/v1/query_range?query=up&start=10&end=5&step=1");
     assert_eq!(bad.status, 400, "{}", bad.body);
     let too_fine = agg.get("/api/v1/query_range?query=up&start=0&end=100000&step=1");
     assert_eq!(too_fine.status, 400);

@@ -44,17 +44,27 @@ pub fn router(replication: Arc<Replication>) -> Router {
         .with_state(replication)
 }
 
-fn bad(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, message).into_response()
+/// A failed replication request: status and message.
+#[derive(Debug)]
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
 }
 
-fn internal(message: String) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, message).into_response()
+fn bad(message: String) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, message)
+}
+
+fn internal(message: String) -> Failure {
+    Failure(StatusCode::INTERNAL_SERVER_ERROR, message)
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Response> + Send + 'static,
-) -> Result<T, Response> {
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| internal(format!("replication request failed: {e}")))?
@@ -69,7 +79,7 @@ struct RangeParams {
 }
 
 impl RangeParams {
-    fn check(&self) -> Result<(), Response> {
+    fn check(&self) -> Result<(), Failure> {
         if self.end <= self.start {
             return Err(bad(format!(
                 "end ({}) must be after start ({})",
@@ -84,7 +94,7 @@ fn select_all(
     replication: &Replication,
     start: i64,
     end: i64,
-) -> Result<Vec<SeriesSamples>, Response> {
+) -> Result<Vec<SeriesSamples>, Failure> {
     replication
         .store
         .select(&[], start, end - 1)
@@ -95,12 +105,12 @@ async fn digest(
     State(replication): State<Arc<Replication>>,
     Query(params): Query<RangeParams>,
 ) -> Response {
-    if let Err(response) = params.check() {
-        return response;
+    if let Err(failure) = params.check() {
+        return failure.into_response();
     }
     let window = params.window.unwrap_or(replication.window_ms).max(1);
     if (params.end - params.start) / window > MAX_WINDOWS {
-        return bad(format!("more than {MAX_WINDOWS} windows requested"));
+        return bad(format!("more than {MAX_WINDOWS} windows requested")).into_response();
     }
     let result = blocking(move || {
         let selected = select_all(&replication, params.start, params.end)?;
@@ -112,7 +122,7 @@ async fn digest(
     .await;
     match result {
         Ok(body) => Json(body).into_response(),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -120,8 +130,8 @@ async fn series_digest(
     State(replication): State<Arc<Replication>>,
     Query(params): Query<RangeParams>,
 ) -> Response {
-    if let Err(response) = params.check() {
-        return response;
+    if let Err(failure) = params.check() {
+        return failure.into_response();
     }
     let result = blocking(move || {
         let selected = select_all(&replication, params.start, params.end)?;
@@ -133,7 +143,7 @@ async fn series_digest(
     .await;
     match result {
         Ok(body) => Json(body).into_response(),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -144,10 +154,10 @@ fn samples_body(bytes: Vec<u8>) -> Response {
 async fn samples(State(replication): State<Arc<Replication>>, body: Bytes) -> Response {
     let request: SamplesRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return bad(format!("invalid samples request: {e}")),
+        Err(e) => return bad(format!("invalid samples request: {e}")).into_response(),
     };
     if request.end <= request.start {
-        return bad("end must be after start".to_owned());
+        return bad("end must be after start".to_owned()).into_response();
     }
     let result = blocking(move || {
         let wanted: std::collections::HashSet<u64> = request.series.iter().copied().collect();
@@ -160,18 +170,18 @@ async fn samples(State(replication): State<Arc<Replication>>, body: Bytes) -> Re
     .await;
     match result {
         Ok(bytes) => samples_body(bytes),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
 async fn select(State(replication): State<Arc<Replication>>, body: Bytes) -> Response {
     let request: SelectRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return bad(format!("invalid select request: {e}")),
+        Err(e) => return bad(format!("invalid select request: {e}")).into_response(),
     };
     let matchers = match wire::matchers_from_wire(&request.matchers) {
         Ok(m) => m,
-        Err(e) => return bad(e.to_string()),
+        Err(e) => return bad(e.to_string()).into_response(),
     };
     let result = blocking(move || {
         let selected = replication
@@ -183,7 +193,7 @@ async fn select(State(replication): State<Arc<Replication>>, body: Bytes) -> Res
     .await;
     match result {
         Ok(bytes) => samples_body(bytes),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
