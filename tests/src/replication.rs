@@ -42,6 +42,8 @@ pub struct Cluster {
     pub slots: Vec<Slot>,
     /// Running replicas (`None` while one is down).
     pub replicas: Vec<Option<Aggregator>>,
+    /// Network namespace of each replica, when they run in namespaces.
+    netns: Vec<String>,
     config: PathBuf,
     _tmp: tempfile::TempDir,
 }
@@ -63,6 +65,7 @@ impl Cluster {
         let mut cluster = Self {
             slots,
             replicas: (0..n).map(|_| None).collect(),
+            netns: Vec::new(),
             config: config_path,
             _tmp: tmp,
         };
@@ -92,12 +95,38 @@ impl Cluster {
             args.push(p);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.replicas[i] = Some(Aggregator::start_fixed(
-            Some(&slot.data_dir),
-            slot.http,
-            slot.grpc,
-            &args,
-        ));
+        self.replicas[i] = Some(match self.netns.get(i) {
+            None => Aggregator::start_fixed(Some(&slot.data_dir), slot.http, slot.grpc, &args),
+            Some(ns) => start_in_netns(ns, &slot, &args),
+        });
+    }
+
+    /// `n` replicas, replica `i` in network namespace `net.namespaces[i]` listening on
+    /// `net.addr(i)` (ports 9180/9181 of its own namespace).
+    pub fn start_in(net: &Net, config: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let config_path = tmp.path().join("replication.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let n = net.namespaces.len();
+        let slots: Vec<Slot> = (0..n)
+            .map(|i| Slot {
+                id: format!("r{i}"),
+                http: SocketAddr::new(net.addr(i), 9180),
+                grpc: SocketAddr::new(net.addr(i), 9181),
+                data_dir: tmp.path().join(format!("data-{i}")),
+            })
+            .collect();
+        let mut cluster = Self {
+            slots,
+            replicas: (0..n).map(|_| None).collect(),
+            netns: net.namespaces.clone(),
+            config: config_path,
+            _tmp: tmp,
+        };
+        for i in 0..n {
+            cluster.start_replica(i);
+        }
+        cluster
     }
 
     /// SIGKILLs replica `i` and waits for it to die.
@@ -116,6 +145,132 @@ impl Cluster {
     /// `http://<http>` of replica `i`.
     pub fn url(&self, i: usize) -> String {
         format!("http://{}", self.slots[i].http)
+    }
+}
+
+fn start_in_netns(ns: &str, slot: &Slot, args: &[&str]) -> Aggregator {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(crate::binary("sonde-aggregator"))
+        .arg("--data-dir")
+        .arg(&slot.data_dir)
+        .args(["--listen-http", &slot.http.to_string()])
+        .args(["--listen-grpc", &slot.grpc.to_string()])
+        .args(["--log-level", "info,sonde_aggregator=debug"])
+        .args(args);
+    let mut process = crate::Process::spawn("aggregator", &mut cmd, tmp.path());
+    let http = slot.http;
+    if let Err(log) = process.wait_until(Duration::from_secs(30), || {
+        http_get(&format!("http://{http}/-/ready")).is_ok_and(|r| r.status == 200)
+    }) {
+        panic!("the aggregator in {ns} did not become ready:\n{log}");
+    }
+    Aggregator {
+        http: slot.http,
+        grpc: slot.grpc,
+        data_dir: slot.data_dir.clone(),
+        process,
+        _tmp: tmp,
+    }
+}
+
+/// Network namespaces for a test, one per replica, each with a veth into a bridge in the
+/// root namespace that carries this test's own /24 (the bridge holds .254, so the test
+/// reaches every replica). Everything is deleted on drop.
+#[derive(Debug)]
+pub struct Net {
+    /// Namespace names.
+    pub namespaces: Vec<String>,
+    bridge: String,
+    veths: Vec<String>,
+    subnet: u8,
+}
+
+fn ip(args: &[&str]) {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Net {
+    /// Creates `n` namespaces (needs root).
+    pub fn create(n: usize) -> Self {
+        let pid = std::process::id();
+        let subnet = (pid % 200 + 20) as u8;
+        let mut net = Self {
+            namespaces: Vec::new(),
+            bridge: format!("sbr{pid}"),
+            veths: Vec::new(),
+            subnet,
+        };
+        ip(&["link", "add", &net.bridge, "type", "bridge"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("10.231.{subnet}.254/24"),
+            "dev",
+            &net.bridge,
+        ]);
+        ip(&["link", "set", &net.bridge, "up"]);
+        for i in 0..n {
+            let ns = format!("sonde-part-{pid}-{i}");
+            ip(&["netns", "add", &ns]);
+            net.namespaces.push(ns.clone());
+            let (outer, inner) = (format!("sv{pid}r{i}"), format!("sv{pid}n{i}"));
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ]);
+            net.veths.push(outer.clone());
+            ip(&["link", "set", &inner, "netns", &ns]);
+            ip(&["link", "set", &outer, "master", &net.bridge]);
+            ip(&["link", "set", &outer, "up"]);
+            let addr = format!("{}/24", net.addr(i));
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", &inner]);
+            ip(&["-n", &ns, "link", "set", &inner, "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    /// Replica `i`'s address.
+    pub fn addr(&self, i: usize) -> std::net::IpAddr {
+        std::net::IpAddr::from([10, 231, self.subnet, i as u8 + 1])
+    }
+
+    /// Cuts (`false`) or restores (`true`) replica `i`'s link to everyone.
+    pub fn link(&self, i: usize, up: bool) {
+        ip(&[
+            "link",
+            "set",
+            &self.veths[i],
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+        for veth in &self.veths {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", veth])
+                .output();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }
 
