@@ -83,6 +83,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Recording and alerting rules, Alertmanager notifications.
     pub rules: RulesConfig,
+    /// Replication between aggregator replicas.
+    pub replication: crate::replication::ReplicationConfig,
 }
 
 /// Rule evaluation and alert notification settings.
@@ -301,6 +303,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             storage: StorageConfig::default(),
             rules: RulesConfig::default(),
+            replication: Default::default(),
         }
     }
 }
@@ -386,6 +389,22 @@ pub struct Cli {
     /// Alertmanager base URL; repeatable (replaces `rules.alertmanager_urls`).
     #[arg(long = "alertmanager-url", value_name = "URL")]
     pub alertmanager_urls: Vec<String>,
+    /// This replica's id, reported to peers (replication.replica_id) [default: host:port].
+    #[arg(long, env = "SONDE_AGGREGATOR_REPLICA_ID", value_name = "ID")]
+    pub replica_id: Option<String>,
+    /// A peer replica's HTTP base URL, e.g. http://aggregator-2:9180; repeat per peer
+    /// (replaces replication.peers) [default: none].
+    #[arg(
+        long = "peer",
+        env = "SONDE_AGGREGATOR_PEERS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub peers: Vec<String>,
+    /// Merge peers' samples into every query unless it says merge=false
+    /// (replication.read_merge) [default: false].
+    #[arg(long, env = "SONDE_AGGREGATOR_READ_MERGE", value_name = "BOOL")]
+    pub read_merge: Option<bool>,
     /// A subcommand; without one the aggregator serves.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -451,6 +470,15 @@ impl Config {
         }
         if !cli.alertmanager_urls.is_empty() {
             config.rules.alertmanager_urls = cli.alertmanager_urls.clone();
+        }
+        if let Some(v) = &cli.replica_id {
+            config.replication.replica_id = v.clone();
+        }
+        if !cli.peers.is_empty() {
+            config.replication.peers = cli.peers.clone();
+        }
+        if let Some(v) = cli.read_merge {
+            config.replication.read_merge = v;
         }
         config.validate()?;
         Ok(config)
@@ -563,6 +591,7 @@ impl Config {
                 });
             }
         }
+        self.replication.validate()?;
         Ok(())
     }
 }
@@ -615,6 +644,47 @@ mod tests {
         std::fs::write(&file, "data_dri = \"x\"\n").unwrap();
         let err = Config::from_file(&file).unwrap_err().to_string();
         assert!(err.contains("data_dri"), "{err}");
+    }
+
+    #[test]
+    fn replication_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[replication]\nreplica_id = \"a\"\npeers = [\"http://b:9180\"]\n",
+        )
+        .unwrap();
+        let from_file = Config::load(&cli(&["--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!(from_file.replication.replica_id, "a");
+        assert_eq!(from_file.replication.peers, vec!["http://b:9180"]);
+        let flags = Config::load(&cli(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--replica-id",
+            "x",
+            "--peer",
+            "http://c:1",
+            "--peer",
+            "http://d:2",
+            "--read-merge",
+            "true",
+        ]))
+        .unwrap();
+        assert_eq!(flags.replication.replica_id, "x");
+        assert_eq!(flags.replication.peers, vec!["http://c:1", "http://d:2"]);
+        assert!(flags.replication.read_merge);
+        let err = Config::load(&cli(&["--peer", "c:1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("replication.peers") && err.contains("c:1"),
+            "{err}"
+        );
+        let mut bad = Config::default();
+        bad.replication.window = Duration::from_millis(500);
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("replication.window"), "{err}");
     }
 
     #[test]

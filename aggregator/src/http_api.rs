@@ -57,6 +57,8 @@ pub struct ApiState {
     pub started: Instant,
     /// The rule manager (`None` in tools that serve without rules).
     pub rules: Option<Arc<crate::rules::RuleManager>>,
+    /// Replication (merged reads with `merge=true`); `None` in a single-node setup.
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl ApiState {

@@ -14,6 +14,7 @@ pub mod jaeger;
 pub mod metrics;
 pub mod promql;
 pub mod remote_write;
+pub mod replication;
 pub mod rules;
 pub mod server;
 pub mod store;

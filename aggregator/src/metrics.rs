@@ -79,6 +79,8 @@ pub struct Metrics {
     pub rules: RuleMetrics,
     /// Exemplars and the Jaeger API.
     pub traces: TraceMetrics,
+    /// Replication between replicas (`sonde_aggregator_replication_*`).
+    pub replication: crate::replication::ReplicationMetrics,
 }
 
 impl Default for Metrics {
@@ -188,6 +190,7 @@ impl Metrics {
             store_head_memory_bytes.clone(),
         );
         let traces = TraceMetrics::register(&mut registry);
+        let replication = crate::replication::ReplicationMetrics::register(&mut registry);
         registry.register(
             "build",
             "Build information",
@@ -215,6 +218,7 @@ impl Metrics {
             store_wal_bytes,
             store_head_memory_bytes,
             traces,
+            replication,
         }
     }
 

@@ -121,10 +121,27 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Samples a query reads beside the local store: merged reads across replicas. Given the
+/// local selection of one matcher conjunction, returns it merged with the other sources
+/// (local samples win on equal timestamps), sorted by labels. Failures of the other sources
+/// must not fail the query (the implementation reports them its own way).
+pub trait RemoteSelect: Send + Sync + std::fmt::Debug {
+    /// Merges the other sources' series matching `matchers` in `[mint, maxt]` into `local`.
+    fn merge_into(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        local: Vec<crate::store::SeriesSamples>,
+    ) -> Vec<crate::store::SeriesSamples>;
+}
+
 /// Evaluates PromQL over a store.
 #[derive(Debug, Clone)]
 pub struct Engine {
     store: Arc<Store>,
+    /// Other sources every selection also reads (merged reads); `None`: the store alone.
+    remote: Option<Arc<dyn RemoteSelect>>,
     config: QueryConfig,
     /// Admission: at most `max_concurrent` queries evaluate at once (shared by clones).
     admission: Arc<tokio::sync::Semaphore>,
@@ -137,8 +154,17 @@ impl Engine {
         let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1)));
         Self {
             store,
+            remote: None,
             config,
             admission,
+        }
+    }
+
+    /// This engine (same admission slots) reading `remote` beside the store, if given.
+    pub fn with_remote(&self, remote: Option<Arc<dyn RemoteSelect>>) -> Self {
+        Self {
+            remote,
+            ..self.clone()
         }
     }
 
@@ -196,6 +222,7 @@ impl Engine {
     ) -> Result<Value, QueryError> {
         let plan = self.plan(query, time_ms, time_ms)?;
         let mut ev = Evaluator::new(&self.store, &self.config, deadline, cancelled);
+        ev.set_remote(self.remote.as_deref());
         eval::run_instant(&mut ev, &plan, time_ms)
     }
 
@@ -237,6 +264,7 @@ impl Engine {
         }
         let plan = self.plan(query, start_ms, end_ms)?;
         let mut ev = Evaluator::new(&self.store, &self.config, deadline, cancelled);
+        ev.set_remote(self.remote.as_deref());
         eval::run_range(
             &mut ev,
             &plan,

@@ -33,6 +33,7 @@ use crate::{
     metrics::Metrics,
     promql::Engine,
     remote_write,
+    replication::{self, AntiEntropy, Replication},
     store::{Store, StoreError},
 };
 
@@ -82,6 +83,7 @@ pub struct Running {
     grace: std::time::Duration,
     store: Arc<Store>,
     maintenance: Maintenance,
+    anti_entropy: Option<AntiEntropy>,
 }
 
 /// The store's background work on its own threads (never on the runtime): periodic flush,
@@ -312,6 +314,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &config, http_addr, &engine, &store, &metrics, &shutdown, &tasks,
     )
     .await?;
+    let replication = Replication::new(
+        config.replication.clone(),
+        store.clone(),
+        metrics.replication.clone(),
+        http_addr,
+    );
     let state = ApiState {
         engine,
         store: store.clone(),
@@ -319,10 +327,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ready: ready.clone(),
         started: Instant::now(),
         rules: Some(rules),
+        replication: Some(replication.clone()),
     };
     let router = http_api::router(state)
         .merge(remote_write::router(applier, metrics))
-        .merge(jaeger::router(store.clone()));
+        .merge(jaeger::router(store.clone()))
+        .merge(replication::serve::router(replication.clone()));
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let result = axum::serve(http_listener, router)
@@ -334,6 +344,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
     });
     tasks.close();
+    // Anti-entropy on its own threads (blocking HTTP to peers, store reads and writes).
+    let anti_entropy = replication
+        .has_peers()
+        .then(|| AntiEntropy::start(replication.clone()));
 
     ready.store(true, Ordering::Release);
     tracing::info!(
@@ -351,6 +365,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         grace: config.shutdown_grace,
         store,
         maintenance,
+        anti_entropy,
     })
 }
 
@@ -369,6 +384,9 @@ impl Running {
                 grace = ?self.grace,
                 "tasks did not finish within the shutdown grace period"
             );
+        }
+        if let Some(mut anti_entropy) = self.anti_entropy.take() {
+            let _ = tokio::task::spawn_blocking(move || anti_entropy.stop()).await;
         }
         // Ingest has drained: flush the head so the next start has little WAL to replay.
         let store = self.store.clone();

@@ -14,6 +14,7 @@ mod process;
 pub mod promqldiff;
 pub mod promqltest;
 pub mod red;
+pub mod replication;
 pub mod workload;
 
 use std::{
@@ -208,6 +209,39 @@ impl Aggregator {
             }
         }
         unreachable!("the loop returns or panics")
+    }
+
+    /// Starts an aggregator on fixed addresses (replicas must know each other's HTTP address
+    /// before they start, and a restarted replica keeps its addresses) on `data_dir` (kept by
+    /// the caller) or a fresh one. Panics unless it becomes ready.
+    pub fn start_fixed(
+        data_dir: Option<&std::path::Path>,
+        http: SocketAddr,
+        grpc: SocketAddr,
+        args: &[&str],
+    ) -> Self {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let data_dir = data_dir.map_or_else(|| tmp.path().join("data"), |d| d.to_owned());
+        let mut cmd = std::process::Command::new(binary("sonde-aggregator"));
+        cmd.arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen-http", &http.to_string()])
+            .args(["--listen-grpc", &grpc.to_string()])
+            .args(["--log-level", "info,sonde_aggregator=debug"])
+            .args(args);
+        let mut process = Process::spawn("aggregator", &mut cmd, tmp.path());
+        if let Err(log) = process.wait_until(Duration::from_secs(30), || {
+            http_get(&format!("http://{http}/-/ready")).is_ok_and(|r| r.status == 200)
+        }) {
+            panic!("the aggregator did not become ready:\n{log}");
+        }
+        Self {
+            http,
+            grpc,
+            data_dir,
+            process,
+            _tmp: tmp,
+        }
     }
 
     /// `http://<http addr>`.

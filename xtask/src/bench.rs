@@ -7,6 +7,7 @@ mod http_overhead;
 mod ingest;
 pub mod process;
 mod promql;
+mod replication;
 mod storage;
 
 use clap::Subcommand;
@@ -28,6 +29,8 @@ pub enum Bench {
     /// HTTP tracing overhead: wrk against nginx on loopback, with and without the agent,
     /// alternating; throughput ratio, added latency, agent CPU and RSS, events counted.
     HttpOverhead(http_overhead::Options),
+    /// Replication: ingest throughput at 3 replicas vs 1, convergence time after an outage.
+    Replication(replication::Options),
 }
 
 pub fn run(bench: &Bench) -> anyhow::Result<()> {
@@ -37,6 +40,7 @@ pub fn run(bench: &Bench) -> anyhow::Result<()> {
         Bench::Storage(options) => storage::run(options),
         Bench::Promql(options) => promql::run(options),
         Bench::HttpOverhead(options) => http_overhead::run(options),
+        Bench::Replication(options) => replication::run(options),
     }
 }
 

@@ -23,6 +23,20 @@ pub fn success(data_json: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// [`success`] with Prometheus' `warnings` list (left out when empty).
+pub fn success_with_warnings(data_json: String, warnings: &[String]) -> Response {
+    if warnings.is_empty() {
+        return success(data_json);
+    }
+    let mut body = String::with_capacity(data_json.len() + 64);
+    body.push_str(r#"{"status":"success","data":"#);
+    body.push_str(&data_json);
+    body.push_str(r#","warnings":"#);
+    body.push_str(&serde_json::to_string(warnings).expect("strings serialize"));
+    body.push('}');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// A success response around a serializable value.
 pub fn success_json(data: &impl serde::Serialize) -> Response {
     success(serde_json::to_string(data).expect("serializing plain data cannot fail"))

@@ -53,6 +53,33 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// The merged-read helper for this request, when it merges (`merge` parameter or the
+/// configured default) and peers exist.
+fn merge_reader(
+    state: &ApiState,
+    params: &Params,
+) -> Result<Option<Arc<crate::replication::MergedReader>>, ApiError> {
+    match &state.replication {
+        Some(replication) => replication
+            .reader(params.get("merge"))
+            .map_err(ApiError::bad_data),
+        None => Ok(None),
+    }
+}
+
+/// The engine for a request: reading the peers too when `reader` is set.
+fn engine_for(engine: &Engine, reader: Option<Arc<crate::replication::MergedReader>>) -> Engine {
+    match reader {
+        Some(r) => engine.with_remote(Some(r as Arc<dyn crate::promql::RemoteSelect>)),
+        None => engine.clone(),
+    }
+}
+
+fn respond(value: &Value, reader: Option<&crate::replication::MergedReader>) -> Response {
+    let warnings = reader.map(|r| r.warnings()).unwrap_or_default();
+    json::success_with_warnings(json::encode_value(value), &warnings)
+}
+
 /// Admits, then evaluates on the blocking pool, timing it.
 async fn evaluate(
     state: &ApiState,
@@ -86,11 +113,13 @@ pub async fn instant(State(state): State<ApiState>, params: Params) -> Result<Re
     let query = params.required("query")?.to_owned();
     let time = params.time("time")?.unwrap_or_else(now_ms);
     let deadline = Instant::now() + timeout(&state, &params)?;
+    let reader = merge_reader(&state, &params)?;
+    let remote = reader.clone();
     let value = evaluate(&state, "instant", deadline, move |engine, cancelled| {
-        engine.instant_cancellable(&query, time, deadline, cancelled)
+        engine_for(engine, remote).instant_cancellable(&query, time, deadline, cancelled)
     })
     .await?;
-    Ok(json::success(json::encode_value(&value)))
+    Ok(respond(&value, reader.as_deref()))
 }
 
 /// `GET|POST /api/v1/query_range?query=…&start=…&end=…&step=…&timeout=…`
@@ -124,9 +153,12 @@ pub async fn range(State(state): State<ApiState>, params: Params) -> Result<Resp
         ));
     }
     let deadline = Instant::now() + timeout(&state, &params)?;
+    let reader = merge_reader(&state, &params)?;
+    let remote = reader.clone();
     let value = evaluate(&state, "range", deadline, move |engine, cancelled| {
-        engine.range_cancellable(&query, start, end, step_ms, deadline, cancelled)
+        engine_for(engine, remote)
+            .range_cancellable(&query, start, end, step_ms, deadline, cancelled)
     })
     .await?;
-    Ok(json::success(json::encode_value(&value)))
+    Ok(respond(&value, reader.as_deref()))
 }

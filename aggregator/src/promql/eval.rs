@@ -123,6 +123,7 @@ impl Val {
 /// The limits and bookkeeping of one query.
 pub struct Evaluator<'a> {
     store: &'a Store,
+    remote: Option<&'a dyn super::RemoteSelect>,
     lookback_ms: i64,
     deadline: Instant,
     cancelled: &'a AtomicBool,
@@ -153,6 +154,7 @@ impl<'a> Evaluator<'a> {
     ) -> Self {
         Self {
             store,
+            remote: None,
             lookback_ms: millis(config.lookback_delta),
             deadline,
             cancelled,
@@ -164,6 +166,11 @@ impl<'a> Evaluator<'a> {
             selections: 0,
             ticks: 0,
         }
+    }
+
+    /// Makes every selection also read `remote` (merged reads across replicas).
+    pub fn set_remote(&mut self, remote: Option<&'a dyn super::RemoteSelect>) {
+        self.remote = remote;
     }
 
     /// How many times the store was asked for samples so far (once per selector and

@@ -247,11 +247,20 @@ impl Wal {
     pub fn append(&mut self, record: &[u8], max_t: Option<i64>) -> Result<u64, WalError> {
         let current = &mut self.current;
         if let Err(source) = (&*current.file).write_all(record) {
+            // Cut the torn part off and move the write position back with it: otherwise
+            // the next record would land past a hole of zeros (a disk that was full), which
+            // replay takes for corruption, losing every record after it.
             let _ = current.file.set_len(current.len);
-            return Err(WalError {
+            let _ = std::io::Seek::seek(&mut &*current.file, std::io::SeekFrom::Start(current.len));
+            let error = WalError {
                 path: current.path.clone(),
                 source,
-            });
+            };
+            // Series definitions in the lost record are gone: define every series again
+            // before its next samples. The caller's rotation would do it, but on a full disk
+            // rotation fails too, and replay would then skip samples of undefined series.
+            self.defined.clear();
+            return Err(error);
         }
         current.len += record.len() as u64;
         current.max_t = max_opt(current.max_t, max_t);

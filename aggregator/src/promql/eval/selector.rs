@@ -74,7 +74,11 @@ impl Evaluator<'_> {
         self.selections += 1;
         let mut out: Vec<SeriesSamples> = Vec::new();
         for group in &sel.groups {
-            out.extend(self.store.select(group, mint, maxt)?);
+            let local = self.store.select(group, mint, maxt)?;
+            out.extend(match self.remote {
+                Some(remote) => remote.merge_into(group, mint, maxt, local),
+                None => local,
+            });
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         if sel.groups.len() > 1 {
