@@ -191,6 +191,9 @@ pub struct StorageConfig {
     pub retention_time: Duration,
     /// Oldest blocks are deleted while blocks and WAL exceed this many bytes; 0: no limit.
     pub retention_size_bytes: u64,
+    /// Exemplars kept in memory, in one ring shared by all series (Prometheus'
+    /// `storage.exemplars.max_exemplars`); 0 disables exemplar storage.
+    pub max_exemplars: usize,
 }
 
 impl Default for StorageConfig {
@@ -206,6 +209,7 @@ impl Default for StorageConfig {
             out_of_order_window: store.out_of_order_window,
             retention_time: store.retention_time,
             retention_size_bytes: store.retention_bytes,
+            max_exemplars: store.max_exemplars,
         }
     }
 }
@@ -226,6 +230,7 @@ impl StorageConfig {
             retention_time: self.retention_time,
             retention_bytes: self.retention_size_bytes,
             wal_segment_bytes: self.wal_segment_bytes,
+            max_exemplars: self.max_exemplars,
         }
     }
 }

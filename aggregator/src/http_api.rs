@@ -2,7 +2,7 @@
 //! `/metrics`.
 //!
 //! Endpoints (GET, and form-encoded POST where Prometheus accepts it): `/api/v1/query`,
-//! `/api/v1/query_range`, `/api/v1/query_exemplars` (empty: no exemplar storage yet),
+//! `/api/v1/query_range`, `/api/v1/query_exemplars`,
 //! `/api/v1/labels`, `/api/v1/label/<name>/values`, `/api/v1/series`, `/api/v1/metadata`,
 //! `/api/v1/status/buildinfo`, `/api/v1/rules` and `/api/v1/alerts` (empty: no rule engine
 //! yet), `/federate`, `/-/healthy`, `/-/ready`, `/metrics`.
@@ -15,6 +15,7 @@
 //! Query evaluation runs on the blocking pool so a heavy query never stalls other requests.
 
 pub mod error;
+pub mod exemplars;
 mod federate;
 mod health;
 pub mod json;
@@ -73,7 +74,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/metadata", get(meta::metadata))
         .route(
             "/api/v1/query_exemplars",
-            get(query::exemplars).post(query::exemplars),
+            get(exemplars::query_exemplars).post(exemplars::query_exemplars),
         )
         .route("/api/v1/status/buildinfo", get(meta::buildinfo))
         .route("/api/v1/rules", get(rules::rules))

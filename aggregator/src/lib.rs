@@ -10,6 +10,7 @@ pub mod config;
 pub mod http_api;
 pub mod import;
 pub mod ingest;
+pub mod jaeger;
 pub mod metrics;
 pub mod promql;
 pub mod remote_write;

@@ -75,6 +75,8 @@ pub struct Metrics {
     store_block_samples: Gauge,
     store_wal_bytes: Gauge,
     store_head_memory_bytes: Gauge,
+    /// Exemplars and the Jaeger API.
+    pub traces: TraceMetrics,
 }
 
 impl Default for Metrics {
@@ -183,6 +185,7 @@ impl Metrics {
             Unit::Bytes,
             store_head_memory_bytes.clone(),
         );
+        let traces = TraceMetrics::register(&mut registry);
         registry.register(
             "build",
             "Build information",
@@ -207,6 +210,7 @@ impl Metrics {
             store_block_samples,
             store_wal_bytes,
             store_head_memory_bytes,
+            traces,
         }
     }
 
@@ -221,6 +225,7 @@ impl Metrics {
         self.store_block_samples.set(disk.block_samples as i64);
         self.store_wal_bytes.set(disk.wal_bytes as i64);
         self.store_head_memory_bytes.set(store.heap_bytes() as i64);
+        self.traces.refresh(store);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -243,5 +248,70 @@ impl Metrics {
         self.ingest_batches
             .get_or_create(&BatchLabels { result })
             .inc();
+    }
+}
+
+/// `reason` label of dropped exemplars.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `duplicate` or `out_of_order`.
+    pub reason: &'static str,
+}
+
+/// Exemplar storage metrics.
+#[derive(Debug, Clone, Default)]
+pub struct TraceMetrics {
+    exemplars_appended: Counter,
+    exemplars_dropped: Family<ReasonLabels, Counter>,
+    exemplars_in_memory: Gauge,
+    exemplar_series: Gauge,
+}
+
+impl TraceMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "exemplars_appended",
+            "Exemplars kept in the exemplar ring",
+            m.exemplars_appended.clone(),
+        );
+        registry.register(
+            "exemplars_dropped",
+            "Exemplars dropped: equal to (duplicate) or not newer than (out_of_order) their \
+             series' newest",
+            m.exemplars_dropped.clone(),
+        );
+        registry.register(
+            "exemplars_in_memory",
+            "Exemplars held in the ring (storage.max_exemplars bounds it)",
+            m.exemplars_in_memory.clone(),
+        );
+        registry.register(
+            "exemplar_series",
+            "Series with at least one exemplar in the ring",
+            m.exemplar_series.clone(),
+        );
+        m
+    }
+
+    /// Counts the exemplars of one stored batch.
+    pub fn exemplars_appended(&self, outcome: &crate::store::BatchOutcome) {
+        self.exemplars_appended.inc_by(outcome.exemplars);
+        for (reason, n) in [
+            ("duplicate", outcome.exemplars_duplicate),
+            ("out_of_order", outcome.exemplars_out_of_order),
+        ] {
+            if n > 0 {
+                self.exemplars_dropped
+                    .get_or_create(&ReasonLabels { reason })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    fn refresh(&self, store: &Store) {
+        let (exemplars, series) = store.exemplar_stats();
+        self.exemplars_in_memory.set(exemplars as i64);
+        self.exemplar_series.set(series as i64);
     }
 }

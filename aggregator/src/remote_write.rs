@@ -1,5 +1,6 @@
 //! Prometheus remote write 1.0 receiver: `POST /api/v1/write`, a snappy-compressed
 //! `prometheus.WriteRequest`, so an existing Prometheus or Grafana Alloy can write into Sonde.
+//! Exemplars in the request are kept like the agents' (`/api/v1/query_exemplars`).
 //!
 //! Owns: decoding (bounded decompression), conversion into a batch payload, and the status
 //! codes senders act on: 204 stored; 400 for what resending cannot fix (malformed, invalid
@@ -23,7 +24,7 @@ use sonde_proto::{
     prometheus::{
         MetricMetadata as PromMetadata, WriteRequest, metric_metadata::MetricType as PromType,
     },
-    v1::{BatchPayload, Label, MetricMetadata, MetricType, Sample, Series},
+    v1::{BatchPayload, Exemplar, Label, MetricMetadata, MetricType, Sample, Series},
 };
 
 use crate::{ingest::Applier, metrics::Metrics};
@@ -144,7 +145,7 @@ fn convert(request: WriteRequest) -> (BatchPayload, usize) {
     let mut payload = BatchPayload::default();
     for ts in request.timeseries {
         native += ts.histograms.len();
-        if ts.samples.is_empty() {
+        if ts.samples.is_empty() && ts.exemplars.is_empty() {
             continue;
         }
         payload.series.push(Series {
@@ -164,7 +165,22 @@ fn convert(request: WriteRequest) -> (BatchPayload, usize) {
                     value: s.value,
                 })
                 .collect(),
-            exemplars: Vec::new(),
+            exemplars: ts
+                .exemplars
+                .into_iter()
+                .map(|e| Exemplar {
+                    labels: e
+                        .labels
+                        .into_iter()
+                        .map(|l| Label {
+                            name: l.name,
+                            value: l.value,
+                        })
+                        .collect(),
+                    value: e.value,
+                    timestamp_ms: e.timestamp,
+                })
+                .collect(),
         });
     }
     payload.metadata = request.metadata.into_iter().map(convert_metadata).collect();

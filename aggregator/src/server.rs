@@ -29,6 +29,7 @@ use crate::{
             ReloadingTls, ReloadingToken, SecurityError, TlsFiles, check_token, tls_incoming,
         },
     },
+    jaeger,
     metrics::Metrics,
     promql::Engine,
     remote_write,
@@ -248,7 +249,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ready: ready.clone(),
         started: Instant::now(),
     };
-    let router = http_api::router(state).merge(remote_write::router(applier, metrics));
+    let router = http_api::router(state)
+        .merge(remote_write::router(applier, metrics))
+        .merge(jaeger::router(store.clone()));
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let result = axum::serve(http_listener, router)

@@ -18,6 +18,7 @@
 pub mod block;
 pub mod compact;
 pub mod dir;
+pub mod exemplars;
 pub mod head;
 pub mod index;
 pub mod inspect;
@@ -41,6 +42,7 @@ use std::{
 pub use self::{
     block::{Block, BlockError, BlockMeta},
     dir::{DataDir, DirError},
+    exemplars::{Exemplar, SeriesExemplars},
     head::{AppendOutcome, Head, SeriesSamples},
     labels::{Label, Labels},
     matcher::{MatchOp, Matcher},
@@ -49,6 +51,7 @@ pub use self::{
     wal::WalError,
 };
 use self::{
+    exemplars::{AddOutcome, ExemplarRing},
     spans::{SpanQuery, SpanStore},
     wal::{Entry, RecordBuf, ReplayEvent, Wal},
 };
@@ -91,6 +94,8 @@ pub struct StoreOptions {
     pub retention_bytes: u64,
     /// A WAL segment is sealed once it reaches this size.
     pub wal_segment_bytes: u64,
+    /// Exemplars kept in memory (one ring shared by all series); 0 disables them.
+    pub max_exemplars: usize,
 }
 
 impl Default for StoreOptions {
@@ -103,6 +108,7 @@ impl Default for StoreOptions {
             retention_time: Duration::from_secs(15 * 24 * 3600),
             retention_bytes: 0,
             wal_segment_bytes: 128 << 20,
+            max_exemplars: 100_000,
         }
     }
 }
@@ -171,6 +177,12 @@ pub struct BatchOutcome {
     pub created_series: u64,
     /// Spans stored.
     pub spans: u64,
+    /// Exemplars kept.
+    pub exemplars: u64,
+    /// Exemplars dropped as equal to their series' newest one.
+    pub exemplars_duplicate: u64,
+    /// Exemplars dropped as not newer than their series' newest one.
+    pub exemplars_out_of_order: u64,
 }
 
 /// Sizes of the persistent part, for self-monitoring.
@@ -201,6 +213,7 @@ pub struct Store {
     wal: Mutex<Option<Wal>>,
     sync: Mutex<SyncState>,
     spans: SpanStore,
+    exemplars: Mutex<ExemplarRing>,
     metadata: meta::MetadataStore,
     next_seq: AtomicU64,
     /// Samples before this were flushed to blocks (replay skips them).
@@ -308,6 +321,7 @@ impl Store {
             head.observe_max_t(block.meta().max_t);
         }
         let (mut replayed_samples, mut replayed_spans) = (0u64, 0u64);
+        let mut exemplars = ExemplarRing::new(options.max_exemplars);
         let wal = if with_wal {
             let mut refs: HashMap<u32, Labels> = HashMap::new();
             let wal = Wal::open(
@@ -332,6 +346,11 @@ impl Store {
                         replayed_spans += s.len() as u64;
                         spans.add_to_head(s);
                     }
+                    ReplayEvent::Entry(Entry::Exemplars(e)) => {
+                        for (series, exemplar) in e {
+                            exemplars.add(&series, exemplar);
+                        }
+                    }
                 },
             )?;
             Some(wal)
@@ -343,6 +362,7 @@ impl Store {
             blocks = blocks.len(),
             replayed_samples,
             replayed_spans,
+            replayed_exemplars = exemplars.len(),
             head_series = head.stats().series,
             elapsed = ?started.elapsed(),
             "store opened"
@@ -354,6 +374,7 @@ impl Store {
             wal: Mutex::new(wal),
             sync: Mutex::new(SyncState::default()),
             spans,
+            exemplars: Mutex::new(exemplars),
             metadata,
             next_seq: AtomicU64::new(next_seq),
             flushed_before: AtomicI64::new(flushed_before),
@@ -451,6 +472,22 @@ impl Store {
         series: Vec<(Labels, Vec<Sample>)>,
         spans: Vec<Span>,
     ) -> Result<BatchOutcome, StoreError> {
+        self.append_batch_with_exemplars(series, spans, Vec::new())
+    }
+
+    /// [`Store::append_batch`] with exemplars (each with its series' labels) in the same
+    /// WAL record. Exemplars equal to or not newer than their series' newest are dropped
+    /// and counted in the outcome, never failing the batch; with `max_exemplars = 0` none is
+    /// kept or logged.
+    pub fn append_batch_with_exemplars(
+        &self,
+        series: Vec<(Labels, Vec<Sample>)>,
+        spans: Vec<Span>,
+        mut exemplars: Vec<(Labels, Exemplar)>,
+    ) -> Result<BatchOutcome, StoreError> {
+        if self.options.max_exemplars == 0 {
+            exemplars.clear();
+        }
         let mut outcome = BatchOutcome::default();
         let position = {
             let mut wal_guard = self.wal.lock().unwrap_or_else(|p| p.into_inner());
@@ -499,6 +536,9 @@ impl Store {
             if !spans.is_empty() {
                 record.spans(&spans);
             }
+            if !exemplars.is_empty() {
+                record.exemplars(&exemplars);
+            }
             let position = match wal_guard.as_mut() {
                 Some(wal) if !record.is_empty() => {
                     match wal.append(&record.finish(), max_t) {
@@ -517,6 +557,17 @@ impl Store {
             }
             outcome.spans = spans.len() as u64;
             self.spans.add_to_head(spans);
+            if !exemplars.is_empty() {
+                let mut ring = self.exemplars.lock().unwrap_or_else(|p| p.into_inner());
+                for (series, exemplar) in exemplars {
+                    match ring.add(&series, exemplar) {
+                        AddOutcome::Added => outcome.exemplars += 1,
+                        AddOutcome::Duplicate => outcome.exemplars_duplicate += 1,
+                        AddOutcome::OutOfOrder => outcome.exemplars_out_of_order += 1,
+                        AddOutcome::Disabled => {}
+                    }
+                }
+            }
             if let Some(wal) = wal_guard.as_mut()
                 && wal.wants_rotation()
             {
@@ -714,6 +765,40 @@ impl Store {
         Ok(self.append_batch(Vec::new(), spans)?.spans)
     }
 
+    /// Traces with a span matching `query`, most recent first, at most `limit` (0: all).
+    pub fn find_trace_ids(
+        &self,
+        query: &SpanQuery,
+        limit: usize,
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
+        self.spans.find_trace_ids(query, limit)
+    }
+
+    /// Services with spans and, per service, its operations as (name, kind).
+    pub fn span_catalog(&self) -> spans::Catalog {
+        self.spans.catalog()
+    }
+
+    /// Exemplars with `start <= t <= end` (ms) of the series matching any matcher group,
+    /// sorted by series labels, each series' oldest first.
+    pub fn select_exemplars(
+        &self,
+        start: i64,
+        end: i64,
+        groups: &[Vec<Matcher>],
+    ) -> Vec<SeriesExemplars> {
+        self.exemplars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .select(start, end, groups)
+    }
+
+    /// Exemplars held in memory and the series they belong to.
+    pub fn exemplar_stats(&self) -> (usize, usize) {
+        let ring = self.exemplars.lock().unwrap_or_else(|p| p.into_inner());
+        (ring.len(), ring.series_count())
+    }
+
     /// Spans matching `query`, newest first.
     pub fn find_spans(&self, query: &SpanQuery) -> Result<Vec<Span>, StoreError> {
         self.spans.find(query)
@@ -832,6 +917,10 @@ impl Store {
         };
         let span_count = spans.len();
         self.spans.write_file(spans)?;
+        // Exemplars live only in the WAL: log the ring again before segments go.
+        if let Some(position) = self.checkpoint_exemplars()? {
+            self.sync_wal(position)?;
+        }
         let flushed_before = self.flushed_before.load(Ordering::Relaxed);
         let empty = self.head_read().min_t().is_none();
         if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
@@ -841,6 +930,34 @@ impl Store {
             tracing::info!(blocks = written, spans = span_count, ?cut, "head flushed");
         }
         Ok(written)
+    }
+
+    /// Writes the whole exemplar ring as one WAL record in the current segment when it
+    /// changed since the last checkpoint; returns the WAL position to sync.
+    fn checkpoint_exemplars(&self) -> Result<Option<u64>, StoreError> {
+        let mut wal_guard = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(wal) = wal_guard.as_mut() else {
+            return Ok(None);
+        };
+        let mut ring = self.exemplars.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = ring.take_changed();
+        let segment = wal.current_segment();
+        if ring.is_empty() || (changed == 0 && ring.checkpoint_segment == Some(segment)) {
+            return Ok(None);
+        }
+        let mut record = RecordBuf::new();
+        record.exemplars(&ring.entries());
+        match wal.append(&record.finish(), None) {
+            Ok(position) => {
+                ring.checkpoint_segment = Some(segment);
+                Ok(Some(position))
+            }
+            Err(error) => {
+                // Try again at the next flush.
+                ring.changed_again(changed);
+                Err(error.into())
+            }
+        }
     }
 
     /// Compacts blocks per [`compact::plan`]; with `force`, every window with two or more

@@ -23,6 +23,47 @@ pub mod prometheus {
     include!("gen/prometheus.rs");
 }
 
+/// OTLP (OpenTelemetry protocol) trace export: the subset of `opentelemetry-proto` the agent
+/// sends (`opentelemetry.proto.*`), with `collector::trace::v1::trace_service_client` and
+/// `_server`. Wire-compatible with any OTLP/gRPC receiver (Jaeger, Tempo, the Collector).
+#[allow(clippy::all, missing_docs, unused_qualifications)]
+pub mod opentelemetry {
+    /// `opentelemetry.proto.*`
+    pub mod proto {
+        /// `opentelemetry.proto.common`
+        pub mod common {
+            /// `opentelemetry.proto.common.v1`
+            pub mod v1 {
+                include!("gen/opentelemetry.proto.common.v1.rs");
+            }
+        }
+        /// `opentelemetry.proto.resource`
+        pub mod resource {
+            /// `opentelemetry.proto.resource.v1`
+            pub mod v1 {
+                include!("gen/opentelemetry.proto.resource.v1.rs");
+            }
+        }
+        /// `opentelemetry.proto.trace`
+        pub mod trace {
+            /// `opentelemetry.proto.trace.v1`
+            pub mod v1 {
+                include!("gen/opentelemetry.proto.trace.v1.rs");
+            }
+        }
+        /// `opentelemetry.proto.collector`
+        pub mod collector {
+            /// `opentelemetry.proto.collector.trace`
+            pub mod trace {
+                /// `opentelemetry.proto.collector.trace.v1`
+                pub mod v1 {
+                    include!("gen/opentelemetry.proto.collector.trace.v1.rs");
+                }
+            }
+        }
+    }
+}
+
 /// Metric names, label names and label values Sonde itself attaches.
 pub mod names {
     /// The metric name label.

@@ -16,7 +16,11 @@ pub struct Options {
     pub check: bool,
 }
 
-const PROTOS: &[&str] = &["sonde/v1/ingest.proto", "prometheus/remote.proto"];
+const PROTOS: &[&str] = &[
+    "sonde/v1/ingest.proto",
+    "prometheus/remote.proto",
+    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
+];
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     setup::ensure_packages(setup::CODEGEN_PACKAGES)?;

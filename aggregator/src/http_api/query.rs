@@ -1,4 +1,4 @@
-//! `/api/v1/query`, `/api/v1/query_range` and `/api/v1/query_exemplars`.
+//! `/api/v1/query` and `/api/v1/query_range`.
 //!
 //! Evaluation waits for an admission slot (`query.max_concurrent`), then runs on the blocking
 //! pool. When the client goes away, the request future is dropped, which sets the query's
@@ -129,27 +129,4 @@ pub async fn range(State(state): State<ApiState>, params: Params) -> Result<Resp
     })
     .await?;
     Ok(json::success(json::encode_value(&value)))
-}
-
-/// `GET|POST /api/v1/query_exemplars?query=…&start=…&end=…`
-///
-/// Sonde stores no exemplars yet, so the answer is Prometheus' empty result, after the same
-/// parameter checks Prometheus makes (a query that parses, valid times).
-pub async fn exemplars(
-    State(_state): State<ApiState>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    let query = params.required("query")?;
-    crate::promql::parse(query)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
-    let start = params.time("start")?;
-    let end = params.time("end")?;
-    if let (Some(start), Some(end)) = (start, end)
-        && end < start
-    {
-        return Err(ApiError::bad_data(
-            "invalid parameter \"end\": end timestamp must not be before start timestamp",
-        ));
-    }
-    Ok(json::success("[]".to_owned()))
 }

@@ -119,7 +119,11 @@ impl Applier {
             self.store.set_metadata(family, metadata);
         }
         // One WAL record for the whole payload: all or nothing, durable before the ack.
-        let outcome = self.store.append_batch(converted.series, converted.spans)?;
+        let outcome = self.store.append_batch_with_exemplars(
+            converted.series,
+            converted.spans,
+            converted.exemplars,
+        )?;
         let applied = Applied {
             stored: outcome.appended,
             duplicates: outcome.duplicates,
@@ -129,6 +133,7 @@ impl Applier {
         self.metrics
             .ingest_duplicate_samples
             .inc_by(applied.duplicates);
+        self.metrics.traces.exemplars_appended(&outcome);
         Ok(applied)
     }
 }

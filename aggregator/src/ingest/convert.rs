@@ -3,10 +3,12 @@
 //! Classic histograms become the series Prometheus clients expose: `<name>_bucket{le=…}` per
 //! bound plus `le="+Inf"`, `<name>_sum` and `<name>_count`, with `le` formatted as Go's
 //! `strconv.FormatFloat(v, 'g', -1, 64)` so queries written for Prometheus match.
+//! A histogram's exemplars go to the `_bucket` series of the smallest bound not below their
+//! value (`+Inf` past the last), where a Prometheus client library exposes them.
 
 use sonde_proto::v1::{BatchPayload, Label as ProtoLabel, MetricType as ProtoType};
 
-use crate::store::{AttrValue, Labels, Metadata, MetricType, Sample, Span};
+use crate::store::{AttrValue, Exemplar, Labels, Metadata, MetricType, Sample, Span};
 
 /// A batch ready to store.
 #[derive(Debug, Default)]
@@ -17,6 +19,8 @@ pub struct ConvertedBatch {
     pub metadata: Vec<(String, Metadata)>,
     /// Spans.
     pub spans: Vec<Span>,
+    /// Exemplars with their series' labels.
+    pub exemplars: Vec<(Labels, Exemplar)>,
 }
 
 impl ConvertedBatch {
@@ -31,6 +35,9 @@ pub fn convert_batch(payload: BatchPayload) -> ConvertedBatch {
     let mut out = ConvertedBatch::default();
     for series in payload.series {
         let labels = to_labels(&series.labels);
+        for e in &series.exemplars {
+            out.exemplars.push((labels.clone(), to_exemplar(e)));
+        }
         let samples = series
             .samples
             .iter()
@@ -65,6 +72,15 @@ pub fn convert_batch(payload: BatchPayload) -> ConvertedBatch {
                     .chain(le.map(|le| ("le", le))),
             )
         };
+        for e in &histogram.exemplars {
+            let le = histogram
+                .upper_bounds
+                .iter()
+                .find(|b| e.value <= **b)
+                .map_or_else(|| "+Inf".to_owned(), |b| format_go_g(*b));
+            out.exemplars
+                .push((with_name("_bucket", Some(&le)), to_exemplar(e)));
+        }
         let points = &histogram.points;
         for (i, bound) in histogram.upper_bounds.iter().enumerate() {
             let samples = points
@@ -158,6 +174,14 @@ fn convert_span(span: sonde_proto::v1::Span) -> Span {
         status_message: span.status_message,
         attributes: attrs(span.attributes),
         resource,
+    }
+}
+
+fn to_exemplar(e: &sonde_proto::v1::Exemplar) -> Exemplar {
+    Exemplar {
+        labels: to_labels(&e.labels),
+        value: e.value,
+        t: e.timestamp_ms,
     }
 }
 

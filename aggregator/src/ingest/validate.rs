@@ -3,7 +3,7 @@
 //! Every error names the offending series (by its labels as sent) and the rule it broke, so an
 //! operator can find the instrumentation at fault.
 
-use sonde_proto::v1::{BatchPayload, HistogramSeries, Label};
+use sonde_proto::v1::{BatchPayload, Exemplar, HistogramSeries, Label};
 
 use crate::config::Limits;
 
@@ -72,6 +72,16 @@ pub enum ValidationError {
         /// What is wrong.
         problem: String,
     },
+    /// An exemplar is malformed (label names, label set over 128 code points).
+    #[error("series {series}: exemplar at {t} ms: {problem}")]
+    InvalidExemplar {
+        /// The series as sent.
+        series: String,
+        /// The exemplar's timestamp.
+        t: i64,
+        /// What is wrong.
+        problem: String,
+    },
     /// A span's ids have the wrong length.
     #[error("span {index} ({name:?}): {problem}")]
     InvalidSpan {
@@ -116,11 +126,39 @@ pub fn validate(payload: &BatchPayload, limits: &Limits) -> Result<(), Validatio
     }
     for series in &payload.series {
         validate_labels(&series.labels, limits, 0)?;
+        validate_exemplars(&series.labels, &series.exemplars)?;
     }
     for histogram in &payload.histograms {
         // `le` is added on expansion, so it counts against the label limit.
         validate_labels(&histogram.labels, limits, 1)?;
         validate_histogram(histogram)?;
+        validate_exemplars(&histogram.labels, &histogram.exemplars)?;
+    }
+    Ok(())
+}
+
+fn validate_exemplars(series: &[Label], exemplars: &[Exemplar]) -> Result<(), ValidationError> {
+    use crate::store::exemplars::{MAX_LABEL_SET_CHARS, label_set_chars};
+    for e in exemplars {
+        let invalid = |problem: String| ValidationError::InvalidExemplar {
+            series: describe(series),
+            t: e.timestamp_ms,
+            problem,
+        };
+        if let Some(l) = e.labels.iter().find(|l| !is_label_name(&l.name)) {
+            return Err(invalid(format!("invalid label name {:?}", l.name)));
+        }
+        let mut names: Vec<&str> = e.labels.iter().map(|l| l.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(invalid(format!("duplicate label name {:?}", pair[0])));
+        }
+        let chars = label_set_chars(e.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+        if chars > MAX_LABEL_SET_CHARS {
+            return Err(invalid(format!(
+                "labels have {chars} UTF-8 code points, over the limit of {MAX_LABEL_SET_CHARS}"
+            )));
+        }
     }
     Ok(())
 }
@@ -386,5 +424,36 @@ mod tests {
                 .to_string()
                 .contains("1 bucket counts")
         );
+    }
+
+    #[test]
+    fn exemplars_checked() {
+        let limits = Limits::default();
+        let with = |labels: Vec<Label>| BatchPayload {
+            series: vec![Series {
+                labels: vec![l("__name__", "lat_bucket"), l("le", "0.1")],
+                samples: vec![],
+                exemplars: vec![Exemplar {
+                    labels,
+                    value: 0.05,
+                    timestamp_ms: 7,
+                }],
+            }],
+            ..Default::default()
+        };
+        assert!(validate(&with(vec![l("trace_id", &"a".repeat(120))]), &limits).is_ok());
+        let err = validate(&with(vec![l("trace_id", &"a".repeat(121))]), &limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "series lat_bucket{le=\"0.1\"}: exemplar at 7 ms: labels have 129 UTF-8 code \
+             points, over the limit of 128"
+        );
+        let err = validate(&with(vec![l("trace-id", "x")]), &limits).unwrap_err();
+        assert!(
+            err.to_string().contains("invalid label name \"trace-id\""),
+            "{err}"
+        );
+        let err = validate(&with(vec![l("a", "x"), l("a", "y")]), &limits).unwrap_err();
+        assert!(err.to_string().contains("duplicate label name"), "{err}");
     }
 }

@@ -10,12 +10,16 @@
 //! `{"bytes_hex": "…"}`); zstd. The file's key/value metadata holds `sonde.min_start_ns`
 //! and `sonde.max_start_ns` so time-range queries skip whole files.
 //!
+//! A catalog of services and their operations (name, kind) is kept in memory, built on open
+//! from the files' `service`/`name`/`kind` columns and kept current by appends and retention.
+//!
 //! Must not: know the Jaeger API or gRPC.
 
 pub mod model;
 mod parquet_io;
 
 use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
     sync::{Mutex, RwLock},
 };
@@ -29,6 +33,8 @@ use super::StoreError;
 pub struct SpanQuery {
     /// Exactly this trace.
     pub trace_id: Option<[u8; 16]>,
+    /// Any of these traces (empty: any trace).
+    pub trace_ids: Vec<[u8; 16]>,
     /// This service.
     pub service: Option<String>,
     /// This operation name.
@@ -41,6 +47,13 @@ pub struct SpanQuery {
     pub min_duration_ns: Option<i64>,
     /// Duration at most (ns).
     pub max_duration_ns: Option<i64>,
+    /// This span kind (OpenTelemetry number).
+    pub kind: Option<u8>,
+    /// This status code (OpenTelemetry number).
+    pub status_code: Option<u8>,
+    /// Attributes that must all be present, on the span or its resource, with these values
+    /// in their text form (`true`, `200`, `0.5`, bytes as lowercase hex).
+    pub tags: Vec<(String, String)>,
     /// Most spans returned (0: no limit); the newest are kept.
     pub limit: usize,
 }
@@ -50,14 +63,33 @@ impl SpanQuery {
     pub fn matches(&self, span: &Span) -> bool {
         let d = span.duration_nanos();
         self.trace_id.is_none_or(|t| t == span.trace_id)
+            && (self.trace_ids.is_empty() || self.trace_ids.contains(&span.trace_id))
+            && self.kind.is_none_or(|k| k == span.kind)
+            && self.status_code.is_none_or(|c| c == span.status_code)
             && self.service.as_ref().is_none_or(|s| *s == span.service)
             && self.name.as_ref().is_none_or(|n| *n == span.name)
             && self.start_min_ns.is_none_or(|t| span.start_unix_nano >= t)
             && self.start_max_ns.is_none_or(|t| span.start_unix_nano <= t)
             && self.min_duration_ns.is_none_or(|m| d >= m)
             && self.max_duration_ns.is_none_or(|m| d <= m)
+            && self.tags.iter().all(|(k, v)| {
+                span.attributes
+                    .iter()
+                    .chain(&span.resource)
+                    .any(|(key, value)| key == k && value.text_matches(v))
+            })
+    }
+
+    /// The trace ids to look up by bloom filter, if the query names any.
+    pub(crate) fn wanted_traces(&self) -> Vec<[u8; 16]> {
+        let mut out = self.trace_ids.clone();
+        out.extend(self.trace_id);
+        out
     }
 }
+
+/// Services and, per service, its operations as (name, kind).
+pub type Catalog = BTreeMap<String, BTreeSet<(String, u8)>>;
 
 /// Span storage: head and files.
 #[derive(Debug)]
@@ -66,6 +98,7 @@ pub struct SpanStore {
     head: Mutex<Vec<Span>>,
     files: RwLock<Vec<parquet_io::SpanFile>>,
     next_seq: Mutex<u64>,
+    catalog: RwLock<Catalog>,
 }
 
 impl SpanStore {
@@ -105,17 +138,56 @@ impl SpanStore {
                 }
             }
         }
-        Ok(Self {
+        let store = Self {
             dir: dir.to_owned(),
             head: Mutex::new(Vec::new()),
             files: RwLock::new(files),
             next_seq: Mutex::new(next_seq),
-        })
+            catalog: RwLock::new(Catalog::new()),
+        };
+        store.rebuild_catalog()?;
+        Ok(store)
+    }
+
+    /// Recomputes the catalog from the files and the head.
+    fn rebuild_catalog(&self) -> Result<(), StoreError> {
+        let mut catalog = Catalog::new();
+        for file in self.files.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            file.operations(&mut catalog)?;
+        }
+        for span in self.head.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            catalog
+                .entry(span.service.clone())
+                .or_default()
+                .insert((span.name.clone(), span.kind));
+        }
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+        Ok(())
+    }
+
+    /// Services with spans, and their operations.
+    pub fn catalog(&self) -> Catalog {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Adds spans to the in-memory head (already logged).
     pub fn add_to_head(&self, spans: Vec<Span>) {
         if !spans.is_empty() {
+            {
+                let mut catalog = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+                for span in &spans {
+                    let ops = match catalog.get_mut(&span.service) {
+                        Some(ops) => ops,
+                        None => catalog.entry(span.service.clone()).or_default(),
+                    };
+                    if !ops.iter().any(|(n, k)| *n == span.name && *k == span.kind) {
+                        ops.insert((span.name.clone(), span.kind));
+                    }
+                }
+            }
             self.head
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -158,6 +230,56 @@ impl SpanStore {
         }
     }
 
+    /// Calls `f` with every span matching `query` (head first, then files; unordered).
+    pub fn for_each(&self, query: &SpanQuery, mut f: impl FnMut(Span)) -> Result<(), StoreError> {
+        for span in self
+            .head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|s| query.matches(s))
+        {
+            f(span.clone());
+        }
+        let files = self.files.read().unwrap_or_else(|p| p.into_inner());
+        for file in files.iter() {
+            file.for_each(query, &mut f)?;
+        }
+        Ok(())
+    }
+
+    /// The traces with at least one span matching `query`, the most recently started
+    /// first (by their newest matching span), at most `limit` (0: all). Memory is bounded by
+    /// `limit` traces, not by the matching spans.
+    pub fn find_trace_ids(
+        &self,
+        query: &SpanQuery,
+        limit: usize,
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
+        let mut newest: HashMap<[u8; 16], i64> = HashMap::new();
+        // Start of the oldest trace kept once `limit` are held: anything older cannot enter.
+        let mut floor = i64::MIN;
+        self.for_each(query, |span| {
+            if limit > 0 && newest.len() >= limit && span.start_unix_nano <= floor {
+                return;
+            }
+            let t = newest.entry(span.trace_id).or_insert(span.start_unix_nano);
+            *t = (*t).max(span.start_unix_nano);
+            if limit > 0 && newest.len() > limit {
+                // Evict the trace with the oldest newest span (ties: highest id).
+                let (&victim, _) = newest
+                    .iter()
+                    .min_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                    .expect("non-empty");
+                newest.remove(&victim);
+                floor = newest.values().copied().min().unwrap_or(i64::MIN);
+            }
+        })?;
+        let mut out: Vec<([u8; 16], i64)> = newest.into_iter().collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(out.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Spans matching `query`, newest first, at most `query.limit`.
     pub fn find(&self, query: &SpanQuery) -> Result<Vec<Span>, StoreError> {
         let mut out: Vec<Span> = self
@@ -189,6 +311,7 @@ impl SpanStore {
         let horizon = t_ms.saturating_mul(1_000_000);
         let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
         let mut kept = Vec::new();
+        let mut removed = false;
         for file in files.drain(..) {
             if file.max_start_ns < horizon {
                 tracing::info!(file = %file.path.display(), "span file deleted by retention");
@@ -196,11 +319,16 @@ impl SpanStore {
                     path: file.path.clone(),
                     source,
                 })?;
+                removed = true;
             } else {
                 kept.push(file);
             }
         }
         *files = kept;
+        drop(files);
+        if removed {
+            self.rebuild_catalog()?;
+        }
         Ok(())
     }
 

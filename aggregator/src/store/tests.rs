@@ -350,3 +350,171 @@ fn retention_deletes_old_blocks() {
         vec![s(5 * H, 2.0), s(5 * H + 1, 3.0)]
     );
 }
+
+#[test]
+fn exemplars_are_logged_and_replayed_and_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        max_exemplars: 3,
+        ..options()
+    };
+    let series = labels("lat_bucket", "api");
+    let ex = |trace: &str, t: i64| Exemplar {
+        labels: Labels::from_pairs([("trace_id", trace)]),
+        value: 0.1,
+        t,
+    };
+    let all_groups = vec![vec![Matcher::equal("__name__", "lat_bucket")]];
+    {
+        let store = Store::open_with(tmp.path(), opts.clone()).unwrap();
+        let outcome = store
+            .append_batch_with_exemplars(
+                vec![(series.clone(), vec![s(1_000, 1.0)])],
+                Vec::new(),
+                vec![
+                    (series.clone(), ex("a", 1_000)),
+                    (series.clone(), ex("a", 1_000)),
+                    (series.clone(), ex("b", 900)),
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                outcome.exemplars,
+                outcome.exemplars_duplicate,
+                outcome.exemplars_out_of_order
+            ),
+            (1, 1, 1)
+        );
+        // Exemplars alone (no samples) are a record of their own.
+        store
+            .append_batch_with_exemplars(
+                Vec::new(),
+                Vec::new(),
+                vec![
+                    (series.clone(), ex("c", 2_000)),
+                    (series.clone(), ex("d", 3_000)),
+                    (series.clone(), ex("e", 4_000)),
+                ],
+            )
+            .unwrap();
+        // A flush deletes WAL segments: the ring is checkpointed first.
+        store.flush(true).unwrap();
+    }
+    {
+        // Nothing new, but the next flush seals the checkpoint's segment and deletes it:
+        // the ring must be logged again.
+        let store = Store::open_with(tmp.path(), opts.clone()).unwrap();
+        assert_eq!(store.exemplar_stats(), (3, 1));
+        store.append(series.clone(), &[s(5_000, 2.0)]).unwrap();
+        store.flush(true).unwrap();
+        store.append(series.clone(), &[s(6_000, 2.0)]).unwrap();
+        store.flush(true).unwrap();
+    }
+    let store = Store::open_with(tmp.path(), opts).unwrap();
+    let got = store.select_exemplars(i64::MIN, i64::MAX, &all_groups);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].labels, series);
+    let traces: Vec<&str> = got[0]
+        .exemplars
+        .iter()
+        .map(|e| e.labels.get("trace_id").unwrap())
+        .collect();
+    assert_eq!(traces, ["c", "d", "e"], "the ring keeps the newest 3");
+    assert_eq!(store.exemplar_stats(), (3, 1));
+    assert_eq!(
+        store.select_exemplars(2_500, 3_500, &all_groups)[0].exemplars,
+        vec![ex("d", 3_000)]
+    );
+    // Disabled: nothing kept.
+    let tmp = tempfile::tempdir().unwrap();
+    let off = Store::open_with(
+        tmp.path(),
+        StoreOptions {
+            max_exemplars: 0,
+            ..options()
+        },
+    )
+    .unwrap();
+    off.append_batch_with_exemplars(Vec::new(), Vec::new(), vec![(series, ex("a", 1))])
+        .unwrap();
+    assert_eq!(off.exemplar_stats(), (0, 0));
+}
+
+#[test]
+fn trace_search_catalog_and_tags_across_head_and_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let span = |trace: u8, id: u8, service: &str, name: &str, start: i64, status: i64| Span {
+        trace_id: [trace; 16],
+        span_id: [id; 8],
+        parent_span_id: None,
+        service: service.to_owned(),
+        name: name.to_owned(),
+        kind: 2,
+        start_unix_nano: start,
+        end_unix_nano: start + 100,
+        status_code: 0,
+        status_message: String::new(),
+        attributes: vec![(
+            "http.response.status_code".to_owned(),
+            AttrValue::Int(status),
+        )],
+        resource: vec![("host.name".to_owned(), AttrValue::Str("h1".to_owned()))],
+    };
+    let store = Store::open_with(tmp.path(), options()).unwrap();
+    store
+        .append_spans(vec![
+            span(1, 1, "api", "GET /a", 1_000, 200),
+            span(1, 2, "api", "GET /a", 5_000, 500),
+            span(2, 3, "api", "GET /b", 2_000, 200),
+        ])
+        .unwrap();
+    store.flush(true).unwrap();
+    store
+        .append_spans(vec![
+            span(3, 4, "api", "GET /a", 3_000, 200),
+            span(4, 5, "db", "SELECT", 4_000, 200),
+        ])
+        .unwrap();
+    let api = SpanQuery {
+        service: Some("api".into()),
+        ..Default::default()
+    };
+    // Newest first by each trace's newest matching span; the limit bounds traces.
+    assert_eq!(
+        store.find_trace_ids(&api, 0).unwrap(),
+        vec![[1; 16], [3; 16], [2; 16]]
+    );
+    assert_eq!(
+        store.find_trace_ids(&api, 2).unwrap(),
+        vec![[1; 16], [3; 16]]
+    );
+    let errors = SpanQuery {
+        tags: vec![("http.response.status_code".into(), "500".into())],
+        ..api.clone()
+    };
+    assert_eq!(store.find_trace_ids(&errors, 0).unwrap(), vec![[1; 16]]);
+    let resource_tag = SpanQuery {
+        tags: vec![("host.name".into(), "h1".into())],
+        name: Some("SELECT".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.find_trace_ids(&resource_tag, 0).unwrap(),
+        vec![[4; 16]]
+    );
+    let two = store
+        .find_spans(&SpanQuery {
+            trace_ids: vec![[1; 16], [4; 16]],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(two.len(), 3);
+    let catalog = store.span_catalog();
+    assert_eq!(catalog.keys().collect::<Vec<_>>(), ["api", "db"]);
+    assert_eq!(catalog["api"].len(), 2);
+    drop(store);
+    // The catalog is rebuilt from files and the replayed head.
+    let store = Store::open_with(tmp.path(), options()).unwrap();
+    assert_eq!(store.span_catalog(), catalog);
+}

@@ -259,6 +259,11 @@ impl Wal {
         Ok(self.written)
     }
 
+    /// Sequence number of the segment being written.
+    pub fn current_segment(&self) -> u64 {
+        self.current.seq
+    }
+
     /// Whether the current segment is over its size limit (the caller rotates, since
     /// rotation resets series definitions the head must know about).
     pub fn wants_rotation(&self) -> bool {

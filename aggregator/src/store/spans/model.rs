@@ -17,6 +17,28 @@ pub enum AttrValue {
     Bytes(Vec<u8>),
 }
 
+impl AttrValue {
+    /// The value as text: strings as they are, booleans `true`/`false`, numbers in their
+    /// shortest form, bytes as lowercase hex.
+    pub fn to_text(&self) -> String {
+        match self {
+            AttrValue::Str(s) => s.clone(),
+            AttrValue::Bool(b) => b.to_string(),
+            AttrValue::Int(i) => i.to_string(),
+            AttrValue::Double(d) => d.to_string(),
+            AttrValue::Bytes(b) => b.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// Whether the value's text form is `text`.
+    pub fn text_matches(&self, text: &str) -> bool {
+        match self {
+            AttrValue::Str(s) => s == text,
+            other => other.to_text() == text,
+        }
+    }
+}
+
 /// One span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Span {

@@ -15,7 +15,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::{
     arrow::{
-        ArrowWriter,
+        ArrowWriter, ProjectionMask,
         arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder},
     },
     basic::{Compression, ZstdLevel},
@@ -155,6 +155,44 @@ impl SpanFile {
 
     /// Appends the spans matching `query` to `out`.
     pub fn find(&self, query: &SpanQuery, out: &mut Vec<Span>) -> Result<(), BlockError> {
+        self.for_each(query, |span| out.push(span))
+    }
+
+    /// Adds the file's services and operations (reading only those columns).
+    pub fn operations(&self, catalog: &mut super::Catalog) -> Result<(), BlockError> {
+        let path = &self.path;
+        let file = File::open(path).map_err(BlockError::io(path))?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone());
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [3, 4, 5]);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(BlockError::parquet(path))?;
+        let bad = || BlockError::invalid(path, "unexpected column types");
+        for batch in reader {
+            let batch = batch.map_err(|e| BlockError::invalid(path, e.to_string()))?;
+            let service = batch.column(0).as_string_opt::<i32>().ok_or_else(bad)?;
+            let name = batch.column(1).as_string_opt::<i32>().ok_or_else(bad)?;
+            let kind = batch
+                .column(2)
+                .as_primitive_opt::<Int8Type>()
+                .ok_or_else(bad)?;
+            for i in 0..batch.num_rows() {
+                let key = (name.value(i), kind.value(i) as u8);
+                let ops = match catalog.get_mut(service.value(i)) {
+                    Some(ops) => ops,
+                    None => catalog.entry(service.value(i).to_owned()).or_default(),
+                };
+                if !ops.iter().any(|(n, k)| n == key.0 && *k == key.1) {
+                    ops.insert((key.0.to_owned(), key.1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with each span matching `query`.
+    pub fn for_each(&self, query: &SpanQuery, mut f: impl FnMut(Span)) -> Result<(), BlockError> {
         if query.start_min_ns.is_some_and(|t| self.max_start_ns < t)
             || query.start_max_ns.is_some_and(|t| self.min_start_ns > t)
         {
@@ -164,15 +202,15 @@ impl SpanFile {
         let file = File::open(path).map_err(BlockError::io(path))?;
         let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone());
         let mut row_groups: Vec<usize> = (0..self.meta.metadata().num_row_groups()).collect();
-        if let Some(trace_id) = query.trace_id {
-            let key = trace_id.to_vec();
+        let wanted = query.wanted_traces();
+        if !wanted.is_empty() {
             let mut kept = Vec::new();
             for rg in row_groups {
                 match builder
                     .get_row_group_column_bloom_filter(rg, 0)
                     .map_err(BlockError::parquet(path))?
                 {
-                    Some(filter) if !filter.check(&key) => {}
+                    Some(filter) if !wanted.iter().any(|t| filter.check(&t.to_vec())) => {}
                     _ => kept.push(rg),
                 }
             }
@@ -189,7 +227,7 @@ impl SpanFile {
             let batch = batch.map_err(|e| BlockError::invalid(path, e.to_string()))?;
             decode_batch(&batch, path, |span| {
                 if query.matches(&span) {
-                    out.push(span);
+                    f(span);
                 }
             })?;
         }

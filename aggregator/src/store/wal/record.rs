@@ -4,16 +4,20 @@
 //! A payload is a sequence of entries, each starting with a kind byte:
 //! - `1` series: `u32 ref`, `u16 n`, then `n` × (`u16 len` name, `u32 len` value);
 //! - `2` samples: `u32 ref`, `u32 n`, then `n` × (`i64 t`, `u64 value bits`);
-//! - `3` spans: `u32 n`, then `n` spans ([`super::super::spans::encode_span`]).
+//! - `3` spans: `u32 n`, then `n` spans ([`super::super::spans::encode_span`]);
+//! - `4` exemplars: `u32 n`, then `n` × (series labels, exemplar labels, `u64 value bits`,
+//!   `i64 t`), labels as `u16 n` × (`u16 len` name, `u32 len` value). Self-contained (no
+//!   refs), since exemplars are few and may belong to series without samples in the record.
 //!
 //! Refs are scoped to one segment: a series entry precedes the first samples of that series
 //! in every segment, so any suffix of the log made of whole segments replays on its own.
 
-use crate::store::{Labels, Sample, spans::Span};
+use crate::store::{Labels, Sample, exemplars::Exemplar, spans::Span};
 
 pub(crate) const KIND_SERIES: u8 = 1;
 pub(crate) const KIND_SAMPLES: u8 = 2;
 pub(crate) const KIND_SPANS: u8 = 3;
+pub(crate) const KIND_EXEMPLARS: u8 = 4;
 
 /// Bytes of record framing (length + CRC).
 pub const HEADER: usize = 8;
@@ -37,6 +41,8 @@ pub enum Entry {
     },
     /// Spans.
     Spans(Vec<Span>),
+    /// Exemplars with the labels of their series.
+    Exemplars(Vec<(Labels, Exemplar)>),
 }
 
 /// Builds one record's payload.
@@ -62,6 +68,10 @@ impl RecordBuf {
     pub fn series(&mut self, r: u32, labels: &Labels) {
         self.buf.push(KIND_SERIES);
         self.buf.extend_from_slice(&r.to_le_bytes());
+        self.labels(labels);
+    }
+
+    fn labels(&mut self, labels: &Labels) {
         self.buf
             .extend_from_slice(&(labels.len() as u16).to_le_bytes());
         for l in labels.iter() {
@@ -71,6 +81,19 @@ impl RecordBuf {
             self.buf
                 .extend_from_slice(&(l.value.len() as u32).to_le_bytes());
             self.buf.extend_from_slice(l.value.as_bytes());
+        }
+    }
+
+    /// Adds exemplars with their series' labels.
+    pub fn exemplars(&mut self, exemplars: &[(Labels, Exemplar)]) {
+        self.buf.push(KIND_EXEMPLARS);
+        self.buf
+            .extend_from_slice(&(exemplars.len() as u32).to_le_bytes());
+        for (series, e) in exemplars {
+            self.labels(series);
+            self.labels(&e.labels);
+            self.buf.extend_from_slice(&e.value.to_bits().to_le_bytes());
+            self.buf.extend_from_slice(&e.t.to_le_bytes());
         }
     }
 
@@ -140,6 +163,19 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn decode_labels(r: &mut Reader<'_>) -> Option<Labels> {
+    let n = r.u16()? as usize;
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let nl = r.u16()? as usize;
+        let name = r.str(nl)?;
+        let vl = r.u32()? as usize;
+        let value = r.str(vl)?;
+        pairs.push((name, value));
+    }
+    Some(Labels::from_pairs(pairs))
+}
+
 /// Decodes a payload whose CRC was checked; `None` if it is malformed.
 pub fn decode(payload: &[u8]) -> Option<Vec<Entry>> {
     let mut r = Reader { data: payload };
@@ -148,19 +184,22 @@ pub fn decode(payload: &[u8]) -> Option<Vec<Entry>> {
         match r.u8()? {
             KIND_SERIES => {
                 let id = r.u32()?;
-                let n = r.u16()? as usize;
-                let mut pairs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let nl = r.u16()? as usize;
-                    let name = r.str(nl)?;
-                    let vl = r.u32()? as usize;
-                    let value = r.str(vl)?;
-                    pairs.push((name, value));
-                }
                 out.push(Entry::Series {
                     r: id,
-                    labels: Labels::from_pairs(pairs),
+                    labels: decode_labels(&mut r)?,
                 });
+            }
+            KIND_EXEMPLARS => {
+                let n = r.u32()? as usize;
+                let mut exemplars = Vec::with_capacity(n.min(1 << 16));
+                for _ in 0..n {
+                    let series = decode_labels(&mut r)?;
+                    let labels = decode_labels(&mut r)?;
+                    let value = f64::from_bits(r.u64()?);
+                    let t = r.u64()? as i64;
+                    exemplars.push((series, Exemplar { labels, value, t }));
+                }
+                out.push(Entry::Exemplars(exemplars));
             }
             KIND_SAMPLES => {
                 let id = r.u32()?;
