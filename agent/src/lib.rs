@@ -16,3 +16,4 @@ pub mod http;
 pub mod http_metrics;
 pub mod metrics;
 pub mod telemetry;
+pub mod trace;

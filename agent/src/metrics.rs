@@ -131,6 +131,8 @@ pub struct Metrics {
     tls_libraries: Gauge,
     seeded_connections: Gauge,
     sources: Mutex<Sources>,
+    /// Span drop and export counts (`sonde_agent_spans_dropped_total{reason}`, …).
+    pub traces: TraceMetrics,
 }
 
 impl Default for Metrics {
@@ -293,6 +295,7 @@ impl Metrics {
             "Connections opened before the agent started that were added to the kernel's connection map",
             seeded_connections.clone(),
         );
+        let traces = TraceMetrics::register(&mut registry);
         registry.register(
             "build",
             "Build information",
@@ -327,6 +330,7 @@ impl Metrics {
             tls_libraries,
             seeded_connections,
             sources: Mutex::new(Sources::default()),
+            traces,
         }
     }
 
@@ -424,6 +428,7 @@ impl Metrics {
                     .set(exec.execs.load(Ordering::Relaxed) as i64);
             }
         }
+        self.traces.refresh();
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -489,5 +494,67 @@ impl Metrics {
                 aggregator: aggregator.to_owned(),
             })
             .set(i64::from(connected));
+    }
+}
+
+/// `reason` label of dropped spans.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpanDropLabels {
+    /// `sampled_out`, `budget`, `otlp_queue_full` or `otlp_failed`.
+    pub reason: &'static str,
+}
+
+/// Span counters, kept by the trace module and copied into the registry at scrape time.
+#[derive(Debug, Clone)]
+pub struct TraceMetrics {
+    /// Drops by reason (shared with the span builder and the OTLP exporter).
+    pub drops: Arc<crate::trace::sampler::DropCounters>,
+    /// Spans accepted by the OTLP receiver.
+    pub otlp_exported: Arc<AtomicU64>,
+    dropped: Family<SpanDropLabels, Counter>,
+    exported: Counter,
+}
+
+impl TraceMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            drops: Arc::default(),
+            otlp_exported: Arc::default(),
+            dropped: Family::default(),
+            exported: Counter::default(),
+        };
+        registry.register(
+            "spans_dropped",
+            "Spans not exported, by reason (head sampling, per-second budget, OTLP queue full, \
+             OTLP export failed)",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "otlp_spans_exported",
+            "Spans accepted by the OTLP receiver",
+            m.exported.clone(),
+        );
+        m.refresh();
+        m
+    }
+
+    fn refresh(&self) {
+        use crate::trace::sampler::DropReason;
+        for reason in DropReason::ALL {
+            let counter = self.dropped.get_or_create(&SpanDropLabels {
+                reason: reason.as_str(),
+            });
+            let (now, shown) = (self.drops.get(reason), counter.get());
+            if now > shown {
+                counter.inc_by(now - shown);
+            }
+        }
+        let (now, shown) = (
+            self.otlp_exported.load(Ordering::Relaxed),
+            self.exported.get(),
+        );
+        if now > shown {
+            self.exported.inc_by(now - shown);
+        }
     }
 }
