@@ -4,7 +4,8 @@
 //!
 //! Linking, within this agent's exchanges (ARCHITECTURE.md "Spans from eBPF" lists the limits):
 //! - thread: a client exchange whose (pid, tid) also served a server exchange whose interval
-//!   encloses it becomes that server span's child (thread-per-request servers);
+//!   encloses it becomes that server span's child (thread-per-request servers); when two
+//!   server exchanges of the thread enclose it (an async runtime), it stays unlinked;
 //! - connection: a server exchange whose connection mirrors a client exchange's (the
 //!   server's peer = the client's local endpoint and, when both are known, the server's
 //!   local endpoint = the client's peer) and whose interval lies inside it becomes that
@@ -82,6 +83,9 @@ struct Node {
     arrived_ns: u64,
     parent: Option<u64>,
     link: Link,
+    /// For a client: server exchanges of its thread seen enclosing it. More than one (an
+    /// async runtime interleaving requests on one thread) leaves it unlinked: no guessing.
+    enclosing: u32,
     ctx: Option<TraceContext>,
 }
 
@@ -189,6 +193,7 @@ impl Linker {
         self.next += 1;
         let mut parent = None;
         let mut link = Link::None;
+        let mut enclosing = 0;
         let thread = (x.tgid, x.tid);
         match x.direction {
             Direction::Server => {
@@ -209,13 +214,20 @@ impl Linker {
                 if let Some(ids) = self.by_thread.get(&thread) {
                     for cid in ids {
                         let c = self.nodes.get_mut(cid).expect("indexed node exists");
-                        if c.x.direction == Direction::Client
-                            && c.parent.is_none()
-                            && c.ctx.is_none()
-                            && inside(&c.x, &x)
+                        if c.x.direction != Direction::Client
+                            || c.ctx.is_some()
+                            || !inside(&c.x, &x)
                         {
+                            continue;
+                        }
+                        c.enclosing += 1;
+                        if c.enclosing == 1 && c.parent.is_none() {
                             c.parent = Some(id);
                             c.link = Link::Thread;
+                        } else if c.link == Link::Thread {
+                            // A second request in flight on the thread: ambiguous.
+                            c.parent = None;
+                            c.link = Link::None;
                         }
                     }
                 }
@@ -225,10 +237,14 @@ impl Linker {
                     for sid in ids {
                         let s = &self.nodes[sid];
                         if s.x.direction == Direction::Server && inside(&x, &s.x) {
+                            enclosing += 1;
                             parent = Some(*sid);
                             link = Link::Thread;
-                            break;
                         }
+                    }
+                    if enclosing > 1 {
+                        parent = None;
+                        link = Link::None;
                     }
                 }
                 // Servers on the other end of this connection, seen earlier.
@@ -264,6 +280,7 @@ impl Linker {
                 arrived_ns: now_ns,
                 parent,
                 link,
+                enclosing,
                 ctx: None,
             },
         );
@@ -430,5 +447,327 @@ impl Linker {
                 self.by_conn.remove(&key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        ebpf::http::BodyHint,
+        trace::sampler::{DropCounters, HeadSampler, SpanBudget},
+    };
+
+    const MS: u64 = 1_000_000;
+
+    fn linker() -> (Linker, Arc<LinkStats>) {
+        let stats = Arc::new(LinkStats::default());
+        let builder = SpanBuilder::new(
+            "host",
+            HeadSampler::new(1.0),
+            SpanBudget::new(0),
+            Arc::new(DropCounters::default()),
+        );
+        let options = LinkerOptions {
+            hold: Duration::from_millis(100),
+            max_pending: 100,
+        };
+        (Linker::new(builder, options, None, stats.clone()), stats)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ex(
+        direction: Direction,
+        path: &str,
+        tgid: u32,
+        tid: u32,
+        start_ms: u64,
+        end_ms: u64,
+        local: &str,
+        peer: &str,
+    ) -> Exchange {
+        Exchange {
+            direction,
+            tls: false,
+            method: "GET",
+            status: 200,
+            path: path.to_owned(),
+            path_truncated: false,
+            start_ns: start_ms * MS,
+            end_ns: end_ms * MS,
+            tgid,
+            tid,
+            cgroup_id: 0,
+            comm: "python3".into(),
+            peer: Some(peer.parse().unwrap()),
+            request_bytes: 10,
+            response_bytes: 10,
+            request_body: BodyHint::NoLength,
+            response_body: BodyHint::NoLength,
+            local: Some(local.parse().unwrap()),
+            traceparent: None,
+        }
+    }
+
+    fn who(service: &str) -> Identity {
+        Identity {
+            service_name: service.to_owned(),
+            container_id: String::new(),
+            cgroup_path: None,
+        }
+    }
+
+    fn by_path<'a>(spans: &'a [Span], path: &str, kind: i32) -> &'a Span {
+        spans
+            .iter()
+            .find(|s| {
+                s.kind == kind
+                    && s.attributes.iter().any(|kv| {
+                        kv.key == "url.path"
+                            && kv.value.as_ref().and_then(|v| v.value.clone())
+                                == Some(sonde_proto::v1::any_value::Value::StringValue(
+                                    path.to_owned(),
+                                ))
+                    })
+            })
+            .unwrap_or_else(|| panic!("no span for {path}"))
+    }
+
+    /// A's server exchange (thread 11) calls B (thread 21) over 127.0.0.1:5000 → :8080;
+    /// exchanges arrive bottom-up, as they complete.
+    #[test]
+    fn links_thread_and_connection_bottom_up() {
+        let (mut l, stats) = linker();
+        let a_in = ex(
+            Direction::Server,
+            "/a",
+            10,
+            11,
+            0,
+            50,
+            "127.0.0.1:7000",
+            "127.0.0.1:6000",
+        );
+        let a_out = ex(
+            Direction::Client,
+            "/b",
+            10,
+            11,
+            10,
+            40,
+            "127.0.0.1:5000",
+            "127.0.0.1:8080",
+        );
+        let b_in = ex(
+            Direction::Server,
+            "/b",
+            20,
+            21,
+            12,
+            38,
+            "127.0.0.1:8080",
+            "127.0.0.1:5000",
+        );
+        // Unrelated: the same thread later, and another connection to B at the same time.
+        let other = ex(
+            Direction::Server,
+            "/o",
+            20,
+            21,
+            13,
+            30,
+            "127.0.0.1:8080",
+            "127.0.0.1:5001",
+        );
+        l.add(b_in, who("b"), 0);
+        l.add(other, who("b"), 0);
+        l.add(a_out, who("a"), MS);
+        l.add(a_in, who("a"), 2 * MS);
+        assert!(l.poll(50 * MS).is_empty(), "held for 100 ms");
+        let spans = l.poll(150 * MS);
+        assert_eq!(spans.len(), 4);
+        let (server, client) = (
+            sonde_proto::v1::SpanKind::Server as i32,
+            sonde_proto::v1::SpanKind::Client as i32,
+        );
+        let (a_s, a_c, b_s, o) = (
+            by_path(&spans, "/a", server),
+            by_path(&spans, "/b", client),
+            by_path(&spans, "/b", server),
+            by_path(&spans, "/o", server),
+        );
+        assert!(a_s.parent_span_id.is_empty());
+        assert_eq!(a_c.parent_span_id, a_s.span_id);
+        assert_eq!(b_s.parent_span_id, a_c.span_id);
+        assert_eq!(b_s.trace_id, a_s.trace_id);
+        assert!(o.parent_span_id.is_empty(), "other connection: not linked");
+        assert_ne!(o.trace_id, a_s.trace_id);
+        assert_eq!(stats.thread.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.connection.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.unlinked.load(Ordering::Relaxed), 2);
+        // Built exchanges are forgotten after a second hold.
+        assert_eq!(l.len(), 4);
+        l.poll(300 * MS);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn header_names_the_trace_and_timing_must_enclose() {
+        let (mut l, stats) = linker();
+        let mut a_in = ex(
+            Direction::Server,
+            "/a",
+            10,
+            11,
+            0,
+            50,
+            "127.0.0.1:7000",
+            "127.0.0.1:6000",
+        );
+        a_in.traceparent = Some(TraceContext {
+            trace_id: [0x4b; 16],
+            span_id: [0x0f; 8],
+            flags: 1,
+        });
+        // A call of the same thread that ends after the request it would serve: not its child.
+        let late = ex(
+            Direction::Client,
+            "/late",
+            10,
+            11,
+            40,
+            60,
+            "127.0.0.1:5002",
+            "127.0.0.1:8080",
+        );
+        l.add(a_in, who("a"), 0);
+        l.add(late, who("a"), 0);
+        let spans = l.poll(200 * MS);
+        let a = by_path(&spans, "/a", sonde_proto::v1::SpanKind::Server as i32);
+        assert_eq!(a.trace_id, vec![0x4b; 16]);
+        assert_eq!(a.parent_span_id, vec![0x0f; 8]);
+        let late = by_path(&spans, "/late", sonde_proto::v1::SpanKind::Client as i32);
+        assert!(late.parent_span_id.is_empty());
+        assert_eq!(stats.header.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn two_requests_in_flight_on_a_thread_link_nothing() {
+        let (mut l, _) = linker();
+        let call = ex(
+            Direction::Client,
+            "/c",
+            1,
+            1,
+            20,
+            30,
+            "127.0.0.1:5000",
+            "127.0.0.1:9",
+        );
+        let r1 = ex(
+            Direction::Server,
+            "/r1",
+            1,
+            1,
+            0,
+            50,
+            "127.0.0.1:80",
+            "127.0.0.1:6000",
+        );
+        let r2 = ex(
+            Direction::Server,
+            "/r2",
+            1,
+            1,
+            10,
+            60,
+            "127.0.0.1:80",
+            "127.0.0.1:6001",
+        );
+        l.add(call, who("s"), 0);
+        l.add(r1, who("s"), 0);
+        l.add(r2, who("s"), 0);
+        let spans = l.poll(200 * MS);
+        let c = by_path(&spans, "/c", sonde_proto::v1::SpanKind::Client as i32);
+        assert!(c.parent_span_id.is_empty(), "ambiguous: left a root");
+        // And in the other order (servers seen first).
+        let (mut l, _) = linker();
+        l.add(
+            ex(
+                Direction::Server,
+                "/r1",
+                1,
+                1,
+                0,
+                50,
+                "127.0.0.1:80",
+                "127.0.0.1:6000",
+            ),
+            who("s"),
+            0,
+        );
+        l.add(
+            ex(
+                Direction::Server,
+                "/r2",
+                1,
+                1,
+                10,
+                60,
+                "127.0.0.1:80",
+                "127.0.0.1:6001",
+            ),
+            who("s"),
+            0,
+        );
+        l.add(
+            ex(
+                Direction::Client,
+                "/c",
+                1,
+                1,
+                20,
+                30,
+                "127.0.0.1:5000",
+                "127.0.0.1:9",
+            ),
+            who("s"),
+            0,
+        );
+        let spans = l.poll(200 * MS);
+        let c = by_path(&spans, "/c", sonde_proto::v1::SpanKind::Client as i32);
+        assert!(c.parent_span_id.is_empty());
+    }
+
+    #[test]
+    fn the_bound_builds_the_oldest_early() {
+        let (mut l, stats) = linker();
+        l.options.max_pending = 2;
+        for i in 0..5u64 {
+            let port = format!("127.0.0.1:{}", 6000 + i);
+            l.add(
+                ex(
+                    Direction::Server,
+                    "/x",
+                    1,
+                    1,
+                    i,
+                    i + 1,
+                    "127.0.0.1:80",
+                    &port,
+                ),
+                who("s"),
+                0,
+            );
+        }
+        assert_eq!(l.len(), 2);
+        assert_eq!(stats.forced.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            l.poll(0).len(),
+            3,
+            "the forced spans go out at the next poll"
+        );
+        l.abandon();
+        assert_eq!(stats.abandoned.load(Ordering::Relaxed), 2);
     }
 }
