@@ -275,7 +275,9 @@ fn decode_traceparent(scratch: &mut Scratch) {
     }
     let mut from = (start & WINDOW_MASK as u64) as usize;
     from += (at(scratch, from) == b' ') as usize;
-    if at(scratch, from + 2) != b'-' || at(scratch, from + 35) != b'-' || at(scratch, from + 52) != b'-'
+    if at(scratch, from + 2) != b'-'
+        || at(scratch, from + 35) != b'-'
+        || at(scratch, from + 52) != b'-'
     {
         return;
     }

@@ -22,8 +22,9 @@ use sonde_ebpf_common::{
 use crate::{
     filter,
     maps::{
-        ACCEPTED_LOCAL, CONNS, HTTP_EVENTS, LOCAL_ADDRS, PEER_OWNERS, SCRATCH, SEEN_TGIDS, SYSCALL_ARGS_OFFSET,
-        SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args, take_syscall_args, zero_words,
+        ACCEPTED_LOCAL, CONNS, HTTP_EVENTS, LOCAL_ADDRS, PEER_OWNERS, SCRATCH, SEEN_TGIDS,
+        SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args,
+        take_syscall_args, zero_words,
     },
 };
 
