@@ -4,8 +4,9 @@
 //!
 //! Owns: the per-connection pairing and everything copied out of user buffers.
 //! Must not: copy more than [`HTTP_WINDOW`] bytes of a message, or let anything beyond the
-//! method, the path (cut at `?`, `#`, space or a control byte), the status code and the
-//! `Content-Length` value leave the kernel. Every loop is bounded by a constant.
+//! method, the path (cut at `?`, `#`, space or a control byte), the status code, the
+//! `Content-Length` value and the decoded `traceparent` (trace id, parent id, flags) leave
+//! the kernel. Every loop is bounded by a constant.
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -22,8 +23,8 @@ use sonde_ebpf_common::{
 use crate::{
     filter,
     maps::{
-        CONNS, HTTP_EVENTS, HTTP_WAKEUP_BYTES, SCRATCH, SSL_ARGS, Scratch, WINDOW_MASK, WINDOW_PAD,
-        bump, copy_words, global_of, set, slot_index, zero_words,
+        CONNS, HTTP_EVENTS, HTTP_WAKEUP_BYTES, LOCAL_ADDRS, SCRATCH, SSL_ARGS, Scratch,
+        WINDOW_MASK, WINDOW_PAD, bump, copy_words, global_of, set, slot_index, zero_words,
     },
 };
 
@@ -149,8 +150,10 @@ fn load_window(scratch: &mut Scratch, ptr: u64) -> Result<(), ()> {
     if rc < 0 { Err(()) } else { Ok(()) }
 }
 
-/// Scans the header block in the window for `Content-Length` and `Transfer-Encoding`;
-/// stores a [`body`] code and the length in `scratch.body`/`scratch.content_length`.
+/// Scans the header block in the window for `Content-Length`, `Transfer-Encoding` and
+/// `traceparent`; stores a [`body`] code and the length in
+/// `scratch.body`/`scratch.content_length`, and where a `traceparent` value starts in
+/// `scratch.tp_at`. The scan ends at the blank line ending the headers or with the window.
 ///
 /// Newlines are found eight bytes at a time (SWAR); only line starts are examined. The loop
 /// only records what it found and where; the value is parsed once after it, so the verifier
@@ -163,6 +166,7 @@ fn scan_headers(scratch: &mut Scratch) {
     set(&mut scratch.body, body::UNKNOWN as u64);
     set(&mut scratch.content_length, 0);
     set(&mut scratch.value_at, 0);
+    set(&mut scratch.tp_at, 0);
     let words = scratch.window.as_ptr().cast::<u64>();
     let mut w = 0usize;
     let mut done = false;
@@ -199,7 +203,8 @@ fn scan_headers(scratch: &mut Scratch) {
 }
 
 /// Examines the line after position `i` if it holds a newline; true when the scan is over
-/// (end of headers, `Content-Length` or `Transfer-Encoding` found).
+/// (the blank line ending the headers). The first of `Content-Length`/`Transfer-Encoding`
+/// decides the body code; a `traceparent` line records where its value starts.
 #[inline(always)]
 fn line_start(scratch: &mut Scratch, i: usize) -> bool {
     if at(scratch, i) != b'\n' {
@@ -207,7 +212,9 @@ fn line_start(scratch: &mut Scratch, i: usize) -> bool {
     }
     let first = at(scratch, i + 1);
     if first == b'\r' || first == b'\n' {
-        scratch.body = body::NO_LENGTH as u64;
+        if launder(&scratch.body) == body::UNKNOWN as u64 {
+            scratch.body = body::NO_LENGTH as u64;
+        }
         return true;
     }
     let first = first | 0x20;
@@ -217,19 +224,80 @@ fn line_start(scratch: &mut Scratch, i: usize) -> bool {
         && at(scratch, i + 10) | 0x20 == b'e'
         && at(scratch, i + 15) == b':'
     {
-        scratch.body = body::CONTENT_LENGTH as u64;
-        scratch.value_at = (i + 16) as u64;
-        return true;
+        if launder(&scratch.body) == body::UNKNOWN as u64 {
+            scratch.body = body::CONTENT_LENGTH as u64;
+            scratch.value_at = (i + 16) as u64;
+        }
+        return false;
     }
     if first == b't'
         && at(scratch, i + 9) == b'-'
         && at(scratch, i + 10) | 0x20 == b'e'
         && at(scratch, i + 18) == b':'
     {
-        scratch.body = body::CHUNKED as u64;
-        return true;
+        if launder(&scratch.body) == body::UNKNOWN as u64 {
+            scratch.body = body::CHUNKED as u64;
+        }
+        return false;
+    }
+    if first == b't'
+        && at(scratch, i + 2) | 0x20 == b'r'
+        && at(scratch, i + 6) | 0x20 == b'p'
+        && at(scratch, i + 11) | 0x20 == b't'
+        && at(scratch, i + 12) == b':'
+    {
+        scratch.tp_at = (i + 13) as u64;
     }
     false
+}
+
+/// A lowercase hex digit's value and 0, or (0, 1) for any other byte; branch-free, so the
+/// decode loop below is one path for the verifier.
+#[inline(always)]
+fn nibble(c: u8) -> (u8, u32) {
+    let d = c.wrapping_sub(b'0') as u32;
+    let l = c.wrapping_sub(b'a') as u32;
+    let is_d = d.wrapping_sub(10) >> 31;
+    let is_l = l.wrapping_sub(6) >> 31;
+    let v = (d & is_d.wrapping_neg()) | ((l + 10) & is_l.wrapping_neg());
+    (v as u8, 1 ^ (is_d | is_l))
+}
+
+/// Decodes the `traceparent` value at `scratch.tp_at` (`vv-<32 hex>-<16 hex>-<2 hex>`,
+/// after an optional space) into `scratch.tp`; `scratch.tp_valid` = 1 when well-formed
+/// (lowercase hex, dashes in place, version not `ff`). All-zero ids are left to user space.
+#[inline(always)]
+fn decode_traceparent(scratch: &mut Scratch) {
+    set(&mut scratch.tp_valid, 0);
+    let start = launder(&scratch.tp_at);
+    if start == 0 {
+        return;
+    }
+    let mut from = (start & WINDOW_MASK as u64) as usize;
+    from += (at(scratch, from) == b' ') as usize;
+    if at(scratch, from + 2) != b'-'
+        || at(scratch, from + 35) != b'-'
+        || at(scratch, from + 52) != b'-'
+    {
+        return;
+    }
+    let (v1, b1) = nibble(at(scratch, from));
+    let (v2, b2) = nibble(at(scratch, from + 1));
+    let mut bad = b1 | b2 | (((v1 << 4) | v2) == 0xff) as u32;
+    let mut k = 0usize;
+    while k < 25 {
+        // Trace id bytes at 3.., parent id at 36.., flags at 53 (each byte two digits).
+        let off = 3 + 2 * k + (k >= 16) as usize + (k >= 24) as usize;
+        let (hi, bh) = nibble(at(scratch, from + off));
+        let (lo, bl) = nibble(at(scratch, from + off + 1));
+        bad |= bh | bl;
+        // SAFETY: k < 25 < 32 bytes of `tp`.
+        unsafe { *scratch.tp.as_mut_ptr().add(k & 31) = (hi << 4) | lo };
+        k += 1;
+    }
+    if bad == 0 {
+        scratch.tp_valid = 1;
+    }
 }
 
 /// Parses the decimal value at `scratch.value_at` (after optional spaces).
@@ -418,6 +486,24 @@ fn on_request(
     scan_headers(scratch);
     inflight.request_body = launder(&scratch.body) as u8;
     inflight.request_content_length = launder(&scratch.content_length);
+    decode_traceparent(scratch);
+    // SAFETY (copies): `tp` holds 32 bytes; the ids are 16 and 8.
+    unsafe {
+        if launder(&scratch.tp_valid) == 1 {
+            copy_words(inflight.trace_id.as_mut_ptr(), scratch.tp.as_ptr(), 2);
+            copy_words(
+                inflight.parent_span_id.as_mut_ptr(),
+                scratch.tp.as_ptr().add(16),
+                1,
+            );
+            inflight.trace_flags = scratch.tp[24];
+            inflight.flags |= flags::TRACEPARENT;
+        } else {
+            zero_words(inflight.trace_id.as_mut_ptr(), 2);
+            zero_words(inflight.parent_span_id.as_mut_ptr(), 1);
+            inflight.trace_flags = 0;
+        }
+    }
     bump(Counter::HttpRequests);
 }
 
@@ -497,6 +583,35 @@ fn on_response(
             HTTP_PATH_LEN / 8,
         );
         let mut event_flags = inflight.flags | if tls { flags::TLS } else { 0 };
+        copy_words(
+            (&raw mut (*event).trace_id).cast(),
+            inflight.trace_id.as_ptr(),
+            2,
+        );
+        copy_words(
+            (&raw mut (*event).parent_span_id).cast(),
+            inflight.parent_span_id.as_ptr(),
+            1,
+        );
+        core::ptr::write((&raw mut (*event).local_port).cast::<u64>(), 0);
+        (*event).trace_flags = inflight.trace_flags;
+        zero_words((&raw mut (*event).local_addr).cast(), 2);
+        if fd >= 0 {
+            let socket = ConnKey {
+                tgid: channel.key.tgid,
+                kind: conn_kind::FD,
+                id: fd as u64,
+            };
+            if let Some(local) = LOCAL_ADDRS.get_ptr(&socket) {
+                copy_words(
+                    (&raw mut (*event).local_addr).cast(),
+                    (&raw const (*local).addr).cast(),
+                    2,
+                );
+                (*event).local_port = (*local).port;
+                event_flags |= flags::LOCAL_KNOWN;
+            }
+        }
         zero_words((&raw mut (*event).peer_addr).cast(), 2);
         (*event).peer_port = 0;
         (*event).family = 0;

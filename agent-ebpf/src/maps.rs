@@ -78,6 +78,18 @@ pub static TCP_SOCKS: LruHashMap<u64, TcpSock> = LruHashMap::with_max_entries(65
 #[map]
 pub static PEER_OWNERS: LruHashMap<PeerKey, TcpSock> = LruHashMap::with_max_entries(65536, 0);
 
+/// Outbound socket (kernel address) → its `{tgid, fd}`, from SYN_SENT to ESTABLISHED.
+#[map]
+pub static SOCK_FDS: LruHashMap<u64, ConnKey> = LruHashMap::with_max_entries(16384, 0);
+
+/// Remote endpoint → local endpoint of a passively opened connection, until accepted.
+#[map]
+pub static ACCEPTED_LOCAL: LruHashMap<PeerKey, PeerKey> = LruHashMap::with_max_entries(16384, 0);
+
+/// Local endpoint of a socket `{tgid, fd}` (spans match both ends of a connection).
+#[map]
+pub static LOCAL_ADDRS: LruHashMap<ConnKey, PeerKey> = LruHashMap::with_max_entries(32768, 0);
+
 #[map]
 pub static SEEN_TGIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 
@@ -118,6 +130,12 @@ pub struct Scratch {
     pub value_at: u64,
     /// A response's status code, kept here across the header scan.
     pub status: u64,
+    /// Header scan: where a `traceparent` value starts in `window` (0: none seen).
+    pub tp_at: u64,
+    /// The decoded `traceparent`: trace id (16), parent id (8), flags (1); zero-padded.
+    pub tp: [u8; 32],
+    /// 1 when `tp` holds a well-formed header.
+    pub tp_valid: u64,
 }
 
 #[map]

@@ -22,8 +22,9 @@ use sonde_ebpf_common::{
 use crate::{
     filter,
     maps::{
-        CONNS, HTTP_EVENTS, PEER_OWNERS, SCRATCH, SEEN_TGIDS, SYSCALL_ARGS_OFFSET,
-        SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args, take_syscall_args, zero_words,
+        ACCEPTED_LOCAL, CONNS, HTTP_EVENTS, LOCAL_ADDRS, PEER_OWNERS, SCRATCH, SEEN_TGIDS,
+        SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args,
+        take_syscall_args, zero_words,
     },
 };
 
@@ -116,7 +117,17 @@ pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
             established: 1,
             comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
         };
-        let _ = PEER_OWNERS.insert(&peer_key(&info), &owner, BPF_ANY as u64);
+        let peer = peer_key(&info);
+        let _ = PEER_OWNERS.insert(&peer, &owner, BPF_ANY as u64);
+        // Its local endpoint, seen at ESTABLISHED (spans match connection ends by it).
+        if let Some(local) = ACCEPTED_LOCAL.get_ptr(&peer) {
+            // SAFETY: a live map value, copied before the entry is removed.
+            let local = unsafe { *local };
+            let _ = LOCAL_ADDRS.insert(&key, &local, BPF_ANY as u64);
+            let _ = ACCEPTED_LOCAL.remove(&peer);
+        } else {
+            let _ = LOCAL_ADDRS.remove(&key);
+        }
     }
     0
 }
@@ -195,6 +206,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         // SAFETY: a live map value, copied before the entry is removed.
         let (info, pending) = unsafe { ((*conn).info, (*conn).inflight.method) };
         let _ = CONNS.remove(&key);
+        let _ = LOCAL_ADDRS.remove(&key);
         if pending != method::NONE {
             bump(Counter::HttpUnanswered);
         }

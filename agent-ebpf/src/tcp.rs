@@ -3,6 +3,11 @@
 //! (failure), and their end; `tcp:tcp_retransmit_skb` reports retransmits, attributed to the
 //! connecting task when the socket is tracked.
 //!
+//! For spans it also learns each connection's local endpoint: an outbound socket's `{tgid,
+//! fd}` at SYN_SENT (from the thread's `connect` arguments) and its local address at
+//! ESTABLISHED (`LOCAL_ADDRS`); a passively opened socket's local address at its
+//! ESTABLISHED, keyed by the remote endpoint until `accept` claims it (`ACCEPTED_LOCAL`).
+//!
 //! Must not: touch packet data; only tracepoint fields and the current task's ids are read.
 
 use aya_ebpf::{
@@ -14,15 +19,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sonde_ebpf_common::{
-    COMM_LEN, Counter, PeerKey, TcpEvent, TcpSock,
+    COMM_LEN, ConnKey, Counter, PeerKey, TcpEvent, TcpSock,
+    http::{conn_kind, io_kind},
     tcp::{kind, owner, state},
 };
 
 use crate::{
     filter,
     maps::{
-        PEER_OWNERS, SOCK_STATE_OFFSETS, TCP_EVENTS, TCP_RETRANSMIT_OFFSETS, TCP_SOCKS, bump,
-        global_of,
+        ACCEPTED_LOCAL, LOCAL_ADDRS, PEER_OWNERS, SOCK_FDS, SOCK_STATE_OFFSETS, SYS_ARGS,
+        TCP_EVENTS, TCP_RETRANSMIT_OFFSETS, TCP_SOCKS, bump, global_of, slot_index,
     },
 };
 
@@ -109,6 +115,33 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         if TCP_SOCKS.insert(skaddr, sock, BPF_ANY as u64).is_err() {
             bump(Counter::TcpSocksFull);
         }
+        remember_fd(skaddr);
+        return Ok(());
+    }
+    if new == state::ESTABLISHED && old == state::SYN_RECV {
+        // A passively opened connection (softirq context): its local endpoint, until the
+        // accepting process claims it by the remote endpoint.
+        let ends = endpoints(
+            ctx,
+            o.family,
+            o.sport,
+            o.dport,
+            (o.saddr, o.daddr),
+            (o.saddr_v6, o.daddr_v6),
+        )?;
+        let remote = PeerKey {
+            addr: ends.daddr,
+            port: ends.dport,
+            family: ends.family,
+            _pad: 0,
+        };
+        let local = PeerKey {
+            addr: ends.saddr,
+            port: ends.sport,
+            family: ends.family,
+            _pad: 0,
+        };
+        let _ = ACCEPTED_LOCAL.insert(&remote, &local, BPF_ANY as u64);
         return Ok(());
     }
     let event_kind = if old == state::SYN_SENT {
@@ -149,7 +182,22 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
             // SAFETY: a live map value.
             unsafe { (*s).established = 1 };
         }
+        if let Some(key) = SOCK_FDS.get_ptr(&skaddr) {
+            // SAFETY: a live map value, copied before the entry is removed.
+            let key = unsafe { *key };
+            let local = PeerKey {
+                addr: ends.saddr,
+                port: ends.sport,
+                family: ends.family,
+                _pad: 0,
+            };
+            let _ = LOCAL_ADDRS.insert(&key, &local, BPF_ANY as u64);
+            let _ = SOCK_FDS.remove(&skaddr);
+        }
     } else {
+        if event_kind == kind::CONNECT_FAILED {
+            let _ = SOCK_FDS.remove(&skaddr);
+        }
         let _ = TCP_SOCKS.remove(&skaddr);
     }
     submit(&TcpEvent {
@@ -246,4 +294,27 @@ fn submit(event: &TcpEvent) {
     } else {
         bump(Counter::TcpEvents);
     }
+}
+
+/// At SYN_SENT, in the connecting task: the fd its `connect` call is for (from the thread's
+/// `SYS_ARGS` slot), so ESTABLISHED can file the local endpoint under `{tgid, fd}`. Clears
+/// what a previous socket on that fd left.
+#[inline(always)]
+fn remember_fd(skaddr: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = SYS_ARGS.get_ptr(slot_index(pid_tgid)) else {
+        return;
+    };
+    // SAFETY: a live array slot.
+    let (holder, call, fd) = unsafe { ((*args).pid_tgid, (*args).kind, (*args).fd) };
+    if holder != pid_tgid || call != io_kind::CONNECT {
+        return;
+    }
+    let key = ConnKey {
+        tgid: (pid_tgid >> 32) as u32,
+        kind: conn_kind::FD,
+        id: fd as u64,
+    };
+    let _ = LOCAL_ADDRS.remove(&key);
+    let _ = SOCK_FDS.insert(&skaddr, &key, BPF_ANY as u64);
 }

@@ -295,7 +295,11 @@ fn start_ebpf(
     }
     metrics.set_ebpf_sources(probes.counters.clone(), exec_stats);
     metrics.set_hooks(&probes.hooks);
-    let started = http_metrics::start(&config.ebpf, &mut probes, stop, http_table);
+    let spans = config
+        .traces
+        .enabled
+        .then(|| span_setup(config, metrics, tasks, stop));
+    let started = http_metrics::start(&config.ebpf, &mut probes, stop, http_table, spans);
     collectors.extend(started.collectors);
     metrics.set_pipeline_source(started.stats);
     for thread in started.threads {
@@ -306,4 +310,47 @@ fn start_ebpf(
         });
     }
     Some(probes)
+}
+
+/// What the HTTP pipeline needs to build spans; starts the OTLP export when configured (a
+/// bad endpoint is logged and leaves the spans going to the aggregators only).
+fn span_setup(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> http_metrics::pipeline::SpanSetup {
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| config.effective_agent_id());
+    let otlp = if config.traces.otlp.endpoint.is_empty() {
+        None
+    } else {
+        match crate::trace::otlp::start(
+            &config.traces.otlp,
+            metrics.traces.drops.clone(),
+            metrics.traces.otlp_exported.clone(),
+            stop.clone(),
+        ) {
+            Ok((sender, task)) => {
+                tasks.spawn(async move {
+                    let _ = task.await;
+                });
+                Some(sender)
+            }
+            Err(error) => {
+                tracing::error!(%error, "OTLP export disabled");
+                None
+            }
+        }
+    };
+    http_metrics::pipeline::SpanSetup {
+        config: config.traces.clone(),
+        host_name,
+        drops: metrics.traces.drops.clone(),
+        links: metrics.traces.links.clone(),
+        otlp,
+    }
 }

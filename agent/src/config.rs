@@ -94,6 +94,8 @@ pub struct Config {
     pub containers: ContainerConfig,
     /// Delivery to the aggregators: disk buffer, quorum, security.
     pub transport: TransportConfig,
+    /// Spans from the eBPF HTTP exchanges: linking, sampling, budget, OTLP export.
+    pub traces: crate::trace::TraceConfig,
 }
 
 /// Delivery settings.
@@ -260,6 +262,7 @@ impl Default for Config {
             node: NodeConfig::default(),
             containers: ContainerConfig::default(),
             transport: TransportConfig::default(),
+            traces: crate::trace::TraceConfig::default(),
         }
     }
 }
@@ -596,6 +599,12 @@ impl Config {
         }
         self.node.validate()?;
         self.containers.validate()?;
+        self.traces
+            .validate()
+            .map_err(|problem| ConfigError::Invalid {
+                key: "traces",
+                problem,
+            })?;
         self.ebpf.validate()
     }
 

@@ -5,8 +5,8 @@
 //!
 //! Owns: route normalisation and caps ([`route`]), process identity ([`identity`]), the
 //! include/exclude rules ([`filter`]), histograms ([`histogram`]), the series tables
-//! ([`table`], [`tcp`]), the reader threads and collectors ([`pipeline`]) and the
-//! `/debug/http` endpoint ([`debug`]).
+//! ([`table`], [`tcp`]), the reader threads and collectors ([`pipeline`]), the linking of
+//! exchanges into spans ([`spans`]) and the `/debug/http` endpoint ([`debug`]).
 //! Must not: load or attach eBPF programs (that is `ebpf`), or block the async runtime
 //! (readers run on their own threads; collectors on the blocking pool).
 
@@ -16,6 +16,7 @@ pub mod histogram;
 pub mod identity;
 pub mod pipeline;
 pub mod route;
+pub mod spans;
 pub mod table;
 pub mod tcp;
 

@@ -511,8 +511,19 @@ pub struct TraceMetrics {
     pub drops: Arc<crate::trace::sampler::DropCounters>,
     /// Spans accepted by the OTLP receiver.
     pub otlp_exported: Arc<AtomicU64>,
+    /// How the HTTP pipeline linked the spans it built (shared with its linker).
+    pub links: Arc<crate::http_metrics::spans::LinkStats>,
     dropped: Family<SpanDropLabels, Counter>,
     exported: Counter,
+    linked: Family<SpanLinkLabels, Counter>,
+}
+
+/// `link` label of built spans.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpanLinkLabels {
+    /// `header`, `thread`, `connection`, `none`, or (not built in time) `forced`,
+    /// `abandoned`.
+    pub link: &'static str,
 }
 
 impl TraceMetrics {
@@ -520,9 +531,19 @@ impl TraceMetrics {
         let m = Self {
             drops: Arc::default(),
             otlp_exported: Arc::default(),
+            links: Arc::default(),
             dropped: Family::default(),
             exported: Counter::default(),
+            linked: Family::default(),
         };
+        registry.register(
+            "spans_linked",
+            "Spans built from eBPF HTTP exchanges by how their parent was found (header: \
+             traceparent; thread: the server exchange the calling thread served; connection: \
+             the client exchange on the other end of the connection; none: a new trace), and \
+             exchanges built before their hold time (forced) or never built (abandoned)",
+            m.linked.clone(),
+        );
         registry.register(
             "spans_dropped",
             "Spans not exported, by reason (head sampling, per-second budget, OTLP queue full, \
@@ -545,6 +566,21 @@ impl TraceMetrics {
                 reason: reason.as_str(),
             });
             let (now, shown) = (self.drops.get(reason), counter.get());
+            if now > shown {
+                counter.inc_by(now - shown);
+            }
+        }
+        let l = &self.links;
+        for (link, now) in [
+            ("header", &l.header),
+            ("thread", &l.thread),
+            ("connection", &l.connection),
+            ("none", &l.unlinked),
+            ("forced", &l.forced),
+            ("abandoned", &l.abandoned),
+        ] {
+            let counter = self.linked.get_or_create(&SpanLinkLabels { link });
+            let (now, shown) = (now.load(Ordering::Relaxed), counter.get());
             if now > shown {
                 counter.inc_by(now - shown);
             }

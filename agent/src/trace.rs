@@ -29,6 +29,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TraceConfig {
+    /// Build spans from the eBPF HTTP exchanges.
+    pub enabled: bool,
+    /// How long an exchange waits for the exchange that caused it (its parent completes
+    /// after it) before its span is built; also how long built spans stay linkable.
+    #[serde(with = "humantime_serde")]
+    pub link_hold: std::time::Duration,
+    /// Exchanges held for linking at most; beyond, the oldest is built early (counted).
+    pub max_pending: usize,
     /// Share of new traces kept (0–1); requests carrying a `traceparent` follow its flag.
     pub sample_ratio: f64,
     /// Spans kept per second at most (0: no limit).
@@ -40,6 +48,9 @@ pub struct TraceConfig {
 impl Default for TraceConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
+            link_hold: std::time::Duration::from_secs(1),
+            max_pending: 65_536,
             sample_ratio: 1.0,
             max_spans_per_second: 5_000,
             otlp: otlp::OtlpConfig::default(),
@@ -54,6 +65,15 @@ impl TraceConfig {
             return Err(format!(
                 "traces.sample_ratio = {} must be between 0 and 1",
                 self.sample_ratio
+            ));
+        }
+        if self.max_pending == 0 {
+            return Err("traces.max_pending must be at least 1".to_owned());
+        }
+        if self.link_hold > std::time::Duration::from_secs(60) {
+            return Err(format!(
+                "traces.link_hold = {:?} is above the maximum of 60s",
+                self.link_hold
             ));
         }
         if !self.otlp.endpoint.is_empty() && self.otlp.batch_spans == 0 {

@@ -3,7 +3,9 @@
 //! The kernel pairs a request with its response per connection and sends one [`HttpEvent`]
 //! per exchange. What leaves the kernel is limited to what the metrics need: the method, the
 //! path up to the first `?`, `#`, space or control byte (never the query string, headers or
-//! body), the status code, byte counts, `Content-Length` values and the peer address.
+//! body), the status code, byte counts, `Content-Length` values, the peer address and, for
+//! spans, the decoded W3C `traceparent` header (trace id, parent id, flags) and the local
+//! address of the connection.
 
 use crate::COMM_LEN;
 
@@ -69,6 +71,11 @@ pub mod flags {
     pub const PATH_TRUNCATED: u8 = 2;
     /// The peer address came from `accept`/`connect` and is valid.
     pub const PEER_KNOWN: u8 = 4;
+    /// The request carried a well-formed W3C `traceparent` header within the inspected
+    /// window; [`super::HttpEvent::trace_id`], `parent_span_id` and `trace_flags` hold it.
+    pub const TRACEPARENT: u8 = 8;
+    /// The local address of the connection is known ([`super::HttpEvent::local_addr`]).
+    pub const LOCAL_KNOWN: u8 = 16;
     /// Kernel-internal (in a `Conn`, never in an event): the connection's last request got
     /// its response. Another status line before the next request is a retried write (a
     /// non-blocking send that returned EAGAIN), not a lost request.
@@ -206,9 +213,17 @@ pub struct Inflight {
     pub _pad2: u32,
     /// Request path, NUL-padded (no query string).
     pub path: [u8; HTTP_PATH_LEN],
+    /// Decoded `traceparent` trace id when [`flags::TRACEPARENT`] is set, else zero.
+    pub trace_id: [u8; 16],
+    /// Decoded `traceparent` parent id when [`flags::TRACEPARENT`] is set, else zero.
+    pub parent_span_id: [u8; 8],
+    /// Decoded `traceparent` flags.
+    pub trace_flags: u8,
+    /// Explicit padding; always zero.
+    pub _pad3: [u8; 7],
 }
 
-const _: () = assert!(size_of::<Inflight>() == 8 * 4 + 16 + HTTP_PATH_LEN);
+const _: () = assert!(size_of::<Inflight>() == 8 * 4 + 16 + HTTP_PATH_LEN + 32);
 
 impl Inflight {
     /// No request pending.
@@ -226,6 +241,10 @@ impl Inflight {
         peer_fd: -1,
         _pad2: 0,
         path: [0; HTTP_PATH_LEN],
+        trace_id: [0; 16],
+        parent_span_id: [0; 8],
+        trace_flags: 0,
+        _pad3: [0; 7],
     };
 }
 
@@ -277,9 +296,25 @@ pub struct HttpEvent {
     pub comm: [u8; COMM_LEN],
     /// Request path, NUL-padded, without query string.
     pub path: [u8; HTTP_PATH_LEN],
+    // --- Appended for spans (issue 5); the fields above keep their offsets. ---
+    /// The request's `traceparent` trace id when [`flags::TRACEPARENT`], else zero.
+    pub trace_id: [u8; 16],
+    /// The request's `traceparent` parent id when [`flags::TRACEPARENT`], else zero.
+    pub parent_span_id: [u8; 8],
+    /// This end of the connection (IPv4 in the first 4 bytes), network order, when
+    /// [`flags::LOCAL_KNOWN`]; the family is [`HttpEvent::family`].
+    pub local_addr: [u8; 16],
+    /// This end's port (host order) when [`flags::LOCAL_KNOWN`].
+    pub local_port: u16,
+    /// The request's `traceparent` flags when [`flags::TRACEPARENT`].
+    pub trace_flags: u8,
+    /// Explicit padding; always zero.
+    pub _pad2: [u8; 5],
 }
 
-const _: () = assert!(size_of::<HttpEvent>() == 8 * 7 + 4 * 2 + 2 * 3 + 6 + 4 + 16 + 16 + 128);
+const _: () = assert!(
+    size_of::<HttpEvent>() == 8 * 7 + 4 * 2 + 2 * 3 + 6 + 4 + 16 + 16 + 128 + 16 + 8 + 16 + 8
+);
 
 impl HttpEvent {
     /// The valid bytes of the path.

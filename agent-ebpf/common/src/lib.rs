@@ -93,6 +93,15 @@ pub mod maps {
     /// LRU hash [`crate::PeerKey`] → [`crate::TcpSock`]: who accepted a connection from
     /// this remote endpoint (attributes inbound retransmits).
     pub const PEER_OWNERS: &str = "PEER_OWNERS";
+    /// LRU hash socket address → [`crate::ConnKey`]: the `{tgid, fd}` of an outbound socket,
+    /// learnt at SYN_SENT in the connecting task (its `connect` arguments).
+    pub const SOCK_FDS: &str = "SOCK_FDS";
+    /// LRU hash [`crate::PeerKey`] (remote endpoint) → [`crate::PeerKey`] (local endpoint) of a
+    /// passively opened connection, from its ESTABLISHED transition, until it is accepted.
+    pub const ACCEPTED_LOCAL: &str = "ACCEPTED_LOCAL";
+    /// LRU hash [`crate::ConnKey`] → [`crate::PeerKey`]: the local endpoint of a socket
+    /// (spans match the two ends of a connection by its 4-tuple).
+    pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     /// LRU hash tgid → 1: processes already announced with a [`crate::ProcessHint`].
     pub const SEEN_TGIDS: &str = "SEEN_TGIDS";
     /// Array of [`crate::FilterRule`]: include/exclude rules set by the agent.

@@ -21,6 +21,8 @@ pub mod state {
     pub const ESTABLISHED: i32 = 1;
     /// `TCP_SYN_SENT`.
     pub const SYN_SENT: i32 = 2;
+    /// `TCP_SYN_RECV` (a passively opened socket before its handshake completes).
+    pub const SYN_RECV: i32 = 3;
     /// `TCP_CLOSE`.
     pub const CLOSE: i32 = 7;
 }

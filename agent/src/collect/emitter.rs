@@ -110,6 +110,11 @@ impl Emitter {
         });
     }
 
+    /// Adds spans to the tick's payload (they travel in the same batch as the samples).
+    pub fn spans(&mut self, spans: impl IntoIterator<Item = sonde_proto::v1::Span>) {
+        self.payload.spans.extend(spans);
+    }
+
     /// Number of samples emitted so far.
     pub fn sample_count(&self) -> usize {
         self.payload.series.iter().map(|s| s.samples.len()).sum()

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::trace::context::TraceContext;
 use sonde_ebpf_common::{
     HttpEvent, ProcessHint,
     http::{body, direction, flags, method},
@@ -89,6 +90,12 @@ pub struct Exchange {
     pub request_body: BodyHint,
     /// What the response headers said about the body.
     pub response_body: BodyHint,
+    /// This end of the connection, when the kernel learnt it (spans match the two ends of a
+    /// connection by it).
+    pub local: Option<SocketAddr>,
+    /// The request's W3C `traceparent` as the kernel decoded it (`trace_id`, `span_id` = the
+    /// caller's parent id, flags); not yet checked for all-zero ids.
+    pub traceparent: Option<TraceContext>,
 }
 
 impl Exchange {
@@ -201,6 +208,16 @@ pub fn decode(record: &[u8]) -> Result<Exchange, DecodeError> {
         response_bytes: e.response_bytes,
         request_body: BodyHint::from_raw(e.request_body, e.request_content_length),
         response_body: BodyHint::from_raw(e.response_body, e.response_content_length),
+        local: if e.flags & flags::LOCAL_KNOWN != 0 {
+            peer_addr(e.family, &e.local_addr, e.local_port)
+        } else {
+            None
+        },
+        traceparent: (e.flags & flags::TRACEPARENT != 0).then_some(TraceContext {
+            trace_id: e.trace_id,
+            span_id: e.parent_span_id,
+            flags: e.trace_flags,
+        }),
     })
 }
 
@@ -248,6 +265,12 @@ mod tests {
             peer_addr: [0; 16],
             comm: [0; COMM_LEN],
             path: [0; HTTP_PATH_LEN],
+            trace_id: [0; 16],
+            parent_span_id: [0; 8],
+            local_addr: [0; 16],
+            local_port: 0,
+            trace_flags: 0,
+            _pad2: [0; 5],
         };
         e.peer_addr[..4].copy_from_slice(&[10, 1, 2, 3]);
         e.comm[..4].copy_from_slice(b"curl");
@@ -275,9 +298,26 @@ mod tests {
         assert_eq!(x.duration_ns(), 10_000);
         assert_eq!(x.comm, "curl");
         assert_eq!(x.peer, Some("10.1.2.3:8080".parse().unwrap()));
+        assert_eq!(x.local, None);
+        assert_eq!(x.traceparent, None);
         assert_eq!(x.request_body_size(), Some(0));
         // HEAD responses have no body whatever Content-Length says.
         assert_eq!(x.response_body_size(), Some(0));
+    }
+
+    #[test]
+    fn traceparent_and_local_address_when_flagged() {
+        let mut e = event();
+        e.flags |= flags::TRACEPARENT | flags::LOCAL_KNOWN;
+        e.trace_id = [7; 16];
+        e.parent_span_id = [9; 8];
+        e.trace_flags = 1;
+        e.local_addr[..4].copy_from_slice(&[10, 1, 2, 4]);
+        e.local_port = 40_000;
+        let x = decode(&bytes(&e)).unwrap();
+        assert_eq!(x.local, Some("10.1.2.4:40000".parse().unwrap()));
+        let tp = x.traceparent.unwrap();
+        assert_eq!((tp.trace_id, tp.span_id, tp.flags), ([7; 16], [9; 8], 1));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use super::{
     PipelineStats,
     filter::{self, Filter},
     identity::Resolver,
+    spans::{LinkStats, Linker, LinkerOptions, monotonic_ns},
     table::{HttpTable, Limits},
     tcp::TcpTable,
 };
@@ -31,7 +32,28 @@ use crate::{
     collect::{CollectError, Collector, Emitter},
     config::EbpfConfig,
     ebpf::{self, Probes, tls::TlsAttacher},
+    trace::{
+        TraceConfig,
+        builder::SpanBuilder,
+        otlp::OtlpSender,
+        sampler::{DropCounters, HeadSampler, SpanBudget},
+    },
 };
+
+/// What the pipeline needs to turn exchanges into spans.
+#[derive(Debug)]
+pub struct SpanSetup {
+    /// `[traces]` settings.
+    pub config: TraceConfig,
+    /// `host.name` of every span.
+    pub host_name: String,
+    /// Sampling and budget drops (the agent's metrics read them).
+    pub drops: Arc<DropCounters>,
+    /// Link counters (the agent's metrics read them).
+    pub links: Arc<LinkStats>,
+    /// Optional OTLP export of every kept span.
+    pub otlp: Option<OtlpSender>,
+}
 
 /// How often a reader drains its ring buffer when the kernel did not wake it.
 const READ_INTERVAL: Duration = Duration::from_millis(100);
@@ -76,6 +98,7 @@ pub fn start(
     probes: &mut Probes,
     stop: &CancellationToken,
     http: Arc<Mutex<HttpTable>>,
+    spans: Option<SpanSetup>,
 ) -> Started {
     let stats = Arc::new(PipelineStats::default());
     let filter = Filter::new(&config.filter, filter::cgroup_root());
@@ -84,6 +107,28 @@ pub fn start(
 
     if let Some(ring) = probes.http_events.take() {
         let table = http.clone();
+        let (linker, otlp) = match spans.filter(|s| s.config.enabled) {
+            Some(setup) => {
+                let builder = SpanBuilder::new(
+                    setup.host_name,
+                    HeadSampler::new(setup.config.sample_ratio),
+                    SpanBudget::new(setup.config.max_spans_per_second),
+                    setup.drops,
+                );
+                let linker = Linker::new(
+                    builder,
+                    LinkerOptions {
+                        hold: setup.config.link_hold,
+                        max_pending: setup.config.max_pending,
+                    },
+                    Some(http.clone()),
+                    setup.links,
+                );
+                (Some(Arc::new(Mutex::new(linker))), setup.otlp)
+            }
+            None => (None, None),
+        };
+        let linker_r = linker.clone();
         let stats_r = stats.clone();
         let filter_r = filter.clone();
         let mut resolver = Resolver::host();
@@ -117,14 +162,26 @@ pub fn start(
                     service = %who.service_name,
                     "http exchange"
                 );
-                let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
-                if table.record(&exchange, &who, Instant::now()).is_err() {
-                    stats_r.http_series_limit.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+                    if table.record(&exchange, &who, Instant::now()).is_err() {
+                        stats_r.http_series_limit.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // The table lock is released first: the linker takes it for exemplars.
+                if let Some(linker) = &linker_r {
+                    let mut linker = linker.lock().unwrap_or_else(|p| p.into_inner());
+                    linker.add(exchange, who, monotonic_ns());
                 }
             });
         match reader {
             Ok(handle) => {
                 threads.push(handle);
+                // Before the HTTP collector, so exemplars of the spans built now go out in
+                // the same tick.
+                if let Some(linker) = linker {
+                    collectors.push(Box::new(SpanCollector { linker, otlp }));
+                }
                 collectors.push(Box::new(HttpCollector {
                     table: http.clone(),
                     stats: stats.clone(),
@@ -314,6 +371,33 @@ impl Collector for HttpCollector {
         let s = table.stats();
         set(&self.stats.http_series, table.len() as u64);
         set(&self.stats.http_route_overflow, s.route_overflow);
+        Ok(())
+    }
+}
+
+/// Builds the spans whose hold time passed and adds them to the tick's batch (and to the
+/// OTLP export).
+struct SpanCollector {
+    linker: Arc<Mutex<Linker>>,
+    otlp: Option<OtlpSender>,
+}
+
+impl Collector for SpanCollector {
+    fn name(&self) -> &'static str {
+        "spans"
+    }
+
+    fn collect(&mut self, out: &mut Emitter) -> Result<(), CollectError> {
+        let spans = {
+            let mut linker = self.linker.lock().unwrap_or_else(|p| p.into_inner());
+            linker.poll(monotonic_ns())
+        };
+        if let Some(otlp) = &self.otlp {
+            for span in &spans {
+                otlp.send(span.clone());
+            }
+        }
+        out.spans(spans);
         Ok(())
     }
 }

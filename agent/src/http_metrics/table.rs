@@ -17,6 +17,8 @@ use super::{
     identity::Identity,
     route::{self, OVERFLOW, RouteCap},
 };
+use sonde_proto::v1::{Exemplar, Label};
+
 use crate::{
     collect::{Emitter, emitter::HistogramValue},
     ebpf::http::{Direction, Exchange},
@@ -74,8 +76,14 @@ pub struct SeriesStats {
     pub request_size: Buckets,
     /// Response body sizes (bytes), when known.
     pub response_size: Buckets,
+    /// Exemplars of the duration histogram not yet emitted (the trace ids of recent
+    /// exchanges of this series, newest last, at most [`EXEMPLARS_PER_TICK`]).
+    pub exemplars: Vec<Exemplar>,
     last_seen: Instant,
 }
+
+/// Exemplars kept per series between two ticks (the newest win).
+pub const EXEMPLARS_PER_TICK: usize = 4;
 
 impl SeriesStats {
     fn new(now: Instant) -> Self {
@@ -83,6 +91,7 @@ impl SeriesStats {
             duration: Latency::default(),
             request_size: Buckets::new(&SIZE_BOUNDS, 1.0),
             response_size: Buckets::new(&SIZE_BOUNDS, 1.0),
+            exemplars: Vec::new(),
             last_seen: now,
         }
     }
@@ -186,23 +195,7 @@ impl HttpTable {
 
     /// Records one exchange of a process with identity `who`.
     pub fn record(&mut self, x: &Exchange, who: &Identity, now: Instant) -> Result<(), Refused> {
-        let route = route::normalise(&x.path, x.path_truncated);
-        let budget = format!("{}\u{0}{}", x.direction.as_str(), who.service_name);
-        let route = self.routes.admit(&budget, route);
-        let (server_address, server_port) = match (x.direction, x.peer) {
-            (Direction::Client, Some(peer)) => (peer.ip().to_string(), peer.port()),
-            _ => (String::new(), 0),
-        };
-        let key = SeriesKey {
-            direction: x.direction,
-            service_name: who.service_name.clone(),
-            container_id: who.container_id.clone(),
-            method: x.method,
-            status: x.status,
-            route,
-            server_address,
-            server_port,
-        };
+        let key = self.key(x, who);
         let series_count = self.series.len();
         let stats = match self.series.get_mut(&key) {
             Some(stats) => stats,
@@ -230,6 +223,64 @@ impl HttpTable {
         Ok(())
     }
 
+    /// Attaches the span of exchange `x` (recorded before) to its series' duration
+    /// histogram as an exemplar (`trace_id`, `span_id` labels, value = duration in seconds,
+    /// at `timestamp_ms`). Nothing happens when the series is not in the table.
+    pub fn exemplar(
+        &mut self,
+        x: &Exchange,
+        who: &Identity,
+        trace_id: &str,
+        span_id: &str,
+        timestamp_ms: i64,
+    ) {
+        // The route was admitted when the exchange was recorded: do not count it twice.
+        let overflowed = self.routes.overflowed;
+        let key = self.key(x, who);
+        self.routes.overflowed = overflowed;
+        let Some(stats) = self.series.get_mut(&key) else {
+            return;
+        };
+        if stats.exemplars.len() >= EXEMPLARS_PER_TICK {
+            stats.exemplars.remove(0);
+        }
+        stats.exemplars.push(Exemplar {
+            labels: vec![
+                Label {
+                    name: "span_id".to_owned(),
+                    value: span_id.to_owned(),
+                },
+                Label {
+                    name: "trace_id".to_owned(),
+                    value: trace_id.to_owned(),
+                },
+            ],
+            value: x.duration_ns() as f64 / 1e9,
+            timestamp_ms,
+        });
+    }
+
+    /// The series key of `x` (the route admitted under the per-service cap).
+    fn key(&mut self, x: &Exchange, who: &Identity) -> SeriesKey {
+        let route = route::normalise(&x.path, x.path_truncated);
+        let budget = format!("{}\u{0}{}", x.direction.as_str(), who.service_name);
+        let route = self.routes.admit(&budget, route);
+        let (server_address, server_port) = match (x.direction, x.peer) {
+            (Direction::Client, Some(peer)) => (peer.ip().to_string(), peer.port()),
+            _ => (String::new(), 0),
+        };
+        SeriesKey {
+            direction: x.direction,
+            service_name: who.service_name.clone(),
+            container_id: who.container_id.clone(),
+            method: x.method,
+            status: x.status,
+            route,
+            server_address,
+            server_port,
+        }
+    }
+
     /// Drops series idle for longer than the limit and forgets their routes.
     pub fn expire(&mut self, now: Instant) {
         let before = self.series.len();
@@ -255,11 +306,15 @@ impl HttpTable {
     }
 
     /// Emits every series as classic histograms.
-    pub fn emit(&self, out: &mut Emitter) {
-        let mut keys: Vec<&SeriesKey> = self.series.keys().collect();
+    pub fn emit(&mut self, out: &mut Emitter) {
+        let mut keys: Vec<SeriesKey> = self.series.keys().cloned().collect();
         keys.sort();
-        for key in keys {
-            let stats = &self.series[key];
+        for key in &keys {
+            let Some(stats) = self.series.get_mut(key) else {
+                continue;
+            };
+            let exemplars = std::mem::take(&mut stats.exemplars);
+            let stats = &*stats;
             let side = key.direction.as_str();
             let labels = key.labels();
             let labels: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -274,8 +329,8 @@ impl HttpTable {
                     cumulative: &duration,
                     count: stats.duration.count(),
                     sum: stats.duration.sum_seconds(),
-                    // Exemplars (trace ids) attach here once spans exist.
-                    exemplars: Vec::new(),
+                    // The trace ids of recent exchanges (their spans' ids).
+                    exemplars,
                 },
             );
             for (what, sizes) in [
@@ -352,6 +407,8 @@ mod tests {
             response_bytes: 200,
             request_body: BodyHint::NoLength,
             response_body: BodyHint::ContentLength(2),
+            local: None,
+            traceparent: None,
         }
     }
 

@@ -5,8 +5,10 @@
 //! that caused this one. Precedence for a span's parent:
 //! 1. server span: the request's `traceparent` header; else the upstream client span matched
 //!    by connection 4-tuple and timing; else none (a new trace);
+//!    When the header and the matched upstream client span are of the same trace, the
+//!    client span is the parent (it is the nearer observed ancestor);
 //! 2. client span: the server span the same thread was serving when it made the call; else
-//!    none (a new trace). An outgoing `traceparent` the app wrote itself then names the trace.
+//!    the outgoing `traceparent` the app wrote itself; else none (a new trace).
 //!
 //! Head sampling and the span budget are applied here; the returned [`Built`] carries the
 //! span's context whether or not the span was kept, so children decide alike.
@@ -123,9 +125,15 @@ impl SpanBuilder {
     pub fn from_exchange(&self, ex: &Exchange<'_>, linked: Option<TraceContext>) -> Option<Built> {
         let direction = ex.direction?;
         let header = ex.traceparent.and_then(|h| parse_traceparent(h).ok());
-        let parent = match direction {
-            Direction::Server => header.or(linked),
-            Direction::Client => linked,
+        let parent = match (direction, header, linked) {
+            // The observed upstream client span of the same trace is the nearer parent: an
+            // app that forwards the header it received names its caller's span, not its own
+            // outgoing call.
+            (Direction::Server, Some(h), Some(l)) if h.trace_id == l.trace_id => Some(l),
+            (Direction::Server, h, l) => h.or(l),
+            // A client call outside any observed server span: the header the app wrote
+            // names the span making the call.
+            (Direction::Client, h, l) => l.or(h),
         };
         let trace_id = match (direction, parent, header) {
             (_, Some(p), _) => p.trace_id,

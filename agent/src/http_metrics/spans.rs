@@ -1,0 +1,773 @@
+//! Spans from the HTTP exchanges: links each exchange to the span that caused it, then hands
+//! it to [`SpanBuilder::from_exchange`] (ids, sampling, budget, OpenTelemetry shape) and
+//! attaches the resulting trace id to the metrics series as an exemplar.
+//!
+//! Linking, within this agent's exchanges (ARCHITECTURE.md "Spans from eBPF" lists the limits):
+//! - thread: a client exchange whose (pid, tid) also served a server exchange whose interval
+//!   encloses it becomes that server span's child (thread-per-request servers); when two
+//!   server exchanges of the thread enclose it (an async runtime), it stays unlinked;
+//! - connection: a server exchange whose connection mirrors a client exchange's (the
+//!   server's peer = the client's local endpoint and, when both are known, the server's
+//!   local endpoint = the client's peer) and whose interval lies inside it becomes that
+//!   client span's child. A `traceparent` naming another trace wins over this link.
+//!
+//! Exchanges complete bottom-up (a callee's response precedes its caller's), so every
+//! exchange waits `hold` in a pending set before its span is built, parents first. Built
+//! exchanges stay a further `hold` so that late children still find them. The set is bounded
+//! (`max_pending`): at the bound the oldest exchange is built at once (counted as `forced`).
+//!
+//! Must not: read kernel events or resolve processes (the pipeline does), or block: the
+//! caller holds the lock only for [`Linker::add`]/[`Linker::poll`].
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use sonde_proto::v1::Span;
+
+use super::{identity::Identity, route, table::HttpTable};
+use crate::{
+    ebpf::http::{Direction, Exchange},
+    trace::{
+        builder::{self, SpanBuilder},
+        context::{TraceContext, hex},
+    },
+};
+
+/// How an exchange found its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    None,
+    Thread,
+    Connection,
+}
+
+/// Counters of the linker, exported as `sonde_agent_spans_linked_total{link}` and friends.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Exchanges whose span was built (kept or dropped by sampling/budget).
+    pub built: AtomicU64,
+    /// Server spans that joined a `traceparent` header.
+    pub header: AtomicU64,
+    /// Client spans linked to the server span their thread was serving.
+    pub thread: AtomicU64,
+    /// Server spans linked to the client span on the other end of their connection.
+    pub connection: AtomicU64,
+    /// Spans that found no parent (a new trace, or a client call outside any observed
+    /// server exchange).
+    pub unlinked: AtomicU64,
+    /// Exchanges built before their hold time because the pending set was full.
+    pub forced: AtomicU64,
+    /// Exchanges pending at shutdown, never built.
+    pub abandoned: AtomicU64,
+}
+
+/// Settings of the linker.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkerOptions {
+    /// How long an exchange waits for the exchange that caused it.
+    pub hold: Duration,
+    /// Exchanges held at most (pending and recently built).
+    pub max_pending: usize,
+}
+
+struct Node {
+    x: Exchange,
+    who: Identity,
+    arrived_ns: u64,
+    parent: Option<u64>,
+    link: Link,
+    /// For a client: server exchanges of its thread seen enclosing it. More than one (an
+    /// async runtime interleaving requests on one thread) leaves it unlinked: no guessing.
+    enclosing: u32,
+    ctx: Option<TraceContext>,
+}
+
+/// Links exchanges and builds their spans (see the module documentation).
+pub struct Linker {
+    builder: SpanBuilder,
+    options: LinkerOptions,
+    nodes: HashMap<u64, Node>,
+    order: VecDeque<u64>,
+    by_thread: HashMap<(u32, u32), Vec<u64>>,
+    /// Keyed by the client's local endpoint (= the server's peer).
+    by_conn: HashMap<SocketAddr, Vec<u64>>,
+    next: u64,
+    out: Vec<Span>,
+    table: Option<Arc<Mutex<HttpTable>>>,
+    stats: Arc<LinkStats>,
+}
+
+impl std::fmt::Debug for Linker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Linker")
+            .field("nodes", &self.nodes.len())
+            .field("out", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Nanoseconds to add to a monotonic time to get Unix time.
+fn unix_offset_ns() -> i64 {
+    clock_ns(libc::CLOCK_REALTIME) as i64 - clock_ns(libc::CLOCK_MONOTONIC) as i64
+}
+
+fn inside(inner: &Exchange, outer: &Exchange) -> bool {
+    outer.start_ns <= inner.start_ns && inner.end_ns <= outer.end_ns
+}
+
+/// Whether `server` is the far end of `client`'s connection.
+fn mirrors(server: &Exchange, client: &Exchange) -> bool {
+    server.peer.is_some()
+        && server.peer == client.local
+        && (server.local.is_none() || client.peer.is_none() || server.local == client.peer)
+}
+
+impl Linker {
+    /// A linker building with `builder`; exemplars go into `table` when given.
+    pub fn new(
+        builder: SpanBuilder,
+        options: LinkerOptions,
+        table: Option<Arc<Mutex<HttpTable>>>,
+        stats: Arc<LinkStats>,
+    ) -> Self {
+        Self {
+            builder,
+            options,
+            nodes: HashMap::new(),
+            order: VecDeque::new(),
+            by_thread: HashMap::new(),
+            by_conn: HashMap::new(),
+            next: 0,
+            out: Vec::new(),
+            table,
+            stats,
+        }
+    }
+
+    /// Exchanges held (pending or recently built).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Adds a completed exchange of process `who`, seen at monotonic time `now_ns`, and links
+    /// it with the exchanges held.
+    pub fn add(&mut self, x: Exchange, who: Identity, now_ns: u64) {
+        while self.nodes.len() >= self.options.max_pending.max(1) {
+            let Some(oldest) = self.order.front().copied() else {
+                break;
+            };
+            if self.nodes.get(&oldest).is_some_and(|n| n.ctx.is_none()) {
+                self.stats.forced.fetch_add(1, Ordering::Relaxed);
+                self.build(oldest);
+            }
+            self.forget(oldest);
+        }
+        let id = self.next;
+        self.next += 1;
+        let mut parent = None;
+        let mut link = Link::None;
+        let mut enclosing = 0;
+        let thread = (x.tgid, x.tid);
+        match x.direction {
+            Direction::Server => {
+                if let Some(peer) = x.peer {
+                    for cid in self.by_conn.get(&peer).into_iter().flatten() {
+                        let c = &self.nodes[cid];
+                        if c.x.direction == Direction::Client
+                            && mirrors(&x, &c.x)
+                            && inside(&x, &c.x)
+                        {
+                            parent = Some(*cid);
+                            link = Link::Connection;
+                            break;
+                        }
+                    }
+                }
+                // Client calls this thread made while serving this request, seen earlier.
+                if let Some(ids) = self.by_thread.get(&thread) {
+                    for cid in ids {
+                        let c = self.nodes.get_mut(cid).expect("indexed node exists");
+                        if c.x.direction != Direction::Client
+                            || c.ctx.is_some()
+                            || !inside(&c.x, &x)
+                        {
+                            continue;
+                        }
+                        c.enclosing += 1;
+                        if c.enclosing == 1 && c.parent.is_none() {
+                            c.parent = Some(id);
+                            c.link = Link::Thread;
+                        } else if c.link == Link::Thread {
+                            // A second request in flight on the thread: ambiguous.
+                            c.parent = None;
+                            c.link = Link::None;
+                        }
+                    }
+                }
+            }
+            Direction::Client => {
+                if let Some(ids) = self.by_thread.get(&thread) {
+                    for sid in ids {
+                        let s = &self.nodes[sid];
+                        if s.x.direction == Direction::Server && inside(&x, &s.x) {
+                            enclosing += 1;
+                            parent = Some(*sid);
+                            link = Link::Thread;
+                        }
+                    }
+                    if enclosing > 1 {
+                        parent = None;
+                        link = Link::None;
+                    }
+                }
+                // Servers on the other end of this connection, seen earlier.
+                if let Some(local) = x.local {
+                    for sid in self.by_conn.get(&local).into_iter().flatten() {
+                        let s = self.nodes.get_mut(sid).expect("indexed node exists");
+                        if s.x.direction == Direction::Server
+                            && s.parent.is_none()
+                            && s.ctx.is_none()
+                            && mirrors(&s.x, &x)
+                            && inside(&s.x, &x)
+                        {
+                            s.parent = Some(id);
+                            s.link = Link::Connection;
+                        }
+                    }
+                }
+            }
+        }
+        self.by_thread.entry(thread).or_default().push(id);
+        let conn_key = match x.direction {
+            Direction::Server => x.peer,
+            Direction::Client => x.local,
+        };
+        if let Some(key) = conn_key {
+            self.by_conn.entry(key).or_default().push(id);
+        }
+        self.nodes.insert(
+            id,
+            Node {
+                x,
+                who,
+                arrived_ns: now_ns,
+                parent,
+                link,
+                enclosing,
+                ctx: None,
+            },
+        );
+        self.order.push_back(id);
+    }
+
+    /// Builds the spans of exchanges held for `hold` (parents first), forgets those built
+    /// more than `hold` ago, and returns the spans kept since the last call.
+    pub fn poll(&mut self, now_ns: u64) -> Vec<Span> {
+        let hold = self.options.hold.as_nanos() as u64;
+        let ids: Vec<u64> = self.order.iter().copied().collect();
+        for id in ids {
+            let Some(node) = self.nodes.get(&id) else {
+                continue;
+            };
+            if now_ns.saturating_sub(node.arrived_ns) < hold {
+                break;
+            }
+            if node.ctx.is_none() {
+                self.build(id);
+            }
+        }
+        while let Some(&id) = self.order.front() {
+            let old = self
+                .nodes
+                .get(&id)
+                .is_none_or(|n| n.ctx.is_some() && now_ns.saturating_sub(n.arrived_ns) >= 2 * hold);
+            if !old {
+                break;
+            }
+            self.forget(id);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Counts what is still pending (at shutdown) and drops it.
+    pub fn abandon(&mut self) {
+        let pending = self.nodes.values().filter(|n| n.ctx.is_none()).count();
+        self.stats
+            .abandoned
+            .fetch_add(pending as u64, Ordering::Relaxed);
+        self.nodes.clear();
+        self.order.clear();
+        self.by_thread.clear();
+        self.by_conn.clear();
+    }
+
+    /// Builds node `id`'s span, after its unbuilt ancestors.
+    fn build(&mut self, id: u64) {
+        // The chain of unbuilt ancestors, nearest first (bounded by the nodes held).
+        let mut chain = vec![id];
+        let mut at = id;
+        while let Some(parent) = self.nodes.get(&at).and_then(|n| n.parent) {
+            match self.nodes.get(&parent) {
+                Some(p) if p.ctx.is_none() && !chain.contains(&parent) => {
+                    chain.push(parent);
+                    at = parent;
+                }
+                _ => break,
+            }
+        }
+        let offset = unix_offset_ns();
+        for id in chain.into_iter().rev() {
+            let linked = self
+                .nodes
+                .get(&id)
+                .and_then(|n| n.parent)
+                .and_then(|p| self.nodes.get(&p))
+                .and_then(|p| p.ctx);
+            let Some(node) = self.nodes.get(&id) else {
+                continue;
+            };
+            let x = &node.x;
+            let route = route::normalise(&x.path, x.path_truncated);
+            let header = x.traceparent.map(|t| {
+                format!(
+                    "00-{}-{}-{:02x}",
+                    hex(&t.trace_id),
+                    hex(&t.span_id),
+                    t.flags
+                )
+            });
+            let input = builder::Exchange {
+                direction: Some(match x.direction {
+                    Direction::Server => builder::Direction::Server,
+                    Direction::Client => builder::Direction::Client,
+                }),
+                start_unix_nano: x.start_ns as i64 + offset,
+                end_unix_nano: x.end_ns as i64 + offset,
+                method: x.method,
+                path: &x.path,
+                route: Some(&route),
+                status: x.status,
+                peer: x.peer,
+                local: x.local,
+                pid: x.tgid,
+                tid: x.tid,
+                cgroup_id: x.cgroup_id,
+                executable: &x.comm,
+                service: &node.who.service_name,
+                container_id: (!node.who.container_id.is_empty())
+                    .then_some(node.who.container_id.as_str()),
+                pod_name: None,
+                traceparent: header.as_deref(),
+            };
+            let Some(built) = self.builder.from_exchange(&input, linked) else {
+                continue;
+            };
+            let joined_header = x.direction == Direction::Server
+                && x.traceparent.is_some()
+                && linked.is_none_or(|l| l.trace_id != built.context.trace_id)
+                && built.context.trace_id == x.traceparent.map(|t| t.trace_id).unwrap_or_default();
+            let counter = match (joined_header, linked.map(|_| node.link)) {
+                (true, _) => &self.stats.header,
+                (false, Some(Link::Thread)) => &self.stats.thread,
+                (false, Some(Link::Connection)) => &self.stats.connection,
+                _ => &self.stats.unlinked,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.stats.built.fetch_add(1, Ordering::Relaxed);
+            if let Some(span) = built.span {
+                if let Some(table) = &self.table {
+                    let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+                    table.exemplar(
+                        x,
+                        &node.who,
+                        &hex(&built.context.trace_id),
+                        &hex(&built.context.span_id),
+                        (x.end_ns as i64 + offset) / 1_000_000,
+                    );
+                }
+                self.out.push(span);
+            }
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.ctx = Some(built.context);
+            }
+        }
+    }
+
+    /// Drops node `id` (the front of `order`) and its index entries.
+    fn forget(&mut self, id: u64) {
+        if self.order.front() == Some(&id) {
+            self.order.pop_front();
+        }
+        let Some(node) = self.nodes.remove(&id) else {
+            return;
+        };
+        let thread = (node.x.tgid, node.x.tid);
+        if let Some(ids) = self.by_thread.get_mut(&thread) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_thread.remove(&thread);
+            }
+        }
+        let conn_key = match node.x.direction {
+            Direction::Server => node.x.peer,
+            Direction::Client => node.x.local,
+        };
+        if let Some(key) = conn_key
+            && let Some(ids) = self.by_conn.get_mut(&key)
+        {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_conn.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        ebpf::http::BodyHint,
+        trace::sampler::{DropCounters, HeadSampler, SpanBudget},
+    };
+
+    const MS: u64 = 1_000_000;
+
+    fn linker() -> (Linker, Arc<LinkStats>) {
+        let stats = Arc::new(LinkStats::default());
+        let builder = SpanBuilder::new(
+            "host",
+            HeadSampler::new(1.0),
+            SpanBudget::new(0),
+            Arc::new(DropCounters::default()),
+        );
+        let options = LinkerOptions {
+            hold: Duration::from_millis(100),
+            max_pending: 100,
+        };
+        (Linker::new(builder, options, None, stats.clone()), stats)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ex(
+        direction: Direction,
+        path: &str,
+        tgid: u32,
+        tid: u32,
+        start_ms: u64,
+        end_ms: u64,
+        local: &str,
+        peer: &str,
+    ) -> Exchange {
+        Exchange {
+            direction,
+            tls: false,
+            method: "GET",
+            status: 200,
+            path: path.to_owned(),
+            path_truncated: false,
+            start_ns: start_ms * MS,
+            end_ns: end_ms * MS,
+            tgid,
+            tid,
+            cgroup_id: 0,
+            comm: "python3".into(),
+            peer: Some(peer.parse().unwrap()),
+            request_bytes: 10,
+            response_bytes: 10,
+            request_body: BodyHint::NoLength,
+            response_body: BodyHint::NoLength,
+            local: Some(local.parse().unwrap()),
+            traceparent: None,
+        }
+    }
+
+    fn who(service: &str) -> Identity {
+        Identity {
+            service_name: service.to_owned(),
+            container_id: String::new(),
+            cgroup_path: None,
+        }
+    }
+
+    fn by_path<'a>(spans: &'a [Span], path: &str, kind: i32) -> &'a Span {
+        spans
+            .iter()
+            .find(|s| {
+                s.kind == kind
+                    && s.attributes.iter().any(|kv| {
+                        kv.key == "url.path"
+                            && kv.value.as_ref().and_then(|v| v.value.clone())
+                                == Some(sonde_proto::v1::any_value::Value::StringValue(
+                                    path.to_owned(),
+                                ))
+                    })
+            })
+            .unwrap_or_else(|| panic!("no span for {path}"))
+    }
+
+    /// A's server exchange (thread 11) calls B (thread 21) over 127.0.0.1:5000 → :8080;
+    /// exchanges arrive bottom-up, as they complete.
+    #[test]
+    fn links_thread_and_connection_bottom_up() {
+        let (mut l, stats) = linker();
+        let a_in = ex(
+            Direction::Server,
+            "/a",
+            10,
+            11,
+            0,
+            50,
+            "127.0.0.1:7000",
+            "127.0.0.1:6000",
+        );
+        let a_out = ex(
+            Direction::Client,
+            "/b",
+            10,
+            11,
+            10,
+            40,
+            "127.0.0.1:5000",
+            "127.0.0.1:8080",
+        );
+        let b_in = ex(
+            Direction::Server,
+            "/b",
+            20,
+            21,
+            12,
+            38,
+            "127.0.0.1:8080",
+            "127.0.0.1:5000",
+        );
+        // Unrelated: the same thread later, and another connection to B at the same time.
+        let other = ex(
+            Direction::Server,
+            "/o",
+            20,
+            21,
+            13,
+            30,
+            "127.0.0.1:8080",
+            "127.0.0.1:5001",
+        );
+        l.add(b_in, who("b"), 0);
+        l.add(other, who("b"), 0);
+        l.add(a_out, who("a"), MS);
+        l.add(a_in, who("a"), 2 * MS);
+        assert!(l.poll(50 * MS).is_empty(), "held for 100 ms");
+        let spans = l.poll(150 * MS);
+        assert_eq!(spans.len(), 4);
+        let (server, client) = (
+            sonde_proto::v1::SpanKind::Server as i32,
+            sonde_proto::v1::SpanKind::Client as i32,
+        );
+        let (a_s, a_c, b_s, o) = (
+            by_path(&spans, "/a", server),
+            by_path(&spans, "/b", client),
+            by_path(&spans, "/b", server),
+            by_path(&spans, "/o", server),
+        );
+        assert!(a_s.parent_span_id.is_empty());
+        assert_eq!(a_c.parent_span_id, a_s.span_id);
+        assert_eq!(b_s.parent_span_id, a_c.span_id);
+        assert_eq!(b_s.trace_id, a_s.trace_id);
+        assert!(o.parent_span_id.is_empty(), "other connection: not linked");
+        assert_ne!(o.trace_id, a_s.trace_id);
+        assert_eq!(stats.thread.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.connection.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.unlinked.load(Ordering::Relaxed), 2);
+        // Built exchanges are forgotten after a second hold.
+        assert_eq!(l.len(), 4);
+        l.poll(300 * MS);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn header_names_the_trace_and_timing_must_enclose() {
+        let (mut l, stats) = linker();
+        let mut a_in = ex(
+            Direction::Server,
+            "/a",
+            10,
+            11,
+            0,
+            50,
+            "127.0.0.1:7000",
+            "127.0.0.1:6000",
+        );
+        a_in.traceparent = Some(TraceContext {
+            trace_id: [0x4b; 16],
+            span_id: [0x0f; 8],
+            flags: 1,
+        });
+        // A call of the same thread that ends after the request it would serve: not its child.
+        let late = ex(
+            Direction::Client,
+            "/late",
+            10,
+            11,
+            40,
+            60,
+            "127.0.0.1:5002",
+            "127.0.0.1:8080",
+        );
+        l.add(a_in, who("a"), 0);
+        l.add(late, who("a"), 0);
+        let spans = l.poll(200 * MS);
+        let a = by_path(&spans, "/a", sonde_proto::v1::SpanKind::Server as i32);
+        assert_eq!(a.trace_id, vec![0x4b; 16]);
+        assert_eq!(a.parent_span_id, vec![0x0f; 8]);
+        let late = by_path(&spans, "/late", sonde_proto::v1::SpanKind::Client as i32);
+        assert!(late.parent_span_id.is_empty());
+        assert_eq!(stats.header.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn two_requests_in_flight_on_a_thread_link_nothing() {
+        let (mut l, _) = linker();
+        let call = ex(
+            Direction::Client,
+            "/c",
+            1,
+            1,
+            20,
+            30,
+            "127.0.0.1:5000",
+            "127.0.0.1:9",
+        );
+        let r1 = ex(
+            Direction::Server,
+            "/r1",
+            1,
+            1,
+            0,
+            50,
+            "127.0.0.1:80",
+            "127.0.0.1:6000",
+        );
+        let r2 = ex(
+            Direction::Server,
+            "/r2",
+            1,
+            1,
+            10,
+            60,
+            "127.0.0.1:80",
+            "127.0.0.1:6001",
+        );
+        l.add(call, who("s"), 0);
+        l.add(r1, who("s"), 0);
+        l.add(r2, who("s"), 0);
+        let spans = l.poll(200 * MS);
+        let c = by_path(&spans, "/c", sonde_proto::v1::SpanKind::Client as i32);
+        assert!(c.parent_span_id.is_empty(), "ambiguous: left a root");
+        // And in the other order (servers seen first).
+        let (mut l, _) = linker();
+        l.add(
+            ex(
+                Direction::Server,
+                "/r1",
+                1,
+                1,
+                0,
+                50,
+                "127.0.0.1:80",
+                "127.0.0.1:6000",
+            ),
+            who("s"),
+            0,
+        );
+        l.add(
+            ex(
+                Direction::Server,
+                "/r2",
+                1,
+                1,
+                10,
+                60,
+                "127.0.0.1:80",
+                "127.0.0.1:6001",
+            ),
+            who("s"),
+            0,
+        );
+        l.add(
+            ex(
+                Direction::Client,
+                "/c",
+                1,
+                1,
+                20,
+                30,
+                "127.0.0.1:5000",
+                "127.0.0.1:9",
+            ),
+            who("s"),
+            0,
+        );
+        let spans = l.poll(200 * MS);
+        let c = by_path(&spans, "/c", sonde_proto::v1::SpanKind::Client as i32);
+        assert!(c.parent_span_id.is_empty());
+    }
+
+    #[test]
+    fn the_bound_builds_the_oldest_early() {
+        let (mut l, stats) = linker();
+        l.options.max_pending = 2;
+        for i in 0..5u64 {
+            let port = format!("127.0.0.1:{}", 6000 + i);
+            l.add(
+                ex(
+                    Direction::Server,
+                    "/x",
+                    1,
+                    1,
+                    i,
+                    i + 1,
+                    "127.0.0.1:80",
+                    &port,
+                ),
+                who("s"),
+                0,
+            );
+        }
+        assert_eq!(l.len(), 2);
+        assert_eq!(stats.forced.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            l.poll(0).len(),
+            3,
+            "the forced spans go out at the next poll"
+        );
+        l.abandon();
+        assert_eq!(stats.abandoned.load(Ordering::Relaxed), 2);
+    }
+}

@@ -1,0 +1,327 @@
+//! Spans from eBPF, end to end on the real kernel: service A (Python `http.server`, thread
+//! per request) calls service B over HTTP on loopback (`tests/fixtures/spans/service.py`),
+//! the agent builds one span per exchange and the aggregator's Jaeger API returns them.
+//!
+//! Variants, each run `CHAINS` times, all at once and beside unrelated direct requests to B:
+//! - the test sends a `traceparent` into A and A forwards it to B;
+//! - the test sends a `traceparent` into A and A forwards none;
+//! - the test sends none (A's span starts a trace).
+//!
+//! In every variant: A's server span is in the header's trace with the header's parent (or
+//! a root), A's client span is its child (same thread), B's server span is the child of A's
+//! client span (connection 4-tuple), all one trace. The direct requests come from this test
+//! process, which the agent does not trace (outside the test cgroup): their B spans must be
+//! roots of their own traces. B's latency histogram carries trace ids as exemplars. Needs root.
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::Value;
+use sonde_tests::{
+    Agent, Aggregator, Process, encode, eventually,
+    workload::{TestCgroup, agent_config, fixture, unique, wait_attached, wait_port},
+};
+
+/// Chains per variant.
+const CHAINS: usize = 10;
+/// Unrelated direct requests to B.
+const DIRECT: usize = 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Forward,
+    NoForward,
+    NoHeader,
+}
+
+fn variant(n: usize) -> Variant {
+    match n / CHAINS {
+        0 => Variant::Forward,
+        1 => Variant::NoForward,
+        _ => Variant::NoHeader,
+    }
+}
+
+/// The header sent into A for chain `n`.
+fn header(n: usize) -> (String, String) {
+    (
+        format!("4bf92f3577b34da6a3ce929d{n:08x}"),
+        format!("00f067aa{n:08x}"),
+    )
+}
+
+fn get(port: u16, path: &str, traceparent: Option<&str>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let tp = traceparent
+        .map(|t| format!("traceparent: {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{tp}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    assert!(out.starts_with("HTTP/1.0 200"), "GET {path}: {out:?}");
+}
+
+#[derive(Debug, Clone)]
+struct SpanInfo {
+    trace: String,
+    id: String,
+    parent: Option<String>,
+    service: String,
+    kind: String,
+    path: String,
+}
+
+fn tag(span: &Value, key: &str) -> Option<String> {
+    span["tags"]
+        .as_array()?
+        .iter()
+        .find(|t| t["key"] == key)
+        .map(|t| match &t["value"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+}
+
+/// Jaeger renders ids without leading zeros.
+fn norm(id: &str) -> String {
+    let t = id.trim_start_matches('0');
+    if t.is_empty() { "0".into() } else { t.into() }
+}
+
+/// Every span of the traces the Jaeger API finds for `service`.
+fn spans_of(agg: &Aggregator, service: &str, into: &mut HashMap<String, SpanInfo>) {
+    let now_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let r = agg.get(&format!(
+        "/api/traces?service={}&limit=100000&start={}&end={}",
+        encode(service),
+        now_us - 3_600_000_000,
+        now_us + 60_000_000
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let json = r.json();
+    for trace in json["data"].as_array().into_iter().flatten() {
+        let processes = &trace["processes"];
+        for span in trace["spans"].as_array().into_iter().flatten() {
+            let pid = span["processID"].as_str().unwrap_or_default();
+            let parent = span["references"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["refType"] == "CHILD_OF")
+                .map(|r| norm(r["spanID"].as_str().unwrap()));
+            let info = SpanInfo {
+                trace: norm(span["traceID"].as_str().unwrap()),
+                id: norm(span["spanID"].as_str().unwrap()),
+                parent,
+                service: processes[pid]["serviceName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                kind: tag(span, "span.kind").unwrap_or_default(),
+                path: tag(span, "url.path").unwrap_or_default(),
+            };
+            into.insert(info.id.clone(), info);
+        }
+    }
+}
+
+#[test]
+fn spans_link_across_threads_and_connections_under_load() {
+    if !sonde_tests::require_root("spans_link_across_threads_and_connections_under_load") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cgroup = TestCgroup::new();
+    let (_, a_cg) = cgroup.container();
+    let (_, b_cg) = cgroup.container();
+    let agg = Aggregator::start();
+    let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
+    let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
+    wait_attached(&agent, "sys_exit_io");
+    wait_attached(&agent, "inet_sock_set_state");
+
+    let (a_name, b_name) = (unique("spans-a-"), unique("spans-b-"));
+    let script = fixture("spans/service.py");
+    let b_port_file = dir.path().join("b.port");
+    let mut cmd = cgroup.command(
+        &b_cg,
+        "python3",
+        &[script.to_str().unwrap(), "b", b_port_file.to_str().unwrap()],
+    );
+    cmd.env("OTEL_SERVICE_NAME", &b_name);
+    let mut b = Process::spawn("service-b", &mut cmd, dir.path());
+    let b_port = wait_port(&b_port_file, &mut b);
+    let a_port_file = dir.path().join("a.port");
+    let mut cmd = cgroup.command(
+        &a_cg,
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            "a",
+            a_port_file.to_str().unwrap(),
+            &b_port.to_string(),
+        ],
+    );
+    cmd.env("OTEL_SERVICE_NAME", &a_name);
+    let mut a = Process::spawn("service-a", &mut cmd, dir.path());
+    let a_port = wait_port(&a_port_file, &mut a);
+
+    // All chains and the unrelated direct load at once, from several threads.
+    std::thread::scope(|s| {
+        for worker in 0..3 {
+            s.spawn(move || {
+                for n in (worker..3 * CHAINS).step_by(3) {
+                    let (t, p) = header(n);
+                    let tp = format!("00-{t}-{p}-01");
+                    let (path, tp) = match variant(n) {
+                        Variant::Forward => (format!("/chain/{n}?forward=1"), Some(tp)),
+                        Variant::NoForward => (format!("/chain/{n}"), Some(tp)),
+                        Variant::NoHeader => (format!("/chain/{n}?forward=1"), None),
+                    };
+                    get(a_port, &path, tp.as_deref());
+                }
+            });
+        }
+        for worker in 0..2 {
+            s.spawn(move || {
+                for m in (worker..DIRECT).step_by(2) {
+                    get(b_port, &format!("/direct/{m}"), None);
+                }
+            });
+        }
+    });
+
+    let spans = eventually(Duration::from_secs(60), "every span in the store", || {
+        let mut spans = HashMap::new();
+        spans_of(&agg, &a_name, &mut spans);
+        spans_of(&agg, &b_name, &mut spans);
+        let count = |service: &str, kind: &str| {
+            spans
+                .values()
+                .filter(|s| s.service == service && s.kind == kind)
+                .count()
+        };
+        (count(&a_name, "server") == 3 * CHAINS
+            && count(&a_name, "client") == 3 * CHAINS
+            && count(&b_name, "server") == 3 * CHAINS + DIRECT)
+            .then_some(spans)
+    });
+
+    let find = |service: &str, kind: &str, path: &str| -> SpanInfo {
+        let found: Vec<&SpanInfo> = spans
+            .values()
+            .filter(|s| s.service == service && s.kind == kind && s.path == path)
+            .collect();
+        assert_eq!(found.len(), 1, "{service} {kind} {path}: {found:?}");
+        found[0].clone()
+    };
+    let mut chain_traces = Vec::new();
+    for n in 0..3 * CHAINS {
+        let a_server = find(&a_name, "server", &format!("/chain/{n}"));
+        let a_client = find(&a_name, "client", &format!("/leaf/{n}"));
+        let b_server = find(&b_name, "server", &format!("/leaf/{n}"));
+        match variant(n) {
+            Variant::Forward | Variant::NoForward => {
+                let (t, p) = header(n);
+                assert_eq!(
+                    a_server.trace,
+                    norm(&t),
+                    "chain {n}: A joins the header's trace"
+                );
+                assert_eq!(a_server.parent, Some(norm(&p)), "chain {n}: A's parent");
+            }
+            Variant::NoHeader => {
+                assert_eq!(a_server.parent, None, "chain {n}: A starts a trace");
+            }
+        }
+        assert_eq!(a_client.trace, a_server.trace, "chain {n}: A's call");
+        assert_eq!(
+            a_client.parent.as_deref(),
+            Some(a_server.id.as_str()),
+            "chain {n}: A's call is a child of the request its thread serves"
+        );
+        assert_eq!(
+            b_server.trace, a_server.trace,
+            "chain {n}: B joins A's trace"
+        );
+        assert_eq!(
+            b_server.parent.as_deref(),
+            Some(a_client.id.as_str()),
+            "chain {n}: B's span is the child of A's call over the same connection"
+        );
+        chain_traces.push(a_server.trace.clone());
+    }
+    chain_traces.sort();
+    chain_traces.dedup();
+    assert_eq!(
+        chain_traces.len(),
+        3 * CHAINS,
+        "every chain is its own trace"
+    );
+    for m in 0..DIRECT {
+        let direct = find(&b_name, "server", &format!("/direct/{m}"));
+        assert_eq!(
+            direct.parent, None,
+            "direct request {m} comes from an untraced process: no parent"
+        );
+        assert!(
+            chain_traces.binary_search(&direct.trace).is_err(),
+            "direct request {m} is in no chain's trace"
+        );
+    }
+
+    // B's latency histogram carries trace ids of its spans as exemplars.
+    let b_traces: Vec<String> = spans
+        .values()
+        .filter(|s| s.service == b_name)
+        .map(|s| s.trace.clone())
+        .collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let query = format!("http_server_request_duration_seconds_bucket{{service_name=\"{b_name}\"}}");
+    let found = eventually(Duration::from_secs(30), "exemplars of B", || {
+        let r = agg.get(&format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            encode(&query),
+            now - 600.0,
+            now + 60.0
+        ));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let json = r.json();
+        let ids: Vec<String> = json["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["exemplars"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["labels"]["trace_id"].as_str().map(norm))
+            .collect();
+        (!ids.is_empty()).then_some(ids)
+    });
+    for id in &found {
+        assert!(
+            b_traces.contains(id),
+            "exemplar trace {id} is one of B's traces"
+        );
+    }
+    let metrics = agent.metrics_text();
+    assert!(
+        metrics.contains("sonde_agent_spans_linked_total{link=\"connection\"}"),
+        "{metrics}"
+    );
+    drop(a);
+    drop(b);
+}
