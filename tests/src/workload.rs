@@ -210,7 +210,7 @@ pub fn wait_port(file: &Path, process: &mut Process) -> u16 {
         .expect("port number")
 }
 
-/// One line of a timing log: kind, status, nanoseconds.
+/// One line of a timing log: kind, status, nanoseconds, start (CLOCK_MONOTONIC ns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timing {
     /// Route kind (`fast`, `slow`, …).
@@ -219,6 +219,8 @@ pub struct Timing {
     pub status: u16,
     /// Duration in ns.
     pub ns: u64,
+    /// Start, CLOCK_MONOTONIC ns: orders the requests of one kind like the agent's spans.
+    pub start_ns: u64,
 }
 
 /// Requests per connection of a `timed_client.py` plan (`kind:count,…`), warm-up excluded.
@@ -260,6 +262,7 @@ pub fn read_timings(path: &Path) -> Vec<Timing> {
                 kind: f.next().expect("kind").to_owned(),
                 status: f.next().and_then(|s| s.parse().ok()).expect("status"),
                 ns: f.next().and_then(|s| s.parse().ok()).expect("ns"),
+                start_ns: f.next().and_then(|s| s.parse().ok()).expect("start"),
             }
         })
         .collect()
@@ -269,20 +272,6 @@ pub fn read_timings(path: &Path) -> Vec<Timing> {
 /// not compared for latency, because it includes the server's accept (and thread start),
 /// which the client's clock sees and the server's does not.
 pub const WARMUP: &str = "warmup";
-
-/// Durations per (kind, status), seconds, sorted; without [`WARMUP`] requests.
-pub fn group(timings: &[Timing]) -> BTreeMap<(String, u16), Vec<f64>> {
-    let mut out: BTreeMap<(String, u16), Vec<f64>> = BTreeMap::new();
-    for t in timings.iter().filter(|t| t.kind != WARMUP) {
-        out.entry((t.kind.clone(), t.status))
-            .or_default()
-            .push(t.ns as f64 / 1e9);
-    }
-    for v in out.values_mut() {
-        v.sort_by(f64::total_cmp);
-    }
-    out
-}
 
 /// Nearest-rank quantile of sorted values.
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {

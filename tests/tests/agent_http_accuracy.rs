@@ -1,8 +1,10 @@
 //! HTTP RED accuracy against the truth, on the real kernel: a Python server and a Python
 //! client that time every request themselves (1 ms, 10 ms and 100 ms handlers; 200, 404 and
 //! 500), over keep-alive connections, each in a container-like cgroup. The agent's counts per
-//! route and status must equal the truth exactly; means (aggregator `_sum/_count`) and
-//! p50/p90/p99 (agent `/debug/http`) must agree within 5% or 0.3 ms. nginx, as a server and as
+//! route and status must equal the truth exactly; every exchange's span is paired with the
+//! request its workload timed and (but for rare machine stalls, see
+//! [`red::PAIRED_AGREEMENT`]) agrees within 5% or 0.3 ms; means (aggregator `_sum/_count`)
+//! and p50/p90/p99 (agent `/debug/http`) equal those of the spans. nginx, as a server and as
 //! a keep-alive reverse proxy (an HTTP client), is checked the same way.
 //! Needs root (CI runs as root).
 
@@ -131,34 +133,33 @@ fn python_server_and_client_counts_exact_latencies_agree() {
         &red::expected_counts(&client_truth, ""),
     );
 
-    // Means and quantiles against each side's own timing.
-    let mut report = red::check_means(
+    // Every exchange against each side's own timing, then the aggregates against the spans.
+    let port_s = port.to_string();
+    let mut report = red::check_side(
         &agg,
-        "http_server_request_duration_seconds",
-        &server_sel,
+        &agent,
+        &red::Side {
+            direction: "server",
+            service: &server_name,
+            selector: &server_sel,
+            debug_labels: &[("service_name", &server_name)],
+            span_tags: &[],
+            prefix: "",
+        },
         &server_truth,
-        "",
     );
-    report.extend(red::check_means(
+    report.extend(red::check_side(
         &agg,
-        "http_client_request_duration_seconds",
-        &client_sel,
-        &client_truth,
-        "",
-    ));
-    report.extend(red::check_quantiles(
         &agent,
-        "server",
-        &[("service_name", &server_name)],
-        &server_truth,
-        "",
-    ));
-    report.extend(red::check_quantiles(
-        &agent,
-        "client",
-        &[("service_name", &client_name)],
+        &red::Side {
+            direction: "client",
+            service: &client_name,
+            selector: &client_sel,
+            debug_labels: &[("service_name", &client_name)],
+            span_tags: &[("server.port", &port_s)],
+            prefix: "",
+        },
         &client_truth,
-        "",
     ));
     eprintln!("{}", report.join("\n"));
 
@@ -272,23 +273,23 @@ fn nginx_server_and_reverse_proxy_counts_exact_latencies_agree() {
         &upstream_sel,
         &red::expected_counts(&backend_truth, ""),
     );
-    let mut report = red::check_means(
+    let backend_port_s = backend_port.to_string();
+    let mut report = red::check_side(
         &agg,
-        "http_client_request_duration_seconds",
-        &upstream_sel,
-        &backend_truth,
-        "",
-    );
-    report.extend(red::check_quantiles(
         &agent,
-        "client",
-        &[
-            ("container_id", &nginx_id),
-            ("server_port", &backend_port.to_string()),
-        ],
+        &red::Side {
+            direction: "client",
+            service: "nginx",
+            selector: &upstream_sel,
+            debug_labels: &[
+                ("container_id", &nginx_id),
+                ("server_port", &backend_port_s),
+            ],
+            span_tags: &[("server.port", &backend_port_s)],
+            prefix: "",
+        },
         &backend_truth,
-        "",
-    ));
+    );
     // The backend itself, behind nginx.
     let backend_sel = format!("service_name=\"{backend_name}\"");
     red::wait_counts(
@@ -297,28 +298,35 @@ fn nginx_server_and_reverse_proxy_counts_exact_latencies_agree() {
         &backend_sel,
         &red::expected_counts(&backend_truth, ""),
     );
-    report.extend(red::check_means(
+    report.extend(red::check_side(
         &agg,
-        "http_server_request_duration_seconds",
-        &backend_sel,
+        &agent,
+        &red::Side {
+            direction: "server",
+            service: &backend_name,
+            selector: &backend_sel,
+            debug_labels: &[("service_name", &backend_name)],
+            span_tags: &[],
+            prefix: "",
+        },
         &backend_truth,
-        "",
     ));
     // nginx's own responses and the proxied ones, as its client saw them.
-    report.extend(red::check_means(
-        &agg,
-        "http_server_request_duration_seconds",
-        &nginx_sel,
-        &direct,
-        "",
-    ));
-    report.extend(red::check_means(
-        &agg,
-        "http_server_request_duration_seconds",
-        &nginx_sel,
-        &proxied,
-        "/proxy",
-    ));
+    for (truth, prefix) in [(&direct, ""), (&proxied, "/proxy")] {
+        report.extend(red::check_side(
+            &agg,
+            &agent,
+            &red::Side {
+                direction: "server",
+                service: "nginx",
+                selector: &nginx_sel,
+                debug_labels: &[("container_id", &nginx_id)],
+                span_tags: &[],
+                prefix,
+            },
+            truth,
+        ));
+    }
     eprintln!("{}", report.join("\n"));
     red::assert_nothing_lost(&agent);
 }
