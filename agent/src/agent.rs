@@ -231,6 +231,20 @@ fn start_ebpf(
     collectors: &mut Vec<Box<dyn Collector>>,
     http_table: Arc<std::sync::Mutex<http_metrics::table::HttpTable>>,
 ) -> Option<Probes> {
+    start_ebpf_with_tap(config, metrics, tasks, stop, collectors, http_table, None)
+}
+
+/// [`start_ebpf`], also handing every decoded event the agent aggregates to `tap`
+/// (`sonde-agent capture`).
+pub(crate) fn start_ebpf_with_tap(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    collectors: &mut Vec<Box<dyn Collector>>,
+    http_table: Arc<std::sync::Mutex<http_metrics::table::HttpTable>>,
+    tap: Option<Arc<dyn crate::capture::EventTap>>,
+) -> Option<Probes> {
     let mount = config.ebpf.mount_filesystems;
     let tracefs = match ebpf::fs::ensure_tracefs(mount) {
         Ok(Some(root)) => Some(root),
@@ -286,7 +300,12 @@ fn start_ebpf(
     }
     let exec_stats = probes.exec_events.take().map(|ring| {
         let stats = Arc::new(ExecStats::default());
-        tasks.spawn(ebpf::exec::run(ring, stats.clone(), stop.clone()));
+        tasks.spawn(ebpf::exec::run_with_tap(
+            ring,
+            stats.clone(),
+            stop.clone(),
+            tap.clone(),
+        ));
         collectors.push(Box::new(ExecCollector::new(stats.clone())));
         stats
     });
@@ -295,7 +314,7 @@ fn start_ebpf(
     }
     metrics.set_ebpf_sources(probes.counters.clone(), exec_stats);
     metrics.set_hooks(&probes.hooks);
-    let started = http_metrics::start(&config.ebpf, &mut probes, stop, http_table);
+    let started = http_metrics::start_with_tap(&config.ebpf, &mut probes, stop, http_table, tap);
     collectors.extend(started.collectors);
     metrics.set_pipeline_source(started.stats);
     for thread in started.threads {
