@@ -323,7 +323,7 @@ fn pyarrow_reads_a_capture() {
 import json, sys
 import pyarrow.parquet as pq
 t = pq.read_table(sys.argv[1])
-meta = {k.decode(): v.decode() for k, v in (t.schema.metadata or {}).items()}
+meta = {k.decode(): v.decode() for k, v in pq.ParquetFile(sys.argv[1]).metadata.metadata.items() if k != b"ARROW:schema"}
 cols = {f.name: str(f.type) for f in t.schema}
 import pyarrow.compute as pc
 http = t.filter(pc.equal(pc.cast(t["kind"], "string"), "http"))
