@@ -58,7 +58,12 @@ pub struct ReplayArgs {
     #[arg(long = "aggregator", value_name = "URL", required = true)]
     pub aggregators: Vec<String>,
     /// Replay N times faster than captured (1 = real time).
-    #[arg(long, value_name = "N", default_value_t = 1.0, conflicts_with = "as_fast_as_possible")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1.0,
+        conflicts_with = "as_fast_as_possible"
+    )]
     pub speed: f64,
     /// Do not wait between ticks.
     #[arg(long)]
@@ -127,7 +132,9 @@ pub enum ReplayError {
         value: String,
     },
     /// Some batches were not acknowledged by a write quorum within the grace period.
-    #[error("{below_quorum} of {batches} replayed batches were not acknowledged by a write quorum within {grace:?}")]
+    #[error(
+        "{below_quorum} of {batches} replayed batches were not acknowledged by a write quorum within {grace:?}"
+    )]
     Unacknowledged {
         /// Batches below quorum.
         below_quorum: usize,

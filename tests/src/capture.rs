@@ -7,9 +7,7 @@ use std::{collections::HashMap, path::Path};
 use arrow_array::{
     Array, RecordBatch,
     cast::AsArray,
-    types::{
-        Float64Type, TimestampNanosecondType, UInt16Type, UInt32Type, UInt64Type,
-    },
+    types::{Float64Type, TimestampNanosecondType, UInt16Type, UInt32Type, UInt64Type},
 };
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;

@@ -20,8 +20,15 @@ fn capture_records_the_exchanges_curl_makes() {
     let _server = Process::spawn("server", &mut server, dir.path());
     let output = dir.path().join("c.parquet");
     let mut cmd = Command::new(binary("sonde-agent"));
-    cmd.args(["--interval", "1s", "capture", "--duration", "4s", "--output"])
-        .arg(&output);
+    cmd.args([
+        "--interval",
+        "1s",
+        "capture",
+        "--duration",
+        "4s",
+        "--output",
+    ])
+    .arg(&output);
     let mut capture = Process::spawn("capture", &mut cmd, dir.path());
     let log = dir.path().join("capture.log");
     capture
@@ -40,7 +47,9 @@ fn capture_records_the_exchanges_curl_makes() {
                 .filter(|s| s.success())
         });
     }
-    let status = eventually(Duration::from_secs(30), "capture exits", || capture.exited());
+    let status = eventually(Duration::from_secs(30), "capture exits", || {
+        capture.exited()
+    });
     assert!(status.success(), "capture failed:\n{}", capture.log());
 
     let cap = CaptureFile::read(&output);
@@ -56,10 +65,10 @@ fn capture_records_the_exchanges_curl_makes() {
     };
     assert_eq!(ours("server"), n, "server exchanges:\n{}", capture.log());
     assert_eq!(ours("client"), n, "client exchanges (curl)");
+    assert!(cap.of_kind("exec").len() >= n, "each curl is an exec");
     assert!(
-        cap.of_kind("exec").len() >= n,
-        "each curl is an exec"
+        cap.of_kind("tick").len() >= 4,
+        "4 s at 1 s, plus the final tick"
     );
-    assert!(cap.of_kind("tick").len() >= 4, "4 s at 1 s, plus the final tick");
     assert_eq!(cap.metadata["sonde.capture.sources"], "exec,http,tcp");
 }

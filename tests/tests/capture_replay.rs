@@ -34,7 +34,11 @@ fn replay(path: &Path, aggregator: &Aggregator) {
         .arg("replay")
         .arg("--input")
         .arg(path)
-        .args(["--aggregator", &aggregator.grpc_url(), "--as-fast-as-possible"])
+        .args([
+            "--aggregator",
+            &aggregator.grpc_url(),
+            "--as-fast-as-possible",
+        ])
         .output()
         .expect("run sonde-agent replay");
     assert!(
@@ -103,7 +107,10 @@ fn ticks(cap: &CaptureFile) -> Vec<(i64, usize)> {
 fn replayed_fixture_gives_the_captured_readings_series_and_histograms() {
     let path = fixture("nginx.parquet");
     let size = std::fs::metadata(&path).expect("fixture").len();
-    assert!(size < 1024 * 1024, "fixture is {size} bytes, must stay < 1 MiB");
+    assert!(
+        size < 1024 * 1024,
+        "fixture is {size} bytes, must stay < 1 MiB"
+    );
     let cap = CaptureFile::read(&path);
     let ticks = ticks(&cap);
     assert!(ticks.len() >= 3, "the fixture has several ticks");
@@ -166,14 +173,20 @@ fn replayed_fixture_gives_the_captured_readings_series_and_histograms() {
     assert!(server.len() >= 50, "the fixture has server exchanges");
     for &(tick_ms, row) in &ticks {
         let expected = server.iter().filter(|&&i| i < row).count() as f64;
-        let got: f64 = vector(&agg, "sum(http_server_request_duration_seconds_count)", tick_ms)
-            .values()
-            .sum();
-        assert_eq!(got, expected, "server requests counted by the tick at {tick_ms}");
+        let got: f64 = vector(
+            &agg,
+            "sum(http_server_request_duration_seconds_count)",
+            tick_ms,
+        )
+        .values()
+        .sum();
+        assert_eq!(
+            got, expected,
+            "server requests counted by the tick at {tick_ms}"
+        );
     }
-    let duration = |i: usize| {
-        cap.u("end_ns")[i].expect("end") - cap.u("start_ns")[i].expect("start")
-    };
+    let duration =
+        |i: usize| cap.u("end_ns")[i].expect("end") - cap.u("start_ns")[i].expect("start");
     let mut buckets: HashMap<BTreeMap<String, String>, f64> = HashMap::new();
     let mut counts: HashMap<BTreeMap<String, String>, f64> = HashMap::new();
     let mut sums: HashMap<BTreeMap<String, String>, f64> = HashMap::new();
@@ -241,7 +254,9 @@ fn replayed_fixture_gives_the_captured_readings_series_and_histograms() {
         .filter(|&&i| cap.str_at("direction", i) == "client")
     {
         let status = cap.u("status")[i].expect("status").to_string();
-        let port = cap.u("peer_port")[i].map(|p| p.to_string()).unwrap_or_default();
+        let port = cap.u("peer_port")[i]
+            .map(|p| p.to_string())
+            .unwrap_or_default();
         let mut key = labels(&[
             ("__name__", "http_client_request_duration_seconds_count"),
             ("service_name", cap.str_at("service_name", i)),
@@ -349,8 +364,14 @@ print(json.dumps({"meta": meta, "cols": cols, "http": rows, "kinds": kinds, "row
     let json: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let cols = &json["cols"];
     assert_eq!(cols["t"], "timestamp[ns, tz=UTC]");
-    assert_eq!(cols["kind"], "dictionary<values=string, indices=int8, ordered=0>");
-    assert_eq!(cols["service_name"], "dictionary<values=string, indices=int32, ordered=0>");
+    assert_eq!(
+        cols["kind"],
+        "dictionary<values=string, indices=int8, ordered=0>"
+    );
+    assert_eq!(
+        cols["service_name"],
+        "dictionary<values=string, indices=int32, ordered=0>"
+    );
     assert_eq!(cols["status"], "uint16");
     assert_eq!(cols["start_ns"], "uint64");
     assert_eq!(cols["trace_id"], "fixed_size_binary[16]");
@@ -412,7 +433,10 @@ fn ctrl_c_ends_a_capture_with_a_complete_file() {
     );
     let cap = CaptureFile::read(&output);
     let ticks = cap.of_kind("tick").len();
-    assert!(ticks >= 3, "{ticks} ticks in 1.6 s at 500 ms, plus the final one");
+    assert!(
+        ticks >= 3,
+        "{ticks} ticks in 1.6 s at 500 ms, plus the final one"
+    );
     assert!(cap.of_kind("reading").len() > 100);
     assert_eq!(cap.of_kind("http").len(), 0, "no eBPF, no events");
     assert_eq!(cap.metadata["sonde.capture.sources"], "");

@@ -177,12 +177,13 @@ struct Dict<'a> {
 impl<'a> Dict<'a> {
     fn new(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<Self, CaptureError> {
         let keys = col::<DictionaryArray<Int32Type>>(path, batch, name)?;
-        let values = keys.values().as_string_opt::<i32>().ok_or_else(|| {
-            CaptureError::Schema {
+        let values = keys
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| CaptureError::Schema {
                 path: path.to_owned(),
                 problem: format!("column `{name}` is not a string dictionary"),
-            }
-        })?;
+            })?;
         Ok(Self { keys, values })
     }
 
@@ -229,21 +230,29 @@ fn metric_type(name: &str) -> MetricType {
 fn decode(path: &Path, batch: &RecordBatch, first_row: u64) -> Result<Vec<Record>, CaptureError> {
     let t = col::<TimestampNanosecondArray>(path, batch, "t")?;
     let kind_keys = col::<DictionaryArray<Int8Type>>(path, batch, "kind")?;
-    let kind = kind_keys.downcast_dict::<StringArray>().ok_or_else(|| {
-        CaptureError::Schema {
+    let kind = kind_keys
+        .downcast_dict::<StringArray>()
+        .ok_or_else(|| CaptureError::Schema {
             path: path.to_owned(),
             problem: "column `kind` is not a string dictionary".to_owned(),
-        }
-    })?;
+        })?;
     let u32c = |n| col::<UInt32Array>(path, batch, n);
     let u64c = |n| col::<UInt64Array>(path, batch, n);
     let u16c = |n| col::<UInt16Array>(path, batch, n);
     let boolc = |n| col::<BooleanArray>(path, batch, n);
     let strc = |n| col::<StringArray>(path, batch, n);
     let dict = |n| Dict::new(path, batch, n);
-    let (pid, tid, cgroup_id, comm) = (u32c("pid")?, u32c("tid")?, u64c("cgroup_id")?, dict("comm")?);
-    let (service_name, container_id, cgroup_path) =
-        (dict("service_name")?, dict("container_id")?, dict("cgroup_path")?);
+    let (pid, tid, cgroup_id, comm) = (
+        u32c("pid")?,
+        u32c("tid")?,
+        u64c("cgroup_id")?,
+        dict("comm")?,
+    );
+    let (service_name, container_id, cgroup_path) = (
+        dict("service_name")?,
+        dict("container_id")?,
+        dict("cgroup_path")?,
+    );
     let (direction, tls, method_c, path_c, path_truncated, status) = (
         dict("direction")?,
         boolc("tls")?,
@@ -299,7 +308,11 @@ fn decode(path: &Path, batch: &RecordBatch, first_row: u64) -> Result<Vec<Record
                 cgroup_path: cgroup_path.get(i).map(str::to_owned),
             })
         };
-        let kind_name = if kind_keys.is_valid(i) { kind.value(i) } else { "" };
+        let kind_name = if kind_keys.is_valid(i) {
+            kind.value(i)
+        } else {
+            ""
+        };
         let record = match kind_name {
             "http" => {
                 let m = method_c.get(i).ok_or_else(|| missing("method"))?;
@@ -386,8 +399,8 @@ fn decode(path: &Path, batch: &RecordBatch, first_row: u64) -> Result<Vec<Record
             },
             "reading" => {
                 let json = labels.get(i).unwrap_or("{}");
-                let parsed: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(json).map_err(|e| CaptureError::Row {
+                let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
+                    .map_err(|e| CaptureError::Row {
                         path: path.to_owned(),
                         row,
                         problem: format!("labels {json:?}: {e}"),

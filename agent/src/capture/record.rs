@@ -241,7 +241,15 @@ mod tests {
                 .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
                 .collect()
         };
-        assert_eq!(got[0], ("node_x_total".into(), "node_x".into(), l(&[("cpu", "0")]), 3.0));
+        assert_eq!(
+            got[0],
+            (
+                "node_x_total".into(),
+                "node_x".into(),
+                l(&[("cpu", "0")]),
+                3.0
+            )
+        );
         assert_eq!(
             got[1..4]
                 .iter()
@@ -254,6 +262,9 @@ mod tests {
             ]
         );
         assert_eq!((got[4].0.as_str(), got[4].3), ("lat_seconds_sum", 4.5));
-        assert_eq!((got[5].0.as_str(), got[5].1.as_str()), ("lat_seconds_count", "lat_seconds"));
+        assert_eq!(
+            (got[5].0.as_str(), got[5].1.as_str()),
+            ("lat_seconds_count", "lat_seconds")
+        );
     }
 }

@@ -305,7 +305,8 @@ impl Builders {
                 self.collector.append_value(&r.collector);
                 self.metric.append_value(&r.metric);
                 self.family.append_value(&r.family);
-                self.metric_type.append_value(metric_type_str(r.metric_type));
+                self.metric_type
+                    .append_value(metric_type_str(r.metric_type));
                 self.help.append_value(&r.help);
                 self.unit.append_value(&r.unit);
                 self.labels.append_value(labels);

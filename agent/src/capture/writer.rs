@@ -91,16 +91,19 @@ impl CaptureWriter {
         )];
         kv.extend(metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)));
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid level"),
+            ))
             .set_max_row_group_size(ROW_GROUP_ROWS)
             .set_key_value_metadata(Some(kv))
             .build();
-        let writer = ArrowWriter::try_new(file, schema::schema(), Some(props)).map_err(|source| {
-            CaptureError::Parquet {
-                path: partial.clone(),
-                source,
-            }
-        })?;
+        let writer =
+            ArrowWriter::try_new(file, schema::schema(), Some(props)).map_err(|source| {
+                CaptureError::Parquet {
+                    path: partial.clone(),
+                    source,
+                }
+            })?;
         let (tx, rx) = sync_channel(CHANNEL_RECORDS);
         let final_path = path.to_owned();
         let thread = std::thread::Builder::new()
@@ -185,7 +188,9 @@ fn write_loop(
                     write(&mut pending, &mut writer)?;
                 }
             }
-            Ok(Msg::Meta(key, value)) => writer.append_key_value_metadata(KeyValue::new(key, value)),
+            Ok(Msg::Meta(key, value)) => {
+                writer.append_key_value_metadata(KeyValue::new(key, value))
+            }
             Ok(Msg::Finish) | Err(_) => break,
         }
     }
