@@ -132,6 +132,10 @@ fn append(column: &mut Column, array: &dyn Array) {
     match column {
         Column::Str(v) => {
             if let Some(dict) = array.as_any_dictionary_opt() {
+                if dict.values().is_empty() {
+                    v.extend((0..n).map(|_| None));
+                    return;
+                }
                 let values = dict.values().as_string::<i32>();
                 let keys = dict.normalized_keys();
                 v.extend((0..n).map(|i| valid(i).then(|| values.value(keys[i]).to_owned())));
