@@ -223,7 +223,8 @@ mod tests {
             },
         );
         let rows = readings("test", &e.finish(), 5_000_000);
-        let got: Vec<(String, String, Vec<(String, String)>, f64)> = rows
+        type Row = (String, String, Vec<(String, String)>, f64);
+        let got: Vec<Row> = rows
             .iter()
             .map(|r| match r {
                 Record::Reading { reading: r, .. } => (

@@ -31,6 +31,8 @@ use super::{
 /// Records queued between the agent and the writer thread.
 const CHANNEL_RECORDS: usize = 16 * 1024;
 
+// Rows are nearly every message; boxing them would allocate once more per row.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Row(Record),
     Meta(String, String),
