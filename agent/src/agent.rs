@@ -231,6 +231,20 @@ fn start_ebpf(
     collectors: &mut Vec<Box<dyn Collector>>,
     http_table: Arc<std::sync::Mutex<http_metrics::table::HttpTable>>,
 ) -> Option<Probes> {
+    start_ebpf_with_tap(config, metrics, tasks, stop, collectors, http_table, None)
+}
+
+/// [`start_ebpf`], also handing every decoded event the agent aggregates to `tap`
+/// (`sonde-agent capture`).
+pub(crate) fn start_ebpf_with_tap(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    collectors: &mut Vec<Box<dyn Collector>>,
+    http_table: Arc<std::sync::Mutex<http_metrics::table::HttpTable>>,
+    tap: Option<Arc<dyn crate::capture::EventTap>>,
+) -> Option<Probes> {
     let mount = config.ebpf.mount_filesystems;
     let tracefs = match ebpf::fs::ensure_tracefs(mount) {
         Ok(Some(root)) => Some(root),
@@ -286,7 +300,12 @@ fn start_ebpf(
     }
     let exec_stats = probes.exec_events.take().map(|ring| {
         let stats = Arc::new(ExecStats::default());
-        tasks.spawn(ebpf::exec::run(ring, stats.clone(), stop.clone()));
+        tasks.spawn(ebpf::exec::run_with_tap(
+            ring,
+            stats.clone(),
+            stop.clone(),
+            tap.clone(),
+        ));
         collectors.push(Box::new(ExecCollector::new(stats.clone())));
         stats
     });
@@ -299,7 +318,8 @@ fn start_ebpf(
         .traces
         .enabled
         .then(|| span_setup(config, metrics, tasks, stop));
-    let started = http_metrics::start(&config.ebpf, &mut probes, stop, http_table, spans);
+    let started =
+        http_metrics::start_with_tap(&config.ebpf, &mut probes, stop, http_table, spans, tap);
     collectors.extend(started.collectors);
     metrics.set_pipeline_source(started.stats);
     for thread in started.threads {
@@ -314,17 +334,22 @@ fn start_ebpf(
 
 /// What the HTTP pipeline needs to build spans; starts the OTLP export when configured (a
 /// bad endpoint is logged and leaves the spans going to the aggregators only).
+/// `host.name` of the spans: the kernel's host name, else the agent id.
+pub(crate) fn host_name(config: &Config) -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| config.effective_agent_id())
+}
+
 fn span_setup(
     config: &Config,
     metrics: &Arc<Metrics>,
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) -> http_metrics::pipeline::SpanSetup {
-    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| config.effective_agent_id());
+    let host_name = host_name(config);
     let otlp = if config.traces.otlp.endpoint.is_empty() {
         None
     } else {

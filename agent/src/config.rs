@@ -443,6 +443,18 @@ pub struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Capture or replay instead of running the agent (flags above go before it).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `sonde-agent capture` and `sonde-agent replay`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Record what the agent observes (kernel events, collector readings) into a Parquet file.
+    Capture(crate::capture::run::CaptureArgs),
+    /// Feed a capture through the agent's aggregation and exporter into aggregators.
+    Replay(crate::replay::ReplayArgs),
 }
 
 impl Config {

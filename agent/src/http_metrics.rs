@@ -22,7 +22,7 @@ pub mod tcp;
 
 use std::sync::{Arc, atomic::AtomicU64};
 
-pub use pipeline::{Started, kernel_rules, new_table, start};
+pub use pipeline::{Started, kernel_rules, new_table, new_tcp_table, start, start_with_tap};
 
 use crate::ebpf::tls::TlsStats;
 

@@ -8,6 +8,7 @@
 //! it.
 
 pub mod agent;
+pub mod capture;
 pub mod collect;
 pub mod config;
 pub mod ebpf;
@@ -15,5 +16,6 @@ pub mod export;
 pub mod http;
 pub mod http_metrics;
 pub mod metrics;
+pub mod replay;
 pub mod telemetry;
 pub mod trace;

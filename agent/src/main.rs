@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sonde_agent::{
-    agent,
-    config::{Cli, Config},
-    telemetry,
+    agent, capture,
+    config::{Cli, Command, Config},
+    replay, telemetry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,20 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        match cli.command {
+            Some(Command::Capture(args)) => {
+                capture::capture(config, args.into(), shutdown).await?;
+                return Ok(());
+            }
+            Some(Command::Replay(args)) => {
+                let mut config = config;
+                config.aggregators.clone_from(&args.aggregators);
+                config.validate()?;
+                replay::replay(config, args.into(), shutdown).await?;
+                return Ok(());
+            }
+            None => {}
+        }
         let running = agent::start(config, shutdown).await?;
         running.wait().await;
         anyhow::Ok(())

@@ -8,6 +8,7 @@
 //! Tests that need eBPF call [`require_root`]: it panics unless the process is root, except
 //! when `SONDE_SKIP_EBPF_TESTS=1` explicitly opts out (then the test returns early, loudly).
 
+pub mod capture;
 pub mod certs;
 pub mod exposition;
 mod process;

@@ -54,6 +54,16 @@ pub fn decode(record: &[u8]) -> Option<Exec> {
 
 /// Reads exec events until `shutdown`.
 pub async fn run(ring: RingBuf<MapData>, stats: Arc<ExecStats>, shutdown: CancellationToken) {
+    run_with_tap(ring, stats, shutdown, None).await;
+}
+
+/// [`run`], also handing every exec to `tap` (capture).
+pub async fn run_with_tap(
+    ring: RingBuf<MapData>,
+    stats: Arc<ExecStats>,
+    shutdown: CancellationToken,
+    tap: Option<Arc<dyn crate::capture::EventTap>>,
+) {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged while the
     // AsyncFd owns the ring buffer.
     let mut fd = match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
@@ -78,6 +88,9 @@ pub async fn run(ring: RingBuf<MapData>, stats: Arc<ExecStats>, shutdown: Cancel
         while let Some(record) = ring.next() {
             match decode(&record) {
                 Some(exec) => {
+                    if let Some(tap) = &tap {
+                        tap.exec(&exec);
+                    }
                     stats.execs.fetch_add(1, Ordering::Relaxed);
                     tracing::trace!(
                         pid = exec.tgid,

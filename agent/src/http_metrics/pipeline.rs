@@ -29,6 +29,7 @@ use super::{
     tcp::TcpTable,
 };
 use crate::{
+    capture::EventTap,
     collect::{CollectError, Collector, Emitter},
     config::EbpfConfig,
     ebpf::{self, Probes, tls::TlsAttacher},
@@ -91,6 +92,15 @@ pub fn new_table(config: &EbpfConfig) -> Arc<Mutex<HttpTable>> {
     })))
 }
 
+/// The (empty) TCP table for `config`.
+pub fn new_tcp_table(config: &EbpfConfig) -> TcpTable {
+    TcpTable::new(
+        config.tcp.max_destinations_per_service,
+        config.tcp.max_series,
+        config.http.series_idle_expiry,
+    )
+}
+
 /// Starts readers, maintenance and collectors for whatever `probes` provides; exchanges go
 /// into `http` (from [`new_table`]).
 pub fn start(
@@ -99,6 +109,18 @@ pub fn start(
     stop: &CancellationToken,
     http: Arc<Mutex<HttpTable>>,
     spans: Option<SpanSetup>,
+) -> Started {
+    start_with_tap(config, probes, stop, http, spans, None)
+}
+
+/// [`start`], also handing every event the tables record to `tap` (capture).
+pub fn start_with_tap(
+    config: &EbpfConfig,
+    probes: &mut Probes,
+    stop: &CancellationToken,
+    http: Arc<Mutex<HttpTable>>,
+    spans: Option<SpanSetup>,
+    tap: Option<Arc<dyn EventTap>>,
 ) -> Started {
     let stats = Arc::new(PipelineStats::default());
     let filter = Filter::new(&config.filter, filter::cgroup_root());
@@ -131,6 +153,7 @@ pub fn start(
         let linker_r = linker.clone();
         let stats_r = stats.clone();
         let filter_r = filter.clone();
+        let tap_r = tap.clone();
         let mut resolver = Resolver::host();
         let reader =
             ebpf::ringbuf::spawn("http", ring, READ_INTERVAL, stop.clone(), move |record| {
@@ -162,6 +185,9 @@ pub fn start(
                     service = %who.service_name,
                     "http exchange"
                 );
+                if let Some(tap) = &tap_r {
+                    tap.http(&exchange, &who);
+                }
                 {
                     let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
                     if table.record(&exchange, &who, Instant::now()).is_err() {
@@ -194,14 +220,11 @@ pub fn start(
     }
 
     if let Some(ring) = probes.tcp_events.take() {
-        let table = Arc::new(Mutex::new(TcpTable::new(
-            config.tcp.max_destinations_per_service,
-            config.tcp.max_series,
-            config.http.series_idle_expiry,
-        )));
+        let table = Arc::new(Mutex::new(new_tcp_table(config)));
         let table_r = table.clone();
         let stats_r = stats.clone();
         let filter_r = filter.clone();
+        let tap_r = tap.clone();
         let mut resolver = Resolver::host();
         let reader = ebpf::ringbuf::spawn(
             "tcp",
@@ -231,6 +254,9 @@ pub fn start(
                     return;
                 }
                 tracing::trace!(kind = ?event.kind, remote = ?event.remote, duration_ns = event.duration_ns, "tcp event");
+                if let Some(tap) = &tap_r {
+                    tap.tcp(&event, who.as_ref().map(|(w, _)| w));
+                }
                 let mut table = table_r.lock().unwrap_or_else(|p| p.into_inner());
                 table.record(&event, who.as_ref().map(|(w, _)| w), Instant::now());
             },

@@ -102,6 +102,8 @@ pub struct Linker {
     out: Vec<Span>,
     table: Option<Arc<Mutex<HttpTable>>>,
     stats: Arc<LinkStats>,
+    /// Monotonic → Unix offset; `None`: this host's clocks at build time.
+    unix_offset_ns: Option<i64>,
 }
 
 impl std::fmt::Debug for Linker {
@@ -129,7 +131,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 }
 
 /// Nanoseconds to add to a monotonic time to get Unix time.
-fn unix_offset_ns() -> i64 {
+pub fn unix_offset_ns() -> i64 {
     clock_ns(libc::CLOCK_REALTIME) as i64 - clock_ns(libc::CLOCK_MONOTONIC) as i64
 }
 
@@ -163,7 +165,14 @@ impl Linker {
             out: Vec::new(),
             table,
             stats,
+            unix_offset_ns: None,
         }
+    }
+
+    /// Uses a fixed monotonic → Unix offset (that of the host and time the exchanges were
+    /// captured on), instead of reading this host's clocks.
+    pub fn set_unix_offset(&mut self, offset_ns: i64) {
+        self.unix_offset_ns = Some(offset_ns);
     }
 
     /// Exchanges held (pending or recently built).
@@ -174,6 +183,11 @@ impl Linker {
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// Exchanges whose span is not built yet.
+    pub fn pending(&self) -> usize {
+        self.nodes.values().filter(|n| n.ctx.is_none()).count()
     }
 
     /// Adds a completed exchange of process `who`, seen at monotonic time `now_ns`, and links
@@ -342,7 +356,7 @@ impl Linker {
                 _ => break,
             }
         }
-        let offset = unix_offset_ns();
+        let offset = self.unix_offset_ns.unwrap_or_else(unix_offset_ns);
         for id in chain.into_iter().rev() {
             let linked = self
                 .nodes
