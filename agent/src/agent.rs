@@ -334,13 +334,10 @@ pub(crate) fn start_ebpf_with_tap(
 
 /// What the HTTP pipeline needs to build spans; starts the OTLP export when configured (a
 /// bad endpoint is logged and leaves the spans going to the aggregators only).
-/// `host.name` of the spans: the kernel's host name, else the agent id.
+/// `host.name` of the spans: the agent id (by default the kernel's host name). Two agents
+/// are two hosts to the aggregator's cross-host span linking.
 pub(crate) fn host_name(config: &Config) -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| config.effective_agent_id())
+    config.effective_agent_id()
 }
 
 fn span_setup(

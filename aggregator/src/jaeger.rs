@@ -17,6 +17,7 @@
 //! Owns: the translation between Jaeger's API and [`SpanQuery`]. Must not: read span files
 //! itself (only `Store::find_spans`, `find_trace_ids`, `span_catalog`).
 
+pub mod links;
 pub mod model;
 pub mod params;
 
@@ -32,7 +33,7 @@ use axum::{
 use serde::Serialize;
 
 use self::params::{ParamError, Query};
-use crate::store::{Span, Store, spans::SpanQuery};
+use crate::store::{Store, StoreError};
 
 /// Jaeger's response envelope.
 #[derive(Debug, Serialize)]
@@ -98,8 +99,8 @@ impl From<ParamError> for JaegerError {
     }
 }
 
-impl From<crate::store::StoreError> for JaegerError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<StoreError> for JaegerError {
+    fn from(e: StoreError) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 }
@@ -205,17 +206,18 @@ async fn operations(
     Ok(ok(ops, total))
 }
 
-/// Groups spans into traces, ordered as `ids`.
-fn assemble(ids: &[[u8; 16]], spans: Vec<Span>) -> Vec<model::Trace> {
-    let mut by_trace: std::collections::HashMap<[u8; 16], Vec<Span>> =
-        std::collections::HashMap::new();
-    for span in spans {
-        by_trace.entry(span.trace_id).or_default().push(span);
+/// The traces `ids`, each with the traces linked to it across hosts ([`links`]), in order;
+/// traces shown under the same caller's trace appear once.
+fn linked_traces(store: &Store, ids: &[[u8; 16]]) -> Result<Vec<model::Trace>, StoreError> {
+    let mut shown = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for &id in ids {
+        let (top, spans) = links::linked_trace(store, id)?;
+        if !spans.is_empty() && shown.insert(top) {
+            out.push(model::trace(spans));
+        }
     }
-    ids.iter()
-        .filter_map(|id| by_trace.remove(id))
-        .map(model::trace)
-        .collect()
+    Ok(out)
 }
 
 async fn search(
@@ -230,14 +232,7 @@ async fn search(
         } else {
             search.trace_ids
         };
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let spans = store.find_spans(&SpanQuery {
-            trace_ids: ids.clone(),
-            ..Default::default()
-        })?;
-        Ok(assemble(&ids, spans))
+        Ok(linked_traces(&store, &ids)?)
     })
     .await?;
     Ok(ok(traces, 0))
@@ -248,14 +243,7 @@ async fn trace(
     Path(trace_id): Path<String>,
 ) -> Result<Response, JaegerError> {
     let id = params::parse_trace_id(&trace_id)?;
-    let traces = blocking(move || {
-        let spans = store.find_spans(&SpanQuery {
-            trace_id: Some(id),
-            ..Default::default()
-        })?;
-        Ok(assemble(&[id], spans))
-    })
-    .await?;
+    let traces = blocking(move || Ok(linked_traces(&store, &[id])?)).await?;
     if traces.is_empty() {
         return Err(JaegerError::new(StatusCode::NOT_FOUND, "trace not found"));
     }

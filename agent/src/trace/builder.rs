@@ -206,6 +206,15 @@ impl SpanBuilder {
                 Value::IntValue(i64::from(peer.port())),
             ));
         }
+        // This end of the connection: with the peer, the 4-tuple the aggregator matches a
+        // client span on one host with the server span on another by.
+        if let Some(local) = ex.local {
+            attributes.push(kv("network.local.address", s(&local.ip().to_string())));
+            attributes.push(kv(
+                "network.local.port",
+                Value::IntValue(i64::from(local.port())),
+            ));
+        }
         attributes.push(kv("thread.id", Value::IntValue(i64::from(ex.tid))));
         let mut resource = vec![
             kv("service.name", s(ex.service)),
