@@ -98,8 +98,8 @@ impl CaptureReader {
                         field.data_type()
                     )));
                 }
-                // Added after the first captures: those read as without trace flags.
-                Err(_) if field.name() == "trace_flags" => {}
+                // Added after the first captures: those read as without them.
+                Err(_) if ["trace_flags", "pod_name"].contains(&field.name().as_str()) => {}
                 Err(_) => return Err(bad(format!("no column `{}`", field.name()))),
             }
         }
@@ -320,12 +320,16 @@ fn decode(path: &Path, batch: &RecordBatch, first_row: u64) -> Result<Vec<Record
         u16c("local_port")?,
     );
     let (tcp_event, inbound, filename) = (dict("tcp_event")?, boolc("inbound")?, strc("filename")?);
-    // Trace context: `trace_flags` was added after the first captures, which read as
+    // `pod_name` and `trace_flags` were added after the first captures, which read as
     // having none.
     let (trace_id, parent_span_id) = (
         col::<FixedSizeBinaryArray>(path, batch, "trace_id")?,
         col::<FixedSizeBinaryArray>(path, batch, "parent_span_id")?,
     );
+    let pod_name = match batch.column_by_name("pod_name") {
+        Some(_) => Some(dict("pod_name")?),
+        None => None,
+    };
     let trace_flags = match batch.column_by_name("trace_flags") {
         Some(_) => Some(col::<UInt8Array>(path, batch, "trace_flags")?),
         None => None,
@@ -355,6 +359,7 @@ fn decode(path: &Path, batch: &RecordBatch, first_row: u64) -> Result<Vec<Record
                 service_name: s.to_owned(),
                 container_id: container_id.get(i).unwrap_or_default().to_owned(),
                 cgroup_path: cgroup_path.get(i).map(str::to_owned),
+                pod_name: pod_name.as_ref().and_then(|p| p.get(i)).map(str::to_owned),
             })
         };
         let kind_name = if kind_keys.is_valid(i) {

@@ -72,6 +72,7 @@ pub fn schema() -> SchemaRef {
         n("service_name", dict()),
         n("container_id", dict()),
         n("cgroup_path", dict()),
+        n("pod_name", dict()),
         n("direction", dict()),
         n("tls", DataType::Boolean),
         n("method", dict()),
@@ -159,6 +160,7 @@ struct Builders {
     service_name: StringDictionaryBuilder<Int32Type>,
     container_id: StringDictionaryBuilder<Int32Type>,
     cgroup_path: StringDictionaryBuilder<Int32Type>,
+    pod_name: StringDictionaryBuilder<Int32Type>,
     direction: StringDictionaryBuilder<Int32Type>,
     tls: BooleanBuilder,
     method: StringDictionaryBuilder<Int32Type>,
@@ -215,6 +217,7 @@ impl Builders {
             service_name: d(),
             container_id: d(),
             cgroup_path: d(),
+            pod_name: d(),
             direction: d(),
             tls: BooleanBuilder::new(),
             method: d(),
@@ -268,6 +271,7 @@ impl Builders {
                 row.service_name = Some(&who.service_name);
                 row.container_id = Some(&who.container_id);
                 row.cgroup_path = who.cgroup_path.as_deref();
+                row.pod_name = who.pod_name.as_deref();
                 row.direction = Some(direction_str(x.direction));
                 row.tls = Some(x.tls);
                 row.method = Some(x.method);
@@ -296,6 +300,7 @@ impl Builders {
                     row.service_name = Some(&w.service_name);
                     row.container_id = Some(&w.container_id);
                     row.cgroup_path = w.cgroup_path.as_deref();
+                    row.pod_name = w.pod_name.as_deref();
                 }
                 row.tcp_event = Some(tcp_kind_str(event.kind));
                 row.duration_ns = Some(event.duration_ns);
@@ -348,6 +353,7 @@ impl Builders {
         opt_str(&mut self.service_name, row.service_name);
         opt_str(&mut self.container_id, row.container_id);
         opt_str(&mut self.cgroup_path, row.cgroup_path);
+        opt_str(&mut self.pod_name, row.pod_name);
         opt_str(&mut self.direction, row.direction);
         self.tls.append_option(row.tls);
         opt_str(&mut self.method, row.method);
@@ -405,6 +411,7 @@ impl Builders {
             Arc::new(self.service_name.finish()),
             Arc::new(self.container_id.finish()),
             Arc::new(self.cgroup_path.finish()),
+            Arc::new(self.pod_name.finish()),
             Arc::new(self.direction.finish()),
             Arc::new(self.tls.finish()),
             Arc::new(self.method.finish()),
@@ -453,6 +460,7 @@ struct Row<'a> {
     service_name: Option<&'a str>,
     container_id: Option<&'a str>,
     cgroup_path: Option<&'a str>,
+    pod_name: Option<&'a str>,
     direction: Option<&'static str>,
     tls: Option<bool>,
     method: Option<&'static str>,

@@ -397,7 +397,7 @@ impl Linker {
                 service: &node.who.service_name,
                 container_id: (!node.who.container_id.is_empty())
                     .then_some(node.who.container_id.as_str()),
-                pod_name: None,
+                pod_name: node.who.pod_name.as_deref(),
                 traceparent: header.as_deref(),
             };
             let Some(built) = self.builder.from_exchange(&input, linked) else {
@@ -528,6 +528,7 @@ mod tests {
             service_name: service.to_owned(),
             container_id: String::new(),
             cgroup_path: None,
+            pod_name: None,
         }
     }
 
@@ -623,6 +624,48 @@ mod tests {
         assert_eq!(l.len(), 4);
         l.poll(300 * MS);
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn spans_carry_the_pod_name_and_both_endpoints() {
+        let (mut l, _) = linker();
+        let mut pod = who("api");
+        pod.pod_name = Some("api-7d9c-x2x9q".to_owned());
+        let x = ex(
+            Direction::Client,
+            "/b",
+            10,
+            11,
+            0,
+            5,
+            "10.0.0.1:40000",
+            "10.0.0.2:8080",
+        );
+        l.add(x, pod, 5 * MS);
+        let spans = l.poll(500 * MS);
+        let span = &spans[0];
+        let text = |attrs: &[sonde_proto::v1::KeyValue], key: &str| {
+            attrs
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
+        };
+        let resource = &span.resource;
+        assert_eq!(
+            text(resource, "k8s.pod.name"),
+            Some(sonde_proto::v1::any_value::Value::StringValue(
+                "api-7d9c-x2x9q".into()
+            ))
+        );
+        assert_eq!(
+            text(&span.attributes, "network.local.port"),
+            Some(sonde_proto::v1::any_value::Value::IntValue(40_000))
+        );
+        assert_eq!(
+            text(&span.attributes, "server.port"),
+            Some(sonde_proto::v1::any_value::Value::IntValue(8080))
+        );
     }
 
     #[test]

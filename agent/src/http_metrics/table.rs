@@ -417,6 +417,7 @@ mod tests {
             service_name: service.to_owned(),
             container_id: String::new(),
             cgroup_path: None,
+            pod_name: None,
         }
     }
 

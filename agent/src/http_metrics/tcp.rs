@@ -263,6 +263,7 @@ mod tests {
             service_name: "svc".into(),
             container_id: String::new(),
             cgroup_path: None,
+            pod_name: None,
         }
     }
 

@@ -319,6 +319,7 @@ mod tests {
             service_name: "srv".into(),
             container_id: String::new(),
             cgroup_path: None,
+            pod_name: None,
         };
         let http = |t_ns, status, d| Record::Http {
             t_ns,
