@@ -11,6 +11,7 @@
 pub mod capture;
 pub mod certs;
 pub mod exposition;
+pub mod jaeger;
 mod process;
 pub mod promqldiff;
 pub mod promqltest;

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::Value;
 
 use crate::{
-    Agent, Aggregator, encode, eventually, http_get,
+    Agent, Aggregator, eventually, http_get, jaeger,
     workload::{Timing, WARMUP, agrees, mean, quantile},
 };
 
@@ -236,61 +236,32 @@ fn wait_spans(agg: &Aggregator, side: &Side, truth: &Exchanges) -> Exchanges {
     panic!("spans of {side:?}: have {have:?}, truth {want:?}");
 }
 
-fn tag(span: &Value, key: &str) -> Option<String> {
-    span["tags"]
-        .as_array()?
-        .iter()
-        .find(|t| t["key"] == key)
-        .map(|t| match &t["value"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-}
-
 /// Spans of `side` from the aggregator's Jaeger API.
 fn spans(agg: &Aggregator, side: &Side) -> Exchanges {
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_micros() as i64;
-    let r = agg.get(&format!(
-        "/api/traces?service={}&limit=100000&start={}&end={}",
-        encode(side.service),
-        now_us - 3_600_000_000,
-        now_us + 60_000_000
-    ));
-    assert_eq!(r.status, 200, "{}", r.body);
     let mut out = Exchanges::new();
     let mut seen = std::collections::HashSet::new();
-    for trace in r.json()["data"].as_array().into_iter().flatten() {
-        let processes = &trace["processes"];
-        for span in trace["spans"].as_array().into_iter().flatten() {
-            let pid = span["processID"].as_str().unwrap_or_default();
-            if processes[pid]["serviceName"] != side.service
-                || tag(span, "span.kind").as_deref() != Some(side.direction)
-                || side
-                    .span_tags
-                    .iter()
-                    .any(|(k, v)| tag(span, k).as_deref() != Some(*v))
-                || !seen.insert(span["spanID"].as_str().unwrap_or_default().to_owned())
+    for (_, spans) in jaeger::search(agg, side.service) {
+        for span in spans {
+            if span.service != side.service
+                || span.kind != side.direction
+                || side.span_tags.iter().any(|(k, v)| span.tag(k) != Some(*v))
+                || !seen.insert(span.id.clone())
             {
                 continue;
             }
-            let path = tag(span, "url.path").unwrap_or_default();
-            let Some(rest) = path.strip_prefix(side.prefix) else {
+            let Some(rest) = span.path.strip_prefix(side.prefix) else {
                 continue;
             };
             let kind = rest.split('/').nth(1).unwrap_or_default().to_owned();
-            let Some(status) =
-                tag(span, "http.response.status_code").and_then(|s| s.parse::<u16>().ok())
+            let Some(status) = span
+                .tag("http.response.status_code")
+                .and_then(|s| s.parse::<u16>().ok())
             else {
                 continue;
             };
-            let start_us = span["startTime"].as_u64().expect("startTime");
-            let us = span["duration"].as_u64().expect("duration");
             out.entry((kind, status))
                 .or_default()
-                .push((start_us * 1000, us as f64 / 1e6));
+                .push((span.start_us as u64 * 1000, span.duration_us as f64 / 1e6));
         }
     }
     for v in out.values_mut() {

@@ -20,9 +20,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use serde_json::Value;
 use sonde_tests::{
     Agent, Aggregator, Process, encode, eventually,
+    jaeger::{self, JaegerSpan, norm},
     workload::{TestCgroup, agent_config, fixture, unique, wait_attached, wait_port},
 };
 
@@ -70,69 +70,11 @@ fn get(port: u16, path: &str, traceparent: Option<&str>) {
     assert!(out.starts_with("HTTP/1.0 200"), "GET {path}: {out:?}");
 }
 
-#[derive(Debug, Clone)]
-struct SpanInfo {
-    trace: String,
-    id: String,
-    parent: Option<String>,
-    service: String,
-    kind: String,
-    path: String,
-}
-
-fn tag(span: &Value, key: &str) -> Option<String> {
-    span["tags"]
-        .as_array()?
-        .iter()
-        .find(|t| t["key"] == key)
-        .map(|t| match &t["value"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-}
-
-/// Jaeger renders ids without leading zeros.
-fn norm(id: &str) -> String {
-    let t = id.trim_start_matches('0');
-    if t.is_empty() { "0".into() } else { t.into() }
-}
-
-/// Every span of the traces the Jaeger API finds for `service`.
-fn spans_of(agg: &Aggregator, service: &str, into: &mut HashMap<String, SpanInfo>) {
-    let now_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
-    let r = agg.get(&format!(
-        "/api/traces?service={}&limit=100000&start={}&end={}",
-        encode(service),
-        now_us - 3_600_000_000,
-        now_us + 60_000_000
-    ));
-    assert_eq!(r.status, 200, "{}", r.body);
-    let json = r.json();
-    for trace in json["data"].as_array().into_iter().flatten() {
-        let processes = &trace["processes"];
-        for span in trace["spans"].as_array().into_iter().flatten() {
-            let pid = span["processID"].as_str().unwrap_or_default();
-            let parent = span["references"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|r| r["refType"] == "CHILD_OF")
-                .map(|r| norm(r["spanID"].as_str().unwrap()));
-            let info = SpanInfo {
-                trace: norm(span["traceID"].as_str().unwrap()),
-                id: norm(span["spanID"].as_str().unwrap()),
-                parent,
-                service: processes[pid]["serviceName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                kind: tag(span, "span.kind").unwrap_or_default(),
-                path: tag(span, "url.path").unwrap_or_default(),
-            };
-            into.insert(info.id.clone(), info);
+/// Every span of the traces the Jaeger API finds for `service`, by span id.
+fn spans_of(agg: &Aggregator, service: &str, into: &mut HashMap<String, JaegerSpan>) {
+    for (_, spans) in jaeger::search(agg, service) {
+        for span in spans {
+            into.insert(span.id.clone(), span);
         }
     }
 }
@@ -219,8 +161,8 @@ fn spans_link_across_threads_and_connections_under_load() {
             .then_some(spans)
     });
 
-    let find = |service: &str, kind: &str, path: &str| -> SpanInfo {
-        let found: Vec<&SpanInfo> = spans
+    let find = |service: &str, kind: &str, path: &str| -> JaegerSpan {
+        let found: Vec<&JaegerSpan> = spans
             .values()
             .filter(|s| s.service == service && s.kind == kind && s.path == path)
             .collect();

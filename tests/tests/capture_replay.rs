@@ -12,7 +12,11 @@ use std::{
 };
 
 use serde_json::Value;
-use sonde_tests::{Aggregator, binary, capture::CaptureFile};
+use sonde_tests::{
+    Aggregator, binary,
+    capture::CaptureFile,
+    jaeger::{self, JaegerSpan, norm},
+};
 
 /// The semantic-conventions duration buckets (seconds), as documented in ARCHITECTURE.md.
 const DURATION_BOUNDS: [f64; 14] = [
@@ -335,66 +339,15 @@ fn replayed_fixture_gives_the_captured_readings_series_and_histograms() {
     );
 }
 
-/// A span as the Jaeger API returns it.
-#[derive(Debug, Clone)]
-struct JSpan {
-    trace: String,
-    id: String,
-    parent: Option<String>,
-    kind: String,
-    path: String,
-    start_us: i64,
-    duration_us: i64,
-}
-
-fn tag(span: &Value, key: &str) -> Option<String> {
-    span["tags"]
-        .as_array()?
-        .iter()
-        .find(|t| t["key"] == key)
-        .map(|t| match &t["value"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-}
-
-/// Every span of `service` between `from_us` and `to_us`.
-fn jaeger_spans(agg: &Aggregator, service: &str, from_us: i64, to_us: i64) -> Vec<JSpan> {
-    let r = agg.get(&format!(
-        "/api/traces?service={service}&limit=100000&start={from_us}&end={to_us}"
-    ));
-    assert_eq!(r.status, 200, "{}", r.body);
-    let mut out = Vec::new();
-    for trace in r.json()["data"].as_array().into_iter().flatten() {
-        for span in trace["spans"].as_array().into_iter().flatten() {
-            let pid = span["processID"].as_str().expect("processID");
-            if trace["processes"][pid]["serviceName"] != service {
-                continue;
-            }
-            out.push(JSpan {
-                trace: span["traceID"].as_str().expect("traceID").to_owned(),
-                id: span["spanID"].as_str().expect("spanID").to_owned(),
-                parent: span["references"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|r| r["refType"] == "CHILD_OF")
-                    .map(|r| r["spanID"].as_str().expect("spanID").to_owned()),
-                kind: tag(span, "span.kind").unwrap_or_default(),
-                path: tag(span, "url.path").unwrap_or_default(),
-                start_us: span["startTime"].as_i64().expect("startTime"),
-                duration_us: span["duration"].as_i64().expect("duration"),
-            });
-        }
-    }
+/// Every span of `service` that started between `from_us` and `to_us`, oldest first.
+fn jaeger_spans(agg: &Aggregator, service: &str, from_us: i64, to_us: i64) -> Vec<JaegerSpan> {
+    let mut out: Vec<JaegerSpan> = jaeger::search_between(agg, service, from_us, to_us)
+        .into_iter()
+        .flat_map(|(_, spans)| spans)
+        .filter(|s| s.service == service)
+        .collect();
     out.sort_by_key(|s| s.start_us);
     out
-}
-
-/// Jaeger renders ids without leading zeros.
-fn norm(id: &str) -> &str {
-    let t = id.trim_start_matches('0');
-    if t.is_empty() { "0" } else { t }
 }
 
 #[test]
@@ -433,8 +386,8 @@ fn replayed_fixture_gives_spans_and_alert_states() {
     let window = |service| jaeger_spans(&agg, service, first - 60_000_000, last + 60_000_000);
     let mut spans = window("nginx");
     spans.extend(window("curl"));
-    let servers: Vec<&JSpan> = spans.iter().filter(|s| s.kind == "server").collect();
-    let clients: Vec<&JSpan> = spans.iter().filter(|s| s.kind == "client").collect();
+    let servers: Vec<&JaegerSpan> = spans.iter().filter(|s| s.kind == "server").collect();
+    let clients: Vec<&JaegerSpan> = spans.iter().filter(|s| s.kind == "client").collect();
     let rows = |direction: &str| -> Vec<usize> {
         http.iter()
             .copied()
@@ -474,12 +427,12 @@ fn replayed_fixture_gives_spans_and_alert_states() {
 
     // Linking: every nginx span is the child of the curl span on the same connection
     // (both ends on this host, matched by the 4-tuple and timing), in its trace.
-    let by_id: HashMap<&str, &JSpan> = spans.iter().map(|s| (norm(&s.id), s)).collect();
+    let by_id: HashMap<String, &JaegerSpan> = spans.iter().map(|s| (norm(&s.id), s)).collect();
     for server in &servers {
         let parent = server
             .parent
             .as_deref()
-            .and_then(|p| by_id.get(norm(p)))
+            .and_then(|p| by_id.get(&norm(p)))
             .unwrap_or_else(|| panic!("server span without a replayed parent: {server:?}"));
         assert_eq!(parent.kind, "client", "{server:?} under {parent:?}");
         assert_eq!(parent.path, server.path);

@@ -11,12 +11,12 @@ use std::{
     collections::HashMap,
     io::{Read, Write},
     net::TcpStream,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use serde_json::Value;
 use sonde_tests::{
-    Agent, Aggregator, Process, encode, eventually,
+    Agent, Aggregator, Process, eventually,
+    jaeger::{self, JaegerSpan},
     workload::{NetNs, TestCgroup, agent_config, fixture, unique, wait_attached, wait_port},
 };
 
@@ -35,78 +35,14 @@ fn get(port: u16, path: &str) {
     assert!(out.starts_with("HTTP/1.0 200"), "GET {path}: {out:?}");
 }
 
-#[derive(Debug, Clone)]
-struct SpanInfo {
-    trace: String,
-    id: String,
-    parent: Option<String>,
-    service: String,
-    kind: String,
-    path: String,
-}
-
-fn tag(span: &Value, key: &str) -> Option<String> {
-    span["tags"]
-        .as_array()?
-        .iter()
-        .find(|t| t["key"] == key)
-        .map(|t| match &t["value"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-}
-
-/// The traces of a Jaeger answer: trace id → spans.
-fn traces(json: &Value) -> HashMap<String, Vec<SpanInfo>> {
-    let mut out = HashMap::new();
-    for trace in json["data"].as_array().into_iter().flatten() {
-        let processes = &trace["processes"];
-        let id = trace["traceID"].as_str().expect("traceID").to_owned();
-        let spans = trace["spans"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|span| SpanInfo {
-                trace: span["traceID"].as_str().expect("traceID").to_owned(),
-                id: span["spanID"].as_str().expect("spanID").to_owned(),
-                parent: span["references"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|r| r["refType"] == "CHILD_OF")
-                    .map(|r| r["spanID"].as_str().expect("spanID").to_owned()),
-                service: processes[span["processID"].as_str().expect("processID")]["serviceName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                kind: tag(span, "span.kind").unwrap_or_default(),
-                path: tag(span, "url.path").unwrap_or_default(),
-            })
-            .collect();
-        out.insert(id, spans);
-    }
-    out
-}
-
-fn search(agg: &Aggregator, service: &str) -> HashMap<String, Vec<SpanInfo>> {
-    let now_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
-    let r = agg.get(&format!(
-        "/api/traces?service={}&limit=1000&start={}&end={}",
-        encode(service),
-        now_us - 3_600_000_000,
-        now_us + 60_000_000
-    ));
-    assert_eq!(r.status, 200, "{}", r.body);
-    traces(&r.json())
+fn search(agg: &Aggregator, service: &str) -> HashMap<String, Vec<JaegerSpan>> {
+    jaeger::search(agg, service).into_iter().collect()
 }
 
 /// Checks one request's chain in a trace answer: A server → A client → B server, one trace.
-fn check_chain(spans: &[SpanInfo], n: usize, a: &str, b: &str) {
-    let one = |service: &str, kind: &str, path: &str| -> &SpanInfo {
-        let found: Vec<&SpanInfo> = spans
+fn check_chain(spans: &[JaegerSpan], n: usize, a: &str, b: &str) {
+    let one = |service: &str, kind: &str, path: &str| -> &JaegerSpan {
+        let found: Vec<&JaegerSpan> = spans
             .iter()
             .filter(|s| s.service == service && s.kind == kind && s.path == path)
             .collect();
@@ -224,7 +160,9 @@ fn server_spans_on_another_host_join_their_callers_trace() {
             .expect("B's span in A's trace");
         let r = agg.get(&format!("/api/traces/{id}"));
         assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(traces(&r.json())[id].len(), 3);
+        let answer: HashMap<String, Vec<JaegerSpan>> =
+            jaeger::traces(&r.json()).into_iter().collect();
+        assert_eq!(answer[id].len(), 3);
         assert_eq!(&b_server.trace, id);
     }
 }
