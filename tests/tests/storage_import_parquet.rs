@@ -323,8 +323,6 @@ fn blocks_are_plain_parquet_that_pyarrow_reads() {
         read["schemas"]["series"],
         serde_json::json!([
             "series_id:uint32",
-            "row_start:uint64",
-            "row_count:uint32",
             "min_t:timestamp[ms, tz=UTC]",
             "max_t:timestamp[ms, tz=UTC]"
         ])

@@ -1,8 +1,9 @@
 //! Immutable Parquet blocks: one directory per block under `blocks/`, holding the samples of
 //! a time range for every series that had samples in it.
 //!
-//! Layout of a block directory `blocks/blk-<seq>/`: `series.parquet`, `samples.parquet`
-//! (schemas in [`schema`]) and `meta.json` ([`BlockMeta`]), written last. A block is written
+//! Layout of a block directory `blocks/blk-<seq>/`: `series.parquet`, `samples.parquet`,
+//! `chunks.parquet` (schemas in [`schema`]) and `meta.json` ([`BlockMeta`]), written last.
+//! Format 1 blocks (no `chunks.parquet`, samples by series) are still read. A block is written
 //! under `blocks/.tmp-blk-<seq>/`, every file fsynced, then renamed into place, so a crash
 //! leaves either a whole block or a `.tmp-` directory that the next open deletes.
 //!
@@ -25,7 +26,7 @@ use super::{
 };
 
 /// Version of the block format written by this code.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `meta.json`: what a block holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,17 +105,35 @@ impl BlockError {
     }
 }
 
-/// Where a series' rows are in `samples.parquet`, and their time range.
+/// A series' time range in the block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeriesRows {
-    /// First row.
-    pub start: u64,
-    /// Number of rows.
-    pub count: u32,
     /// Oldest sample.
     pub min_t: i64,
     /// Newest sample.
     pub max_t: i64,
+}
+
+/// The rows of one time slice: series `i`'s rows are
+/// `row_offset + starts[i] .. row_offset + starts[i + 1]` (format 1: one slice, the block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    /// First time of the slice (inclusive), ms.
+    pub min_t: i64,
+    /// Last time of the slice (inclusive), ms.
+    pub max_t: i64,
+    /// First row of the slice.
+    pub row_offset: u64,
+    /// Per series (and one past the last), its first row relative to `row_offset`.
+    pub starts: Vec<u32>,
+}
+
+impl Slice {
+    /// Rows of series `id`, absolute.
+    pub fn rows(&self, id: SeriesId) -> std::ops::Range<u64> {
+        let i = id as usize;
+        self.row_offset + u64::from(self.starts[i])..self.row_offset + u64::from(self.starts[i + 1])
+    }
 }
 
 /// An open block: metadata, series index and the samples file's Parquet footer.
@@ -124,6 +143,7 @@ pub struct Block {
     meta: BlockMeta,
     index: SeriesIndex,
     rows: Vec<SeriesRows>,
+    slices: Vec<Slice>,
     samples_meta: ArrowReaderMetadata,
     bytes: u64,
 }
@@ -215,7 +235,13 @@ impl Block {
 
     /// Approximate heap bytes held by the block's index.
     pub fn heap_bytes(&self) -> usize {
-        self.index.heap_bytes() + self.rows.len() * size_of::<SeriesRows>()
+        self.index.heap_bytes()
+            + self.rows.len() * size_of::<SeriesRows>()
+            + self
+                .slices
+                .iter()
+                .map(|s| size_of::<Slice>() + s.starts.len() * size_of::<u32>())
+                .sum::<usize>()
     }
 }
 
@@ -227,4 +253,227 @@ pub fn dir_name(seq: u64) -> String {
 /// The temporary directory name a block `seq` is written under.
 pub fn tmp_dir_name(seq: u64) -> String {
     format!(".tmp-{}", dir_name(seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs::File, sync::Arc};
+
+    use arrow_array::{
+        ArrayRef, Float64Array, Int8Array, Int64Array, RecordBatch, StringArray, StructArray,
+        TimestampMillisecondArray, UInt32Array, UInt64Array,
+    };
+    use parquet::arrow::ArrowWriter;
+
+    use super::*;
+
+    const H: i64 = 3_600_000;
+
+    fn labels(job: &str) -> Labels {
+        Labels::from_pairs([("__name__", "m"), ("job", job)])
+    }
+
+    fn every(from: i64, to: i64, step: i64) -> Vec<Sample> {
+        (from..=to)
+            .step_by(step as usize)
+            .map(|t| Sample {
+                t,
+                v: t as f64 / 1000.0,
+            })
+            .collect()
+    }
+
+    fn data() -> Vec<(Labels, Vec<Sample>)> {
+        let mut c = every(0, 2 * H - 1, 600_000);
+        c.extend(every(4 * H, 6 * H - 1, 600_000));
+        vec![
+            // Every slice of [0, 6h], and the first instant of the fourth.
+            (labels("a"), every(0, 6 * H, 600_000)),
+            // The second slice only.
+            (labels("b"), every(2 * H + 60_000, 4 * H - 60_000, 60_000)),
+            // The first and third, none in the second.
+            (labels("c"), c),
+        ]
+    }
+
+    fn select_all(block: &Block, mint: i64, maxt: i64) -> Vec<(Labels, Vec<Sample>)> {
+        let m = Matcher::regex("__name__", ".+", false).unwrap();
+        let mut got: Vec<(Labels, Vec<Sample>)> = block
+            .select(&[m], mint, maxt)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.labels, s.samples))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        got
+    }
+
+    fn expected(mint: i64, maxt: i64) -> Vec<(Labels, Vec<Sample>)> {
+        data()
+            .into_iter()
+            .map(|(l, s)| {
+                let s: Vec<Sample> = s
+                    .into_iter()
+                    .filter(|s| (mint..=maxt).contains(&s.t))
+                    .collect();
+                (l, s)
+            })
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
+    }
+
+    fn check_ranges(block: &Block) {
+        for (mint, maxt) in [
+            (i64::MIN, i64::MAX),
+            (6 * H - 5 * 60_000, 6 * H),
+            (2 * H - 5 * 60_000, 2 * H + 5 * 60_000),
+            (3 * H, 3 * H + 30 * 60_000),
+            (H, 5 * H),
+            (7 * H, 8 * H),
+        ] {
+            assert_eq!(
+                select_all(block, mint, maxt),
+                expected(mint, maxt),
+                "[{mint}, {maxt}]"
+            );
+        }
+    }
+
+    #[test]
+    fn rows_are_sliced_by_time_and_any_range_reads_back_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, meta) = write::write_block(tmp.path(), 1, 0, Vec::new(), data())
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.version, FORMAT_VERSION);
+        let block = Block::open(&dir).unwrap();
+        assert_eq!(block.slices.len(), 4);
+        // A few minutes at the end touch only the last slices' rows.
+        let last = &block.slices[3];
+        assert_eq!(last.rows(0).end - last.rows(0).start, 1, "a at 6h");
+        assert!(last.rows(1).is_empty() && last.rows(2).is_empty());
+        assert!(
+            block.slices[1].rows(2).is_empty(),
+            "c has no rows in 2h..4h"
+        );
+        check_ranges(&block);
+        let mut all = Vec::new();
+        block
+            .read_all(|l, s| all.push((l.clone(), s.to_vec())))
+            .unwrap();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(all, expected(i64::MIN, i64::MAX));
+    }
+
+    /// A block as format 1 wrote it: rows by series, ranges in `series.parquet`.
+    fn write_v1(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut series = data();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        let rows: Vec<(u32, &Sample)> = series
+            .iter()
+            .enumerate()
+            .flat_map(|(id, (_, s))| s.iter().map(move |s| (id as u32, s)))
+            .collect();
+        let samples = RecordBatch::try_new(
+            schema::samples_schema(),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1.t))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Int64Array::from(vec![None::<i64>; rows.len()])),
+                Arc::new(Int8Array::from(vec![0i8; rows.len()])),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1.v))),
+            ],
+        )
+        .unwrap();
+        let mut w = ArrowWriter::try_new(
+            File::create(dir.join("samples.parquet")).unwrap(),
+            samples.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&samples).unwrap();
+        w.close().unwrap();
+        let names: Vec<Arc<str>> = vec!["__name__".into(), "job".into()];
+        let label_columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(series.iter().map(|_| "m"))),
+            Arc::new(StringArray::from_iter(
+                series.iter().map(|(l, _)| l.get("job")),
+            )),
+        ];
+        let mut start = 0u64;
+        let mut starts = Vec::new();
+        for (_, s) in &series {
+            starts.push(start);
+            start += s.len() as u64;
+        }
+        let time = |f: fn(&[Sample]) -> i64| {
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(series.iter().map(|(_, s)| f(s)))
+                    .with_timezone("UTC"),
+            ) as ArrayRef
+        };
+        let fields = vec![
+            arrow_schema::Field::new("series_id", arrow_schema::DataType::UInt32, false),
+            arrow_schema::Field::new(
+                "labels",
+                arrow_schema::DataType::Struct(schema::label_fields(&names)),
+                false,
+            ),
+            arrow_schema::Field::new("row_start", arrow_schema::DataType::UInt64, false),
+            arrow_schema::Field::new("row_count", arrow_schema::DataType::UInt32, false),
+            arrow_schema::Field::new("min_t", schema::time_type(), false),
+            arrow_schema::Field::new("max_t", schema::time_type(), false),
+        ];
+        let batch = RecordBatch::try_new(
+            Arc::new(arrow_schema::Schema::new(fields)),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(0..series.len() as u32)),
+                Arc::new(StructArray::new(
+                    schema::label_fields(&names),
+                    label_columns,
+                    None,
+                )),
+                Arc::new(UInt64Array::from(starts)),
+                Arc::new(UInt32Array::from_iter_values(
+                    series.iter().map(|(_, s)| s.len() as u32),
+                )),
+                time(|s| s[0].t),
+                time(|s| s[s.len() - 1].t),
+            ],
+        )
+        .unwrap();
+        let mut w = ArrowWriter::try_new(
+            File::create(dir.join("series.parquet")).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let meta = BlockMeta {
+            version: 1,
+            seq: 1,
+            min_t: 0,
+            max_t: 6 * H,
+            series: series.len() as u64,
+            samples: rows.len() as u64,
+            level: 0,
+            sources: Vec::new(),
+        };
+        std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn format_1_blocks_are_still_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(dir_name(1));
+        write_v1(&dir);
+        let block = Block::open(&dir).unwrap();
+        assert_eq!(block.slices.len(), 1);
+        check_ranges(&block);
+    }
 }

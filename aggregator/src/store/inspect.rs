@@ -58,11 +58,20 @@ pub fn inspect(dir: &Path) -> Result<String, StoreError> {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| BlockError::invalid(&meta_path, "unreadable meta.json"))?;
         let mut block_bytes = 0;
-        for file in ["samples.parquet", "series.parquet", "meta.json"] {
+        for file in [
+            "samples.parquet",
+            "series.parquet",
+            "chunks.parquet",
+            "meta.json",
+        ] {
             block_bytes += std::fs::metadata(block.join(file)).map_or(0, |m| m.len());
         }
-        for file in ["samples.parquet", "series.parquet"] {
-            add_file(&block.join(file), &mut columns)?;
+        for file in ["samples.parquet", "series.parquet", "chunks.parquet"] {
+            let path = block.join(file);
+            // Format-1 blocks have no chunks.parquet.
+            if path.exists() {
+                add_file(&path, &mut columns)?;
+            }
         }
         let _ = writeln!(
             out,

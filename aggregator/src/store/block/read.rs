@@ -1,5 +1,6 @@
 //! Reads blocks: opens and checks a block directory, and decodes selected series' samples
-//! using the row ranges from `series.parquet` (the page index lets the reader skip pages).
+//! using the row ranges from `chunks.parquet` (format 1: `series.parquet`), only in the time
+//! slices a query overlaps (the page index lets the reader skip pages).
 
 use std::{fs::File, path::Path};
 
@@ -16,7 +17,7 @@ use parquet::arrow::{
     },
 };
 
-use super::{Block, BlockError, BlockMeta, FORMAT_VERSION, SeriesRows, values};
+use super::{Block, BlockError, BlockMeta, FORMAT_VERSION, SeriesRows, Slice, schema, values};
 use crate::store::{
     Labels, Sample,
     index::{SeriesId, SeriesIndex},
@@ -54,10 +55,13 @@ pub fn open(dir: &Path) -> Result<Block, BlockError> {
     let json = std::fs::read(&meta_path).map_err(BlockError::io(&meta_path))?;
     let meta: BlockMeta = serde_json::from_slice(&json)
         .map_err(|e| BlockError::invalid(&meta_path, format!("bad meta.json: {e}")))?;
-    if meta.version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&meta.version) {
         return Err(BlockError::invalid(
             &meta_path,
-            format!("format version {} is not {FORMAT_VERSION}", meta.version),
+            format!(
+                "format version {} is not one this version reads (1 to {FORMAT_VERSION})",
+                meta.version
+            ),
         ));
     }
 
@@ -69,6 +73,7 @@ pub fn open(dir: &Path) -> Result<Block, BlockError> {
         .map_err(BlockError::parquet(&series_path))?;
     let mut index = SeriesIndex::default();
     let mut rows = Vec::with_capacity(meta.series as usize);
+    let mut v1_ranges: Vec<(u64, u32)> = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| BlockError::invalid(&series_path, e.to_string()))?;
         let bad = |what: &str| BlockError::invalid(&series_path, format!("bad column {what}"));
@@ -81,12 +86,18 @@ pub fn open(dir: &Path) -> Result<Block, BlockError> {
             .iter()
             .map(|c| c.as_string_opt::<i32>().ok_or_else(|| bad("labels")))
             .collect::<Result<_, _>>()?;
-        let row_start = column(&batch, "row_start", &series_path)?
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| bad("row_start"))?;
-        let row_count = column(&batch, "row_count", &series_path)?
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| bad("row_count"))?;
+        let v1_rows = if meta.version == 1 {
+            Some((
+                column(&batch, "row_start", &series_path)?
+                    .as_primitive_opt::<UInt64Type>()
+                    .ok_or_else(|| bad("row_start"))?,
+                column(&batch, "row_count", &series_path)?
+                    .as_primitive_opt::<UInt32Type>()
+                    .ok_or_else(|| bad("row_count"))?,
+            ))
+        } else {
+            None
+        };
         let min_t = column(&batch, "min_t", &series_path)?
             .as_primitive_opt::<TimestampMillisecondType>()
             .ok_or_else(|| bad("min_t"))?;
@@ -108,11 +119,12 @@ pub fn open(dir: &Path) -> Result<Block, BlockError> {
             }
             index.insert(labels);
             rows.push(SeriesRows {
-                start: row_start.value(row),
-                count: row_count.value(row),
                 min_t: min_t.value(row),
                 max_t: max_t.value(row),
             });
+            if let Some((start, count)) = v1_rows {
+                v1_ranges.push((start.value(row), count.value(row)));
+            }
         }
     }
 
@@ -123,16 +135,11 @@ pub fn open(dir: &Path) -> Result<Block, BlockError> {
         ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index(true))
             .map_err(BlockError::parquet(&samples_path))?;
     let file_rows = samples_meta.metadata().file_metadata().num_rows() as u64;
-    let mut expected = 0u64;
-    for r in &rows {
-        if r.start != expected {
-            return Err(BlockError::invalid(
-                &series_path,
-                format!("row ranges are not contiguous at row {}", r.start),
-            ));
-        }
-        expected += u64::from(r.count);
-    }
+    let (slices, expected) = if meta.version == 1 {
+        v1_slice(&series_path, &meta, &v1_ranges)?
+    } else {
+        read_slices(&dir.join("chunks.parquet"), rows.len())?
+    };
     if rows.len() as u64 != meta.series || expected != meta.samples || file_rows != meta.samples {
         return Err(BlockError::invalid(
             dir,
@@ -150,14 +157,132 @@ pub fn open(dir: &Path) -> Result<Block, BlockError> {
         meta,
         index,
         rows,
+        slices,
         samples_meta,
         bytes: du(dir),
     })
 }
 
+/// Format 1: every series' rows are contiguous, in series order: one slice for the block.
+fn v1_slice(
+    series_path: &Path,
+    meta: &BlockMeta,
+    ranges: &[(u64, u32)],
+) -> Result<(Vec<Slice>, u64), BlockError> {
+    let mut starts = Vec::with_capacity(ranges.len() + 1);
+    let mut expected = 0u64;
+    for &(start, count) in ranges {
+        if start != expected {
+            return Err(BlockError::invalid(
+                series_path,
+                format!("row ranges are not contiguous at row {start}"),
+            ));
+        }
+        starts.push(relative(series_path, expected)?);
+        expected += u64::from(count);
+    }
+    starts.push(relative(series_path, expected)?);
+    let slice = Slice {
+        min_t: meta.min_t,
+        max_t: meta.max_t,
+        row_offset: 0,
+        starts,
+    };
+    Ok((vec![slice], expected))
+}
+
+fn relative(path: &Path, row: u64) -> Result<u32, BlockError> {
+    u32::try_from(row).map_err(|_| BlockError::invalid(path, format!("row {row} beyond u32")))
+}
+
+/// Format 2: `chunks.parquet`, into one [`Slice`] per time slice; returns them and the rows
+/// they cover (checked contiguous, slice after slice, series ascending within a slice).
+fn read_slices(path: &Path, series: usize) -> Result<(Vec<Slice>, u64), BlockError> {
+    let file = File::open(path).map_err(BlockError::io(path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(64 * 1024).build())
+        .map_err(BlockError::parquet(path))?;
+    let mut slices: Vec<Slice> = Vec::new();
+    let mut expected = 0u64;
+    // Next series id to give a start to, in the current slice.
+    let mut next_id = 0usize;
+    let finish = |slice: &mut Slice, end: u64| -> Result<(), BlockError> {
+        let rel = relative(path, end - slice.row_offset)?;
+        slice.starts.resize(series + 1, rel);
+        Ok(())
+    };
+    for batch in reader {
+        let batch = batch.map_err(|e| BlockError::invalid(path, e.to_string()))?;
+        let bad = |what: &str| BlockError::invalid(path, format!("bad column {what}"));
+        let slice_start = column(&batch, "slice_start", path)?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| bad("slice_start"))?;
+        let series_id = column(&batch, "series_id", path)?
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| bad("series_id"))?;
+        let row_start = column(&batch, "row_start", path)?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| bad("row_start"))?;
+        let row_count = column(&batch, "row_count", path)?
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| bad("row_count"))?;
+        for i in 0..batch.num_rows() {
+            let (start_t, id, start, count) = (
+                slice_start.value(i),
+                series_id.value(i) as usize,
+                row_start.value(i),
+                row_count.value(i),
+            );
+            if start != expected || id >= series {
+                return Err(BlockError::invalid(
+                    path,
+                    format!("chunk {i} (series {id}, rows {start}+{count}) is out of order"),
+                ));
+            }
+            match slices.last_mut() {
+                Some(last) if last.min_t == start_t => {
+                    if id < next_id {
+                        return Err(BlockError::invalid(
+                            path,
+                            format!("series {id} twice or out of order in slice {start_t}"),
+                        ));
+                    }
+                }
+                Some(last) if last.min_t > start_t => {
+                    return Err(BlockError::invalid(
+                        path,
+                        format!("slice {start_t} after slice {}", last.min_t),
+                    ));
+                }
+                previous => {
+                    if let Some(last) = previous {
+                        finish(last, start)?;
+                    }
+                    slices.push(Slice {
+                        min_t: start_t,
+                        max_t: start_t.saturating_add(schema::SLICE_MS - 1),
+                        row_offset: start,
+                        starts: Vec::with_capacity(series + 1),
+                    });
+                }
+            }
+            let slice = slices.last_mut().expect("pushed above");
+            let rel = relative(path, start - slice.row_offset)?;
+            // Series without rows in this slice start (and end) where this one starts.
+            slice.starts.resize(id + 1, rel);
+            next_id = id + 1;
+            expected += u64::from(count);
+        }
+    }
+    if let Some(last) = slices.last_mut() {
+        finish(last, expected)?;
+    }
+    Ok((slices, expected))
+}
+
 /// Decodes the samples in `[mint, maxt]` of series `ids` (ascending) and calls `f` once per
-/// series, in order (with an empty slice when the series has none in the range). Values of
-/// rows outside the range are not decoded.
+/// series, in order (with an empty slice when the series has none in the range). Only the
+/// time slices overlapping the range are read; values of rows outside it are not decoded.
 pub fn read_series(
     block: &Block,
     ids: &[SeriesId],
@@ -169,15 +294,36 @@ pub fn read_series(
         return Ok(());
     }
     let path = block.dir.join("samples.parquet");
+    // The selected rows, ascending (slice after slice, series ascending within one), each
+    // range with the position in `ids` its samples go to.
+    let mut ranges: Vec<(std::ops::Range<u64>, usize)> = Vec::new();
+    for slice in block
+        .slices
+        .iter()
+        .filter(|s| s.min_t <= maxt && s.max_t >= mint)
+    {
+        for (pos, &id) in ids.iter().enumerate() {
+            let rows = slice.rows(id);
+            if !rows.is_empty() {
+                ranges.push((rows, pos));
+            }
+        }
+    }
+    let mut out: Vec<Vec<Sample>> = vec![Vec::new(); ids.len()];
+    if ranges.is_empty() {
+        for (&id, samples) in ids.iter().zip(&out) {
+            f(id, samples);
+        }
+        return Ok(());
+    }
     let mut selectors = Vec::new();
     let mut cursor = 0u64;
-    for &id in ids {
-        let rows = &block.rows[id as usize];
+    for (rows, _) in &ranges {
         if rows.start > cursor {
             selectors.push(RowSelector::skip((rows.start - cursor) as usize));
         }
-        selectors.push(RowSelector::select(rows.count as usize));
-        cursor = rows.start + u64::from(rows.count);
+        selectors.push(RowSelector::select((rows.end - rows.start) as usize));
+        cursor = rows.end;
     }
     let file = File::open(&path).map_err(BlockError::io(&path))?;
     let builder =
@@ -193,10 +339,9 @@ pub fn read_series(
         .build()
         .map_err(BlockError::parquet(&path))?;
 
-    let mut pending = ids.iter().copied();
+    let mut pending = ranges.iter();
     let mut current = pending.next();
-    let mut buf: Vec<Sample> = Vec::new();
-    let mut consumed = 0usize;
+    let mut consumed = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| BlockError::invalid(&path, e.to_string()))?;
         let bad = |what: &str| BlockError::invalid(&path, format!("bad column {what}"));
@@ -213,7 +358,7 @@ pub fn read_series(
             .as_primitive_opt::<Float64Type>()
             .ok_or_else(|| bad("v_float"))?;
         for row in 0..batch.num_rows() {
-            let Some(id) = current else {
+            let Some((rows, pos)) = current else {
                 return Err(BlockError::invalid(&path, "more rows than selected"));
             };
             consumed += 1;
@@ -233,11 +378,9 @@ pub fn read_series(
                         "a row has neither v_int nor v_float",
                     ));
                 };
-                buf.push(Sample { t: ts, v });
+                out[*pos].push(Sample { t: ts, v });
             }
-            if consumed == block.rows[id as usize].count as usize {
-                f(id, &buf);
-                buf.clear();
+            if consumed == rows.end - rows.start {
                 consumed = 0;
                 current = pending.next();
             }
@@ -246,8 +389,11 @@ pub fn read_series(
     if current.is_some() {
         return Err(BlockError::invalid(
             &path,
-            "fewer rows than the series table says",
+            "fewer rows than the chunk table says",
         ));
+    }
+    for (&id, samples) in ids.iter().zip(&out) {
+        f(id, samples);
     }
     Ok(())
 }

@@ -1,25 +1,30 @@
 //! The Parquet schemas of a block's two tables and the writer settings chosen for them.
 //!
-//! `samples.parquet` (sorted by `series_id`, `t`):
-//! `series_id` UInt32 (delta), `t` Timestamp(ms, UTC) (delta), `v_int` Int64 nullable (delta),
-//! `v_scale` Int8 (dictionary/RLE), `v_float` Float64 nullable (byte-stream-split); zstd.
-//! A sample's value is `v_float` when set, else `v_int / 10^v_scale`.
+//! `samples.parquet` (format 2: sorted by time slice ([`SLICE_MS`], aligned to the epoch),
+//! then `series_id`, then `t`; format 1: by `series_id`, `t`): `series_id` UInt32 (delta),
+//! `t` Timestamp(ms, UTC) (delta), `v_int` Int64 nullable (delta), `v_scale` Int8
+//! (dictionary/RLE), `v_float` Float64 nullable (byte-stream-split); zstd. A sample's value is
+//! `v_float` when set, else `v_int / 10^v_scale`. Slicing keeps a query of a few minutes in
+//! one slice's pages of a day-long block instead of every series' whole day.
 //!
 //! `series.parquet` (sorted by labels): `series_id` UInt32, `labels` Struct with one nullable
-//! Utf8 field per label name in the block (dictionary-encoded by Parquet), `row_start` UInt64
-//! and `row_count` UInt32 (the series' rows in `samples.parquet`), `min_t`/`max_t`.
+//! Utf8 field per label name in the block (dictionary-encoded by Parquet), `min_t`/`max_t`
+//! (format 1 also has `row_start` UInt64 and `row_count` UInt32: the series' rows).
+//!
+//! `chunks.parquet` (format 2, in row order): `slice_start` Timestamp(ms, UTC), `series_id`
+//! UInt32, `row_start` UInt64, `row_count` UInt32: where each series' rows of each slice are.
 
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 use parquet::{
     basic::{Compression, Encoding, ZstdLevel},
-    file::{
-        metadata::SortingColumn,
-        properties::{EnabledStatistics, WriterProperties},
-    },
+    file::properties::{EnabledStatistics, WriterProperties},
     schema::types::ColumnPath,
 };
+
+/// Time slice of format-2 blocks: rows are grouped by `t / SLICE_MS` first.
+pub const SLICE_MS: i64 = 2 * 3600 * 1000;
 
 /// Rows per row group of `samples.parquet`.
 pub const ROW_GROUP_ROWS: usize = 1 << 20;
@@ -49,10 +54,18 @@ pub fn series_schema(names: &[Arc<str>]) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("series_id", DataType::UInt32, false),
         Field::new("labels", DataType::Struct(label_fields(names)), false),
-        Field::new("row_start", DataType::UInt64, false),
-        Field::new("row_count", DataType::UInt32, false),
         Field::new("min_t", time_type(), false),
         Field::new("max_t", time_type(), false),
+    ]))
+}
+
+/// Schema of `chunks.parquet`.
+pub fn chunks_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("slice_start", time_type(), false),
+        Field::new("series_id", DataType::UInt32, false),
+        Field::new("row_start", DataType::UInt64, false),
+        Field::new("row_count", DataType::UInt32, false),
     ]))
 }
 
@@ -76,19 +89,7 @@ pub fn samples_properties() -> WriterProperties {
         .set_max_row_group_size(ROW_GROUP_ROWS)
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(1024)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![
-            SortingColumn {
-                column_idx: 0,
-                descending: false,
-                nulls_first: false,
-            },
-            SortingColumn {
-                column_idx: 1,
-                descending: false,
-                nulls_first: false,
-            },
-        ]));
+        .set_statistics_enabled(EnabledStatistics::Page);
     for (name, encoding) in [
         ("series_id", Encoding::DELTA_BINARY_PACKED),
         ("t", Encoding::DELTA_BINARY_PACKED),
@@ -101,6 +102,19 @@ pub fn samples_properties() -> WriterProperties {
     }
     for name in ["v_int", "v_scale", "v_float"] {
         builder = builder.set_column_statistics_enabled(col(name), EnabledStatistics::Chunk);
+    }
+    builder.build()
+}
+
+/// Writer settings of `chunks.parquet`: delta-encoded, like the samples.
+pub fn chunks_properties() -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(zstd())
+        .set_statistics_enabled(EnabledStatistics::Chunk);
+    for name in ["slice_start", "series_id", "row_start", "row_count"] {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(name), false)
+            .set_column_encoding(ColumnPath::from(name), Encoding::DELTA_BINARY_PACKED);
     }
     builder.build()
 }

@@ -1,5 +1,6 @@
-//! Writes one block from series and their samples: `samples.parquet`, `series.parquet`,
-//! `meta.json`, each fsynced, into a temporary directory that is renamed into place.
+//! Writes one block from series and their samples: `samples.parquet` (by time slice, series,
+//! time), `chunks.parquet`, `series.parquet`, `meta.json`, each fsynced, into a temporary
+//! directory that is renamed into place.
 
 use std::{
     collections::BTreeSet,
@@ -63,6 +64,35 @@ impl SampleColumns {
     }
 }
 
+/// Column buffers for `chunks.parquet`.
+#[derive(Default)]
+struct ChunkColumns {
+    slice_start: Vec<i64>,
+    series_id: Vec<u32>,
+    row_start: Vec<u64>,
+    row_count: Vec<u32>,
+}
+
+impl ChunkColumns {
+    fn push(&mut self, slice_start: i64, id: u32, row_start: u64, row_count: u32) {
+        self.slice_start.push(slice_start);
+        self.series_id.push(id);
+        self.row_start.push(row_start);
+        self.row_count.push(row_count);
+    }
+
+    fn into_batch(self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(TimestampMillisecondArray::from(self.slice_start).with_timezone("UTC")),
+            Arc::new(UInt32Array::from(self.series_id)),
+            Arc::new(UInt64Array::from(self.row_start)),
+            Arc::new(UInt32Array::from(self.row_count)),
+        ];
+        RecordBatch::try_new(schema::chunks_schema(), columns)
+            .expect("columns match the chunks schema")
+    }
+}
+
 fn sync_dir(path: &Path) -> Result<(), BlockError> {
     File::open(path)
         .and_then(|d| d.sync_all())
@@ -100,20 +130,57 @@ pub fn write_block(
         Some(schema::samples_properties()),
     )
     .map_err(BlockError::parquet(&samples_path))?;
+    // Rows by time slice, then series, then time: each series' samples are split where
+    // they cross a slice boundary.
+    let slice_of = |t: i64| t.div_euclid(schema::SLICE_MS);
+    let mut cursors = vec![0usize; series.len()];
+    let mut slices: Vec<i64> = series
+        .iter()
+        .flat_map(|(_, samples)| {
+            [
+                slice_of(samples[0].t),
+                slice_of(samples[samples.len() - 1].t),
+            ]
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Slices between a series' first and last are possible too.
+    if let (Some(&first), Some(&last)) = (slices.first(), slices.last()) {
+        slices = (first..=last).collect();
+    }
     let mut columns = SampleColumns::default();
+    let mut chunks = ChunkColumns::default();
     let (mut min_t, mut max_t, mut total) = (i64::MAX, i64::MIN, 0u64);
-    let mut rows = Vec::with_capacity(series.len());
-    for (id, (_, samples)) in series.iter().enumerate() {
+    let mut bounds = Vec::with_capacity(series.len());
+    for (_, samples) in &series {
         let (first, last) = (samples[0].t, samples[samples.len() - 1].t);
-        rows.push((total, samples.len() as u32, first, last));
+        bounds.push((first, last));
         min_t = min_t.min(first);
         max_t = max_t.max(last);
-        total += samples.len() as u64;
-        columns.push_series(id as u32, samples);
-        if columns.len() >= BATCH_ROWS {
-            writer
-                .write(&columns.take_batch())
-                .map_err(BlockError::parquet(&samples_path))?;
+    }
+    for slice in slices {
+        let end = (slice + 1).saturating_mul(schema::SLICE_MS);
+        for (id, (_, samples)) in series.iter().enumerate() {
+            let from = cursors[id];
+            let to = from + samples[from..].partition_point(|s| s.t < end);
+            if to == from {
+                continue;
+            }
+            cursors[id] = to;
+            chunks.push(
+                slice * schema::SLICE_MS,
+                id as u32,
+                total,
+                (to - from) as u32,
+            );
+            total += (to - from) as u64;
+            columns.push_series(id as u32, &samples[from..to]);
+            if columns.len() >= BATCH_ROWS {
+                writer
+                    .write(&columns.take_batch())
+                    .map_err(BlockError::parquet(&samples_path))?;
+            }
         }
     }
     if columns.len() > 0 {
@@ -125,6 +192,23 @@ pub fn write_block(
         .into_inner()
         .map_err(BlockError::parquet(&samples_path))?;
     file.sync_all().map_err(BlockError::io(&samples_path))?;
+
+    // chunks.parquet
+    let chunks_path = tmp.join("chunks.parquet");
+    let file = File::create(&chunks_path).map_err(BlockError::io(&chunks_path))?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        schema::chunks_schema(),
+        Some(schema::chunks_properties()),
+    )
+    .map_err(BlockError::parquet(&chunks_path))?;
+    writer
+        .write(&chunks.into_batch())
+        .map_err(BlockError::parquet(&chunks_path))?;
+    let file = writer
+        .into_inner()
+        .map_err(BlockError::parquet(&chunks_path))?;
+    file.sync_all().map_err(BlockError::io(&chunks_path))?;
 
     // series.parquet
     let series_path = tmp.join("series.parquet");
@@ -149,14 +233,12 @@ pub fn write_block(
         vec![
             Arc::new(UInt32Array::from_iter_values(0..series.len() as u32)),
             Arc::new(labels),
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.1))),
             Arc::new(
-                TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.2))
+                TimestampMillisecondArray::from_iter_values(bounds.iter().map(|b| b.0))
                     .with_timezone("UTC"),
             ),
             Arc::new(
-                TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.3))
+                TimestampMillisecondArray::from_iter_values(bounds.iter().map(|b| b.1))
                     .with_timezone("UTC"),
             ),
         ],
