@@ -55,9 +55,13 @@ enum Start {
     Other,
 }
 
+/// A request needs only its method and the space after it in this buffer (bytes past the
+/// data are zero, so a shorter buffer never matches a longer method): a client may write
+/// `GET ` and the rest of the request line separately (the path then comes from the next
+/// buffer, see [`on_data`]).
 #[inline(always)]
 fn classify(head: &[u64; 2], len: u64) -> Start {
-    if len < 8 {
+    if len < 4 {
         return Start::Other;
     }
     let word = head[0];
@@ -412,6 +416,15 @@ pub fn on_data(channel: &Channel, conn: Option<*mut Conn>, data: &Data, tls: boo
                     let same_way = (inflight.direction == direction::SERVER) == data.ingress;
                     if inflight.method != method::NONE && same_way {
                         inflight.request_bytes += data.total;
+                        // The method came alone (`GET `): the path starts this buffer.
+                        if inflight.path_len == 0
+                            && inflight.flags & flags::PATH_TRUNCATED != 0
+                            && at(scratch, 0) == b'/'
+                        {
+                            inflight.flags &= !flags::PATH_TRUNCATED;
+                            scratch.path_at = 0;
+                            copy_path(scratch, inflight);
+                        }
                     }
                 }
             }

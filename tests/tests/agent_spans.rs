@@ -145,7 +145,8 @@ fn spans_link_across_threads_and_connections_under_load() {
         }
     });
 
-    let spans = eventually(Duration::from_secs(60), "every span in the store", || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let spans = loop {
         let mut spans = HashMap::new();
         spans_of(&agg, &a_name, &mut spans);
         spans_of(&agg, &b_name, &mut spans);
@@ -155,11 +156,41 @@ fn spans_link_across_threads_and_connections_under_load() {
                 .filter(|s| s.service == service && s.kind == kind)
                 .count()
         };
-        (count(&a_name, "server") == 3 * CHAINS
-            && count(&a_name, "client") == 3 * CHAINS
-            && count(&b_name, "server") == 3 * CHAINS + DIRECT)
-            .then_some(spans)
-    });
+        let counts = [
+            count(&a_name, "server"),
+            count(&a_name, "client"),
+            count(&b_name, "server"),
+        ];
+        if counts == [3 * CHAINS, 3 * CHAINS, 3 * CHAINS + DIRECT] {
+            break spans;
+        }
+        if std::time::Instant::now() > deadline {
+            // What the agent saw and dropped, to tell a lost event from a lost span.
+            let metrics: Vec<String> = agent
+                .metrics_text()
+                .lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && ["lost", "dropped", "spans_linked", "http_requests"]
+                            .iter()
+                            .any(|k| l.contains(k))
+                })
+                .map(str::to_owned)
+                .collect();
+            let mut paths: Vec<String> = spans
+                .values()
+                .map(|s| format!("{} {} {}", s.service, s.kind, s.path))
+                .collect();
+            paths.sort();
+            panic!(
+                "spans (A server, A client, B server) {counts:?}, expected {:?}\n{}\n{}",
+                [3 * CHAINS, 3 * CHAINS, 3 * CHAINS + DIRECT],
+                metrics.join("\n"),
+                paths.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
 
     let find = |service: &str, kind: &str, path: &str| -> JaegerSpan {
         let found: Vec<&JaegerSpan> = spans
