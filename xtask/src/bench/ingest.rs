@@ -153,6 +153,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let samples = options.agents * options.batches * options.series;
 
     let runtime = tokio::runtime::Runtime::new()?;
+    let rss_idle = process::status_bytes(pid, "VmRSS")?;
     let cpu_before = process::cpu_seconds(pid)?;
     let started = Instant::now();
     let result = runtime.block_on(async {
@@ -169,6 +170,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let wall = started.elapsed().as_secs_f64();
     let cpu = process::cpu_seconds(pid)? - cpu_before;
     let rss_peak = process::status_bytes(pid, "VmHWM")?;
+    let rss_after = process::status_bytes(pid, "VmRSS")?;
     let _ = aggregator.kill();
     let _ = aggregator.wait();
     result?;
@@ -185,15 +187,24 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
          | throughput (wall) | {wall_rate:.0} samples/s |\n\
          | aggregator CPU | {cpu:.2} CPU-s |\n\
          | **samples per aggregator CPU-second** | **{per_core:.0}** |\n\
-         | aggregator peak RSS | {rss:.0} MiB |\n\n\
-         Goal (issue 6): ≥ 1,000,000 samples/s per core for batched pushes; VictoriaMetrics \
-         considers ≥ 100,000 per core healthy.\n",
+         | aggregator peak RSS | {rss:.0} MiB |\n\
+         | aggregator RSS idle → after the pushes | {idle:.0} → {after:.0} MiB |\n\
+         | memory per active series ((after − idle) / {active} series) | {per_series:.0} B |\n\n\
+         Goals: ≥ 1,000,000 samples/s per core for batched pushes (issue 6; VictoriaMetrics \
+         considers ≥ 100,000 per core healthy); ≤ 2 KiB of memory per active series (issue 7). \
+         Each series got {per:.0} samples here, all in the head (nothing flushed yet).\n",
         agents = options.agents,
         series = options.series,
         batches = options.batches,
         mib = wire_bytes as f64 / (1 << 20) as f64,
         wall_rate = samples as f64 / wall,
         rss = rss_peak as f64 / (1 << 20) as f64,
+        idle = rss_idle as f64 / (1 << 20) as f64,
+        after = rss_after as f64 / (1 << 20) as f64,
+        active = options.agents * options.series,
+        per_series =
+            rss_after.saturating_sub(rss_idle) as f64 / (options.agents * options.series) as f64,
+        per = options.batches,
     );
     write_result("ingest", &markdown)
 }

@@ -40,12 +40,15 @@ struct Figures {
     name: &'static str,
     bytes: u64,
     seconds: f64,
+    /// CPU time of the importing process (user + system), when it is one process.
+    cpu_seconds: Option<f64>,
     max_rss_kib: u64,
     note: String,
 }
 
-/// Runs `cmd` to completion; returns wall seconds and the child's peak RSS (KiB).
-fn measure(cmd: &mut Command) -> anyhow::Result<(f64, u64)> {
+/// Runs `cmd` to completion; returns wall seconds, CPU seconds (user + system) and the
+/// child's peak RSS (KiB).
+fn measure(cmd: &mut Command) -> anyhow::Result<(f64, f64, u64)> {
     eprintln!("+ {}", util::display(cmd));
     let started = Instant::now();
     let child = cmd
@@ -61,7 +64,9 @@ fn measure(cmd: &mut Command) -> anyhow::Result<(f64, u64)> {
     if rc != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("`{}` failed (status {status})", util::display(cmd));
     }
-    Ok((seconds, usage.ru_maxrss as u64))
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    Ok((seconds, cpu, usage.ru_maxrss as u64))
 }
 
 /// Apparent size of every file under `path`.
@@ -160,6 +165,7 @@ fn victoria_metrics(prom_file: &Path, data: &Path) -> anyhow::Result<Figures> {
             name: "VictoriaMetrics",
             bytes: last,
             seconds,
+            cpu_seconds: None,
             max_rss_kib: rss,
             note: format!(
                 "POST /api/v1/import/prometheus + force_flush; size after merges settled \
@@ -208,7 +214,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut results = Vec::new();
 
     let sonde_dir = work.join("sonde");
-    let (seconds, rss) = measure(
+    let (seconds, cpu, rss) = measure(
         Command::new(&sonde)
             .args(["--log-level", "warn", "import", "--data-dir"])
             .arg(&sonde_dir)
@@ -219,13 +225,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         name: "Sonde",
         bytes: blocks,
         seconds,
+        cpu_seconds: Some(cpu),
         max_rss_kib: rss,
         note: "`sonde-aggregator import` (parse, write one block per 1-day compaction window); blocks/ only"
             .to_owned(),
     });
 
     let prom_dir = work.join("prometheus");
-    let (seconds, rss) = measure(
+    let (seconds, promtool_cpu, rss) = measure(
         Command::new("promtool")
             .args(["tsdb", "create-blocks-from", "openmetrics"])
             .arg(&om_path)
@@ -236,6 +243,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         name: "Prometheus 2.42",
         bytes: du(&prom_dir),
         seconds,
+        cpu_seconds: Some(promtool_cpu),
         max_rss_kib: rss,
         note: "`promtool tsdb create-blocks-from openmetrics` (2h blocks)".to_owned(),
     });
@@ -288,17 +296,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "| store | bytes on disk | bytes/sample | import samples/s | peak RSS | how |"
+        "| store | bytes on disk | bytes/sample | import samples/s | samples per CPU-second | peak RSS | how |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|");
     for r in &results {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.3} | {:.0} | {:.0} MiB | {} |",
+            "| {} | {} | {:.3} | {:.0} | {} | {:.0} MiB | {} |",
             r.name,
             r.bytes,
             r.bytes as f64 / samples as f64,
             samples as f64 / r.seconds,
+            r.cpu_seconds
+                .map_or("-".to_owned(), |c| format!("{:.0}", samples as f64 / c)),
             r.max_rss_kib as f64 / 1024.0,
             r.note
         );
@@ -318,7 +328,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let _ = writeln!(
         md,
         "\nImport samples/s is wall time over the whole import (Sonde and promtool: the process; \
-         VictoriaMetrics: the HTTP import plus a forced flush). Peak RSS is the process' high-water \
+         VictoriaMetrics: the HTTP import plus a forced flush); samples per CPU-second divides by \
+         the importing process' user + system time (the goal: ≥ 1M per core). Peak RSS is the process' high-water \
          mark (VictoriaMetrics: the server's). Sonde's per-column sizes:\n\n```\n{}```",
         inspect
     );
