@@ -95,9 +95,9 @@ pub struct Linker {
     options: LinkerOptions,
     nodes: HashMap<u64, Node>,
     order: VecDeque<u64>,
-    by_thread: HashMap<(u32, u32), Vec<u64>>,
+    by_thread: HashMap<(u32, u32), VecDeque<u64>>,
     /// Keyed by the client's local endpoint (= the server's peer).
-    by_conn: HashMap<SocketAddr, Vec<u64>>,
+    by_conn: HashMap<SocketAddr, VecDeque<u64>>,
     next: u64,
     out: Vec<Span>,
     table: Option<Arc<Mutex<HttpTable>>>,
@@ -133,6 +133,29 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 /// Nanoseconds to add to a monotonic time to get Unix time.
 pub fn unix_offset_ns() -> i64 {
     clock_ns(libc::CLOCK_REALTIME) as i64 - clock_ns(libc::CLOCK_MONOTONIC) as i64
+}
+
+/// How far out of completion order the reader may see two exchanges: the kernel takes the
+/// end time just before it reserves the ring-buffer record, so the order of records is the
+/// order of ends to within an interrupt's delay.
+const ARRIVAL_SLACK_NS: u64 = 5_000_000;
+
+/// Whether `held` (seen before `x`) ended before `x` started, beyond the arrival slack: then
+/// it cannot contain `x` nor lie inside it, and neither can anything seen before it. The
+/// thread and connection indexes are in arrival order, so scans stop there: a busy thread
+/// or keep-alive connection holds thousands of exchanges in a hold period, and scanning
+/// them all for every exchange made the linker quadratic.
+fn ended_before(held: &Exchange, x: &Exchange) -> bool {
+    held.end_ns.saturating_add(ARRIVAL_SLACK_NS) < x.start_ns
+}
+
+/// Removes `id` from an index; it is almost always the oldest (forgetting goes in order).
+fn remove_id(ids: &mut VecDeque<u64>, id: u64) {
+    if ids.front() == Some(&id) {
+        ids.pop_front();
+    } else {
+        ids.retain(|i| *i != id);
+    }
 }
 
 fn inside(inner: &Exchange, outer: &Exchange) -> bool {
@@ -212,8 +235,11 @@ impl Linker {
         match x.direction {
             Direction::Server => {
                 if let Some(peer) = x.peer {
-                    for cid in self.by_conn.get(&peer).into_iter().flatten() {
+                    for cid in self.by_conn.get(&peer).into_iter().flatten().rev() {
                         let c = &self.nodes[cid];
+                        if ended_before(&c.x, &x) {
+                            break;
+                        }
                         if c.x.direction == Direction::Client
                             && mirrors(&x, &c.x)
                             && inside(&x, &c.x)
@@ -226,8 +252,11 @@ impl Linker {
                 }
                 // Client calls this thread made while serving this request, seen earlier.
                 if let Some(ids) = self.by_thread.get(&thread) {
-                    for cid in ids {
+                    for cid in ids.iter().rev() {
                         let c = self.nodes.get_mut(cid).expect("indexed node exists");
+                        if ended_before(&c.x, &x) {
+                            break;
+                        }
                         if c.x.direction != Direction::Client
                             || c.ctx.is_some()
                             || !inside(&c.x, &x)
@@ -248,8 +277,11 @@ impl Linker {
             }
             Direction::Client => {
                 if let Some(ids) = self.by_thread.get(&thread) {
-                    for sid in ids {
+                    for sid in ids.iter().rev() {
                         let s = &self.nodes[sid];
+                        if ended_before(&s.x, &x) {
+                            break;
+                        }
                         if s.x.direction == Direction::Server && inside(&x, &s.x) {
                             enclosing += 1;
                             parent = Some(*sid);
@@ -263,8 +295,11 @@ impl Linker {
                 }
                 // Servers on the other end of this connection, seen earlier.
                 if let Some(local) = x.local {
-                    for sid in self.by_conn.get(&local).into_iter().flatten() {
+                    for sid in self.by_conn.get(&local).into_iter().flatten().rev() {
                         let s = self.nodes.get_mut(sid).expect("indexed node exists");
+                        if ended_before(&s.x, &x) {
+                            break;
+                        }
                         if s.x.direction == Direction::Server
                             && s.parent.is_none()
                             && s.ctx.is_none()
@@ -278,13 +313,13 @@ impl Linker {
                 }
             }
         }
-        self.by_thread.entry(thread).or_default().push(id);
+        self.by_thread.entry(thread).or_default().push_back(id);
         let conn_key = match x.direction {
             Direction::Server => x.peer,
             Direction::Client => x.local,
         };
         if let Some(key) = conn_key {
-            self.by_conn.entry(key).or_default().push(id);
+            self.by_conn.entry(key).or_default().push_back(id);
         }
         self.nodes.insert(
             id,
@@ -444,7 +479,7 @@ impl Linker {
         };
         let thread = (node.x.tgid, node.x.tid);
         if let Some(ids) = self.by_thread.get_mut(&thread) {
-            ids.retain(|i| *i != id);
+            remove_id(ids, id);
             if ids.is_empty() {
                 self.by_thread.remove(&thread);
             }
@@ -456,7 +491,7 @@ impl Linker {
         if let Some(key) = conn_key
             && let Some(ids) = self.by_conn.get_mut(&key)
         {
-            ids.retain(|i| *i != id);
+            remove_id(ids, id);
             if ids.is_empty() {
                 self.by_conn.remove(&key);
             }
@@ -475,6 +510,10 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn linker() -> (Linker, Arc<LinkStats>) {
+        linker_holding(100)
+    }
+
+    fn linker_holding(max_pending: usize) -> (Linker, Arc<LinkStats>) {
         let stats = Arc::new(LinkStats::default());
         let builder = SpanBuilder::new(
             "host",
@@ -484,7 +523,7 @@ mod tests {
         );
         let options = LinkerOptions {
             hold: Duration::from_millis(100),
-            max_pending: 100,
+            max_pending,
         };
         (Linker::new(builder, options, None, stats.clone()), stats)
     }
@@ -624,6 +663,65 @@ mod tests {
         assert_eq!(l.len(), 4);
         l.poll(300 * MS);
         assert!(l.is_empty());
+    }
+
+    /// Regression: every exchange scanned every exchange held on its thread and connection,
+    /// so a busy single-threaded keep-alive server (nginx at 30k req/s) made the linker
+    /// quadratic and the agent lost most events. The scans stop at exchanges that ended
+    /// before this one started; links among recent ones are unchanged.
+    #[test]
+    fn a_busy_keep_alive_thread_still_links_its_newest_exchanges() {
+        let (mut l, stats) = linker_holding(100_000);
+        // 20 000 earlier requests on one connection and thread, each [k, k + 1) ms, all
+        // held (they all arrive at 0, within the 100 ms hold).
+        for k in 0..20_000u64 {
+            l.add(
+                ex(
+                    Direction::Server,
+                    "/old",
+                    10,
+                    11,
+                    k,
+                    k + 1,
+                    "127.0.0.1:7000",
+                    "127.0.0.1:6000",
+                ),
+                who("a"),
+                0,
+            );
+        }
+        // Then one request during which the thread calls B: the call is its child.
+        let call = ex(
+            Direction::Client,
+            "/b",
+            10,
+            11,
+            20_010,
+            20_020,
+            "127.0.0.1:5000",
+            "127.0.0.1:8080",
+        );
+        let serve = ex(
+            Direction::Server,
+            "/a",
+            10,
+            11,
+            20_005,
+            20_030,
+            "127.0.0.1:7000",
+            "127.0.0.1:6000",
+        );
+        l.add(call, who("a"), 0);
+        l.add(serve, who("a"), 0);
+        let spans = l.poll(200 * MS);
+        assert_eq!(spans.len(), 20_002);
+        let (server, client) = (
+            sonde_proto::v1::SpanKind::Server as i32,
+            sonde_proto::v1::SpanKind::Client as i32,
+        );
+        let (a, b) = (by_path(&spans, "/a", server), by_path(&spans, "/b", client));
+        assert_eq!(b.parent_span_id, a.span_id);
+        assert_eq!(stats.thread.load(Ordering::Relaxed), 1);
     }
 
     #[test]
