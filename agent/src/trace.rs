@@ -50,7 +50,7 @@ impl Default for TraceConfig {
         Self {
             enabled: true,
             link_hold: std::time::Duration::from_secs(1),
-            max_pending: 65_536,
+            max_pending: 16_384,
             sample_ratio: 1.0,
             max_spans_per_second: 5_000,
             otlp: otlp::OtlpConfig::default(),

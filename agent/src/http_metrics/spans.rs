@@ -93,11 +93,11 @@ struct Node {
 pub struct Linker {
     builder: SpanBuilder,
     options: LinkerOptions,
-    nodes: HashMap<u64, Node>,
+    nodes: HashMap<u64, Node, foldhash::fast::RandomState>,
     order: VecDeque<u64>,
-    by_thread: HashMap<(u32, u32), VecDeque<u64>>,
+    by_thread: HashMap<(u32, u32), VecDeque<Held>>,
     /// Keyed by the client's local endpoint (= the server's peer).
-    by_conn: HashMap<SocketAddr, VecDeque<u64>>,
+    by_conn: HashMap<SocketAddr, VecDeque<Held>>,
     next: u64,
     out: Vec<Span>,
     table: Option<Arc<Mutex<HttpTable>>>,
@@ -138,23 +138,34 @@ pub fn unix_offset_ns() -> i64 {
 /// How far out of completion order the reader may see two exchanges: the kernel takes the
 /// end time just before it reserves the ring-buffer record, so the order of records is the
 /// order of ends to within an interrupt's delay.
-const ARRIVAL_SLACK_NS: u64 = 5_000_000;
+const ARRIVAL_SLACK_NS: u64 = 2_000_000;
 
-/// Whether `held` (seen before `x`) ended before `x` started, beyond the arrival slack: then
-/// it cannot contain `x` nor lie inside it, and neither can anything seen before it. The
-/// thread and connection indexes are in arrival order, so scans stop there: a busy thread
-/// or keep-alive connection holds thousands of exchanges in a hold period, and scanning
-/// them all for every exchange made the linker quadratic.
-fn ended_before(held: &Exchange, x: &Exchange) -> bool {
-    held.end_ns.saturating_add(ARRIVAL_SLACK_NS) < x.start_ns
+/// An exchange in the thread and connection indexes, with what a scan checks first (no
+/// lookup of the node).
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    id: u64,
+    end_ns: u64,
+    server: bool,
+}
+
+impl Held {
+    /// Whether it (seen before `x`) ended before `x` started, beyond the arrival slack: then
+    /// it cannot contain `x` nor lie inside it, and neither can anything seen before it. The
+    /// indexes are in arrival order, so scans stop there: a busy thread or keep-alive
+    /// connection holds thousands of exchanges in a hold period, and scanning them all for
+    /// every exchange made the linker quadratic.
+    fn ended_before(&self, x: &Exchange) -> bool {
+        self.end_ns.saturating_add(ARRIVAL_SLACK_NS) < x.start_ns
+    }
 }
 
 /// Removes `id` from an index; it is almost always the oldest (forgetting goes in order).
-fn remove_id(ids: &mut VecDeque<u64>, id: u64) {
-    if ids.front() == Some(&id) {
+fn remove_id(ids: &mut VecDeque<Held>, id: u64) {
+    if ids.front().is_some_and(|h| h.id == id) {
         ids.pop_front();
     } else {
-        ids.retain(|i| *i != id);
+        ids.retain(|h| h.id != id);
     }
 }
 
@@ -180,7 +191,7 @@ impl Linker {
         Self {
             builder,
             options,
-            nodes: HashMap::new(),
+            nodes: HashMap::default(),
             order: VecDeque::new(),
             by_thread: HashMap::new(),
             by_conn: HashMap::new(),
@@ -235,15 +246,16 @@ impl Linker {
         match x.direction {
             Direction::Server => {
                 if let Some(peer) = x.peer {
-                    for cid in self.by_conn.get(&peer).into_iter().flatten().rev() {
-                        let c = &self.nodes[cid];
-                        if ended_before(&c.x, &x) {
+                    for held in self.by_conn.get(&peer).into_iter().flatten().rev() {
+                        if held.ended_before(&x) {
                             break;
                         }
-                        if c.x.direction == Direction::Client
-                            && mirrors(&x, &c.x)
-                            && inside(&x, &c.x)
-                        {
+                        if held.server {
+                            continue;
+                        }
+                        let cid = &held.id;
+                        let c = &self.nodes[cid];
+                        if mirrors(&x, &c.x) && inside(&x, &c.x) {
                             parent = Some(*cid);
                             link = Link::Connection;
                             break;
@@ -252,15 +264,15 @@ impl Linker {
                 }
                 // Client calls this thread made while serving this request, seen earlier.
                 if let Some(ids) = self.by_thread.get(&thread) {
-                    for cid in ids.iter().rev() {
-                        let c = self.nodes.get_mut(cid).expect("indexed node exists");
-                        if ended_before(&c.x, &x) {
+                    for held in ids.iter().rev() {
+                        if held.ended_before(&x) {
                             break;
                         }
-                        if c.x.direction != Direction::Client
-                            || c.ctx.is_some()
-                            || !inside(&c.x, &x)
-                        {
+                        if held.server {
+                            continue;
+                        }
+                        let c = self.nodes.get_mut(&held.id).expect("indexed node exists");
+                        if c.ctx.is_some() || !inside(&c.x, &x) {
                             continue;
                         }
                         c.enclosing += 1;
@@ -277,14 +289,16 @@ impl Linker {
             }
             Direction::Client => {
                 if let Some(ids) = self.by_thread.get(&thread) {
-                    for sid in ids.iter().rev() {
-                        let s = &self.nodes[sid];
-                        if ended_before(&s.x, &x) {
+                    for held in ids.iter().rev() {
+                        if held.ended_before(&x) {
                             break;
                         }
-                        if s.x.direction == Direction::Server && inside(&x, &s.x) {
+                        if !held.server {
+                            continue;
+                        }
+                        if inside(&x, &self.nodes[&held.id].x) {
                             enclosing += 1;
-                            parent = Some(*sid);
+                            parent = Some(held.id);
                             link = Link::Thread;
                         }
                     }
@@ -295,13 +309,15 @@ impl Linker {
                 }
                 // Servers on the other end of this connection, seen earlier.
                 if let Some(local) = x.local {
-                    for sid in self.by_conn.get(&local).into_iter().flatten().rev() {
-                        let s = self.nodes.get_mut(sid).expect("indexed node exists");
-                        if ended_before(&s.x, &x) {
+                    for held in self.by_conn.get(&local).into_iter().flatten().rev() {
+                        if held.ended_before(&x) {
                             break;
                         }
-                        if s.x.direction == Direction::Server
-                            && s.parent.is_none()
+                        if !held.server {
+                            continue;
+                        }
+                        let s = self.nodes.get_mut(&held.id).expect("indexed node exists");
+                        if s.parent.is_none()
                             && s.ctx.is_none()
                             && mirrors(&s.x, &x)
                             && inside(&s.x, &x)
@@ -313,13 +329,18 @@ impl Linker {
                 }
             }
         }
-        self.by_thread.entry(thread).or_default().push_back(id);
+        let held = Held {
+            id,
+            end_ns: x.end_ns,
+            server: x.direction == Direction::Server,
+        };
+        self.by_thread.entry(thread).or_default().push_back(held);
         let conn_key = match x.direction {
             Direction::Server => x.peer,
             Direction::Client => x.local,
         };
         if let Some(key) = conn_key {
-            self.by_conn.entry(key).or_default().push_back(id);
+            self.by_conn.entry(key).or_default().push_back(held);
         }
         self.nodes.insert(
             id,
