@@ -95,6 +95,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             &stop,
             &mut collectors,
             http_table,
+            None,
         )
     } else {
         tracing::info!("eBPF disabled by configuration");
@@ -221,22 +222,10 @@ async fn collect(
     result.expect("collectors do not panic")
 }
 
-/// Mounts what eBPF needs, loads the probes and starts their readers. Every failure is
-/// logged and leaves the agent running without the affected metrics.
-fn start_ebpf(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-    tasks: &TaskTracker,
-    stop: &CancellationToken,
-    collectors: &mut Vec<Box<dyn Collector>>,
-    http_table: Arc<std::sync::Mutex<http_metrics::table::HttpTable>>,
-) -> Option<Probes> {
-    start_ebpf_with_tap(config, metrics, tasks, stop, collectors, http_table, None)
-}
-
-/// [`start_ebpf`], also handing every decoded event the agent aggregates to `tap`
-/// (`sonde-agent capture`).
-pub(crate) fn start_ebpf_with_tap(
+/// Mounts what eBPF needs, loads the probes and starts their readers, handing every decoded
+/// event the agent aggregates also to `tap` when given (`sonde-agent capture`). Every
+/// failure is logged and leaves the agent running without the affected metrics.
+pub(crate) fn start_ebpf(
     config: &Config,
     metrics: &Arc<Metrics>,
     tasks: &TaskTracker,
@@ -300,7 +289,7 @@ pub(crate) fn start_ebpf_with_tap(
     }
     let exec_stats = probes.exec_events.take().map(|ring| {
         let stats = Arc::new(ExecStats::default());
-        tasks.spawn(ebpf::exec::run_with_tap(
+        tasks.spawn(ebpf::exec::run(
             ring,
             stats.clone(),
             stop.clone(),
@@ -318,8 +307,7 @@ pub(crate) fn start_ebpf_with_tap(
         .traces
         .enabled
         .then(|| span_setup(config, metrics, tasks, stop));
-    let started =
-        http_metrics::start_with_tap(&config.ebpf, &mut probes, stop, http_table, spans, tap);
+    let started = http_metrics::start(&config.ebpf, &mut probes, stop, http_table, spans, tap);
     collectors.extend(started.collectors);
     metrics.set_pipeline_source(started.stats);
     for thread in started.threads {

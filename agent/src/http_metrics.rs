@@ -22,7 +22,7 @@ pub mod tcp;
 
 use std::sync::{Arc, atomic::AtomicU64};
 
-pub use pipeline::{Started, kernel_rules, new_table, new_tcp_table, start, start_with_tap};
+pub use pipeline::{Started, kernel_rules, new_table, new_tcp_table, start};
 
 use crate::ebpf::tls::TlsStats;
 

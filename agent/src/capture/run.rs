@@ -19,7 +19,7 @@ use super::{
     writer::{CaptureWriter, RecordSender},
 };
 use crate::{
-    agent::start_ebpf_with_tap,
+    agent::start_ebpf,
     collect::{self, Collector, Emitter},
     config::Config,
     ebpf::{exec::Exec, http::Exchange, tcp::TcpRecord},
@@ -144,7 +144,7 @@ pub async fn capture(
     let writer = CaptureWriter::create(&options.output, metadata)?;
     let probes = if config.ebpf.enabled {
         let tap: Arc<dyn EventTap> = Arc::new(Tap(writer.sender()));
-        start_ebpf_with_tap(
+        start_ebpf(
             &config,
             &metrics,
             &tasks,

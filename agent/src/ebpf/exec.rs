@@ -52,13 +52,9 @@ pub fn decode(record: &[u8]) -> Option<Exec> {
     })
 }
 
-/// Reads exec events until `shutdown`.
-pub async fn run(ring: RingBuf<MapData>, stats: Arc<ExecStats>, shutdown: CancellationToken) {
-    run_with_tap(ring, stats, shutdown, None).await;
-}
-
-/// [`run`], also handing every exec to `tap` (capture).
-pub async fn run_with_tap(
+/// Reads exec events until `shutdown`, also handing every exec to `tap` (capture) when
+/// given.
+pub async fn run(
     ring: RingBuf<MapData>,
     stats: Arc<ExecStats>,
     shutdown: CancellationToken,

@@ -102,19 +102,9 @@ pub fn new_tcp_table(config: &EbpfConfig) -> TcpTable {
 }
 
 /// Starts readers, maintenance and collectors for whatever `probes` provides; exchanges go
-/// into `http` (from [`new_table`]).
+/// into `http` (from [`new_table`]), and every event the tables record also to `tap`
+/// (capture) when given.
 pub fn start(
-    config: &EbpfConfig,
-    probes: &mut Probes,
-    stop: &CancellationToken,
-    http: Arc<Mutex<HttpTable>>,
-    spans: Option<SpanSetup>,
-) -> Started {
-    start_with_tap(config, probes, stop, http, spans, None)
-}
-
-/// [`start`], also handing every event the tables record to `tap` (capture).
-pub fn start_with_tap(
     config: &EbpfConfig,
     probes: &mut Probes,
     stop: &CancellationToken,
