@@ -333,8 +333,13 @@ fn check_quantiles(
         }) else {
             continue;
         };
-        let mut sorted: Vec<f64> = values.iter().map(|&(_, d)| d).collect();
-        sorted.sort_by(f64::total_cmp);
+        let sorted_durations = |v: &[(u64, f64)]| {
+            let mut d: Vec<f64> = v.iter().map(|&(_, d)| d).collect();
+            d.sort_by(f64::total_cmp);
+            d
+        };
+        let sorted = sorted_durations(values);
+        let truth_sorted = truth.get(key).map(|t| sorted_durations(t));
         for (name, q) in [
             ("p50_seconds", 0.5),
             ("p90_seconds", 0.9),
@@ -344,11 +349,7 @@ fn check_quantiles(
             let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
             let low = sorted[rank.saturating_sub(2)];
             let high = sorted[rank.min(sorted.len() - 1)];
-            let truth_q = truth.get(key).map(|t| {
-                let mut v: Vec<f64> = t.iter().map(|&(_, d)| d).collect();
-                v.sort_by(f64::total_cmp);
-                quantile(&v, q)
-            });
+            let truth_q = truth_sorted.as_deref().map(|t| quantile(t, q));
             let line = format!(
                 "{} {name}: agent {:.3} ms, spans {:.3} ms, truth {}",
                 label(side, key),
