@@ -94,7 +94,13 @@ impl Exporter {
         let buffer = self.buffer.clone();
         let labels = self.target_labels.clone();
         let result = tokio::task::spawn_blocking(move || {
-            buffer.append(&with_target_labels(&payload, &labels), samples)
+            // Target labels go on series; a batch of spans only is written as it is (a copy
+            // of thousands of spans is megabytes).
+            if payload.series.is_empty() && payload.histograms.is_empty() {
+                buffer.append(&payload, samples)
+            } else {
+                buffer.append(&with_target_labels(&payload, &labels), samples)
+            }
         })
         .await;
         match result {

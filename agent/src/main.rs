@@ -12,6 +12,7 @@ use sonde_agent::{
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    agent::tune_allocator();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -152,6 +152,7 @@ pub async fn capture(
             &mut collectors,
             http_table,
             Some(tap),
+            None,
         )
     } else {
         tracing::info!("eBPF disabled by configuration: capturing collector readings only");

@@ -79,7 +79,8 @@ pub struct LinkerOptions {
 
 struct Node {
     x: Exchange,
-    who: Identity,
+    /// Shared with the resolver's cache and the other exchanges of the process.
+    who: Arc<Identity>,
     arrived_ns: u64,
     parent: Option<u64>,
     link: Link,
@@ -93,13 +94,17 @@ struct Node {
 pub struct Linker {
     builder: SpanBuilder,
     options: LinkerOptions,
-    nodes: HashMap<u64, Node, foldhash::fast::RandomState>,
-    order: VecDeque<u64>,
-    by_thread: HashMap<(u32, u32), VecDeque<Held>>,
+    /// The exchanges held, in arrival order: `nodes[i]` has id `first + i`. Ids are handed
+    /// out in arrival order and exchanges are forgotten oldest first, so a deque is the map.
+    nodes: VecDeque<Node>,
+    /// Id of `nodes[0]`.
+    first: u64,
+    by_thread: HashMap<(u32, u32), VecDeque<Held>, foldhash::fast::RandomState>,
     /// Keyed by the client's local endpoint (= the server's peer).
-    by_conn: HashMap<SocketAddr, VecDeque<Held>>,
-    next: u64,
+    by_conn: HashMap<SocketAddr, VecDeque<Held>, foldhash::fast::RandomState>,
     out: Vec<Span>,
+    /// Scratch for [`Linker::build`].
+    chain: Vec<u64>,
     table: Option<Arc<Mutex<HttpTable>>>,
     stats: Arc<LinkStats>,
     /// Monotonic → Unix offset; `None`: this host's clocks at build time.
@@ -169,6 +174,13 @@ fn remove_id(ids: &mut VecDeque<Held>, id: u64) {
     }
 }
 
+/// Node `id` of `nodes` whose first id is `first` (a function, so the indexes can be borrowed
+/// meanwhile).
+fn node_mut(nodes: &mut VecDeque<Node>, first: u64, id: u64) -> Option<&mut Node> {
+    let at = usize::try_from(id.checked_sub(first)?).ok()?;
+    nodes.get_mut(at)
+}
+
 fn inside(inner: &Exchange, outer: &Exchange) -> bool {
     outer.start_ns <= inner.start_ns && inner.end_ns <= outer.end_ns
 }
@@ -191,12 +203,12 @@ impl Linker {
         Self {
             builder,
             options,
-            nodes: HashMap::default(),
-            order: VecDeque::new(),
-            by_thread: HashMap::new(),
-            by_conn: HashMap::new(),
-            next: 0,
+            nodes: VecDeque::new(),
+            first: 0,
+            by_thread: HashMap::default(),
+            by_conn: HashMap::default(),
             out: Vec::new(),
+            chain: Vec::new(),
             table,
             stats,
             unix_offset_ns: None,
@@ -221,24 +233,32 @@ impl Linker {
 
     /// Exchanges whose span is not built yet.
     pub fn pending(&self) -> usize {
-        self.nodes.values().filter(|n| n.ctx.is_none()).count()
+        self.nodes.iter().filter(|n| n.ctx.is_none()).count()
+    }
+
+    /// Spans built and not yet taken.
+    pub fn built(&self) -> usize {
+        self.out.len()
+    }
+
+    fn node(&self, id: u64) -> Option<&Node> {
+        let at = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        self.nodes.get(at)
     }
 
     /// Adds a completed exchange of process `who`, seen at monotonic time `now_ns`, and links
     /// it with the exchanges held.
-    pub fn add(&mut self, x: Exchange, who: Identity, now_ns: u64) {
+    pub fn add(&mut self, x: Exchange, who: impl Into<Arc<Identity>>, now_ns: u64) {
         while self.nodes.len() >= self.options.max_pending.max(1) {
-            let Some(oldest) = self.order.front().copied() else {
-                break;
-            };
-            if self.nodes.get(&oldest).is_some_and(|n| n.ctx.is_none()) {
+            let oldest = self.first;
+            if self.node(oldest).is_some_and(|n| n.ctx.is_none()) {
                 self.stats.forced.fetch_add(1, Ordering::Relaxed);
-                self.build(oldest);
+                let offset = self.offset();
+                self.build(oldest, offset);
             }
-            self.forget(oldest);
+            self.forget_oldest();
         }
-        let id = self.next;
-        self.next += 1;
+        let id = self.first + self.nodes.len() as u64;
         let mut parent = None;
         let mut link = Link::None;
         let mut enclosing = 0;
@@ -253,10 +273,9 @@ impl Linker {
                         if held.server {
                             continue;
                         }
-                        let cid = &held.id;
-                        let c = &self.nodes[cid];
+                        let c = self.node(held.id).expect("indexed node exists");
                         if mirrors(&x, &c.x) && inside(&x, &c.x) {
-                            parent = Some(*cid);
+                            parent = Some(held.id);
                             link = Link::Connection;
                             break;
                         }
@@ -271,7 +290,8 @@ impl Linker {
                         if held.server {
                             continue;
                         }
-                        let c = self.nodes.get_mut(&held.id).expect("indexed node exists");
+                        let c = node_mut(&mut self.nodes, self.first, held.id)
+                            .expect("indexed node exists");
                         if c.ctx.is_some() || !inside(&c.x, &x) {
                             continue;
                         }
@@ -296,7 +316,8 @@ impl Linker {
                         if !held.server {
                             continue;
                         }
-                        if inside(&x, &self.nodes[&held.id].x) {
+                        let s = self.node(held.id).expect("indexed node exists");
+                        if inside(&x, &s.x) {
                             enclosing += 1;
                             parent = Some(held.id);
                             link = Link::Thread;
@@ -316,7 +337,8 @@ impl Linker {
                         if !held.server {
                             continue;
                         }
-                        let s = self.nodes.get_mut(&held.id).expect("indexed node exists");
+                        let s = node_mut(&mut self.nodes, self.first, held.id)
+                            .expect("indexed node exists");
                         if s.parent.is_none()
                             && s.ctx.is_none()
                             && mirrors(&s.x, &x)
@@ -342,69 +364,89 @@ impl Linker {
         if let Some(key) = conn_key {
             self.by_conn.entry(key).or_default().push_back(held);
         }
-        self.nodes.insert(
-            id,
-            Node {
-                x,
-                who,
-                arrived_ns: now_ns,
-                parent,
-                link,
-                enclosing,
-                ctx: None,
-            },
-        );
-        self.order.push_back(id);
+        self.nodes.push_back(Node {
+            x,
+            who: who.into(),
+            arrived_ns: now_ns,
+            parent,
+            link,
+            enclosing,
+            ctx: None,
+        });
     }
 
     /// Builds the spans of exchanges held for `hold` (parents first), forgets those built
     /// more than `hold` ago, and returns the spans kept since the last call.
     pub fn poll(&mut self, now_ns: u64) -> Vec<Span> {
+        self.advance(now_ns);
+        self.take()
+    }
+
+    /// What [`Linker::poll`] does, keeping the built spans for a later [`Linker::take`].
+    pub fn advance(&mut self, now_ns: u64) {
         let hold = self.options.hold.as_nanos() as u64;
-        let ids: Vec<u64> = self.order.iter().copied().collect();
-        for id in ids {
-            let Some(node) = self.nodes.get(&id) else {
-                continue;
-            };
+        let offset = self.offset();
+        let mut at = 0;
+        while let Some(node) = self.nodes.get(at) {
             if now_ns.saturating_sub(node.arrived_ns) < hold {
                 break;
             }
             if node.ctx.is_none() {
-                self.build(id);
+                self.build(self.first + at as u64, offset);
             }
+            at += 1;
         }
-        while let Some(&id) = self.order.front() {
-            let old = self
-                .nodes
-                .get(&id)
-                .is_none_or(|n| n.ctx.is_some() && now_ns.saturating_sub(n.arrived_ns) >= 2 * hold);
-            if !old {
+        while let Some(node) = self.nodes.front() {
+            if node.ctx.is_none() || now_ns.saturating_sub(node.arrived_ns) < 2 * hold {
                 break;
             }
-            self.forget(id);
+            self.forget_oldest();
         }
+    }
+
+    /// The spans built since the last call.
+    pub fn take(&mut self) -> Vec<Span> {
         std::mem::take(&mut self.out)
+    }
+
+    /// Puts back spans [`Linker::take`] returned that could not be sent, before those built
+    /// since; beyond `max` spans held the oldest are dropped, and their number returned.
+    pub fn give_back(&mut self, mut spans: Vec<Span>, max: usize) -> usize {
+        spans.append(&mut self.out);
+        let excess = spans.len().saturating_sub(max);
+        spans.drain(..excess);
+        self.out = spans;
+        excess
     }
 
     /// Counts what is still pending (at shutdown) and drops it.
     pub fn abandon(&mut self) {
-        let pending = self.nodes.values().filter(|n| n.ctx.is_none()).count();
+        let pending = self.pending();
         self.stats
             .abandoned
             .fetch_add(pending as u64, Ordering::Relaxed);
+        self.first += self.nodes.len() as u64;
         self.nodes.clear();
-        self.order.clear();
         self.by_thread.clear();
         self.by_conn.clear();
     }
 
-    /// Builds node `id`'s span, after its unbuilt ancestors.
-    fn build(&mut self, id: u64) {
-        // The chain of unbuilt ancestors, nearest first (bounded by the nodes held).
-        let mut chain = vec![id];
+    /// Monotonic → Unix offset for spans built now.
+    fn offset(&self) -> i64 {
+        self.unix_offset_ns.unwrap_or_else(unix_offset_ns)
+    }
+
+    /// Builds node `id`'s span, after its unbuilt ancestors; `offset` turns monotonic times
+    /// into Unix times.
+    fn build(&mut self, id: u64, offset: i64) {
+        // The chain of unbuilt ancestors, nearest first (bounded by the nodes held); its
+        // buffer is reused, this runs for every exchange.
+        let mut chain = std::mem::take(&mut self.chain);
+        chain.clear();
+        chain.push(id);
         let mut at = id;
-        while let Some(parent) = self.nodes.get(&at).and_then(|n| n.parent) {
-            match self.nodes.get(&parent) {
+        while let Some(parent) = self.node(at).and_then(|n| n.parent) {
+            match self.node(parent) {
                 Some(p) if p.ctx.is_none() && !chain.contains(&parent) => {
                     chain.push(parent);
                     at = parent;
@@ -412,57 +454,33 @@ impl Linker {
                 _ => break,
             }
         }
-        let offset = self.unix_offset_ns.unwrap_or_else(unix_offset_ns);
-        for id in chain.into_iter().rev() {
+        for &id in chain.iter().rev() {
             let linked = self
-                .nodes
-                .get(&id)
+                .node(id)
                 .and_then(|n| n.parent)
-                .and_then(|p| self.nodes.get(&p))
+                .and_then(|p| self.node(p))
                 .and_then(|p| p.ctx);
-            let Some(node) = self.nodes.get(&id) else {
+            let Some(node) = self.node(id) else {
                 continue;
             };
             let x = &node.x;
-            let route = route::normalise(&x.path, x.path_truncated);
-            let header = x.traceparent.map(|t| {
-                format!(
-                    "00-{}-{}-{:02x}",
-                    hex(&t.trace_id),
-                    hex(&t.span_id),
-                    t.flags
-                )
-            });
-            let input = builder::Exchange {
-                direction: Some(match x.direction {
-                    Direction::Server => builder::Direction::Server,
-                    Direction::Client => builder::Direction::Client,
-                }),
-                start_unix_nano: x.start_ns as i64 + offset,
-                end_unix_nano: x.end_ns as i64 + offset,
-                method: x.method,
-                path: &x.path,
-                route: Some(&route),
-                status: x.status,
-                peer: x.peer,
-                local: x.local,
-                pid: x.tgid,
-                tid: x.tid,
-                cgroup_id: x.cgroup_id,
-                executable: &x.comm,
-                service: &node.who.service_name,
-                container_id: (!node.who.container_id.is_empty())
-                    .then_some(node.who.container_id.as_str()),
-                pod_name: node.who.pod_name.as_deref(),
-                traceparent: header.as_deref(),
+            let direction = match x.direction {
+                Direction::Server => builder::Direction::Server,
+                Direction::Client => builder::Direction::Client,
             };
-            let Some(built) = self.builder.from_exchange(&input, linked) else {
-                continue;
-            };
+            // What `parse_traceparent` would accept of the header the kernel decoded.
+            let header = x
+                .traceparent
+                .filter(|t| t.trace_id != [0; 16] && t.span_id != [0; 8]);
+            // Decided before the span is built: under load the budget drops most exchanges,
+            // and they need no route, header text or attributes.
+            let decision = self
+                .builder
+                .decide(direction, x.end_ns as i64 + offset, header, linked);
+            let context = decision.context;
             let joined_header = x.direction == Direction::Server
-                && x.traceparent.is_some()
-                && linked.is_none_or(|l| l.trace_id != built.context.trace_id)
-                && built.context.trace_id == x.traceparent.map(|t| t.trace_id).unwrap_or_default();
+                && header.is_some_and(|h| h.trace_id == context.trace_id)
+                && linked.is_none_or(|l| l.trace_id != context.trace_id);
             let counter = match (joined_header, linked.map(|_| node.link)) {
                 (true, _) => &self.stats.header,
                 (false, Some(Link::Thread)) => &self.stats.thread,
@@ -471,33 +489,65 @@ impl Linker {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             self.stats.built.fetch_add(1, Ordering::Relaxed);
-            if let Some(span) = built.span {
+            if decision.keep {
+                let route = route::normalise(&x.path, x.path_truncated);
+                let header = x.traceparent.map(|t| {
+                    format!(
+                        "00-{}-{}-{:02x}",
+                        hex(&t.trace_id),
+                        hex(&t.span_id),
+                        t.flags
+                    )
+                });
+                let input = builder::Exchange {
+                    direction: Some(direction),
+                    start_unix_nano: x.start_ns as i64 + offset,
+                    end_unix_nano: x.end_ns as i64 + offset,
+                    method: x.method,
+                    path: &x.path,
+                    route: Some(&route),
+                    status: x.status,
+                    peer: x.peer,
+                    local: x.local,
+                    pid: x.tgid,
+                    tid: x.tid,
+                    cgroup_id: x.cgroup_id,
+                    executable: &x.comm,
+                    service: &node.who.service_name,
+                    container_id: (!node.who.container_id.is_empty())
+                        .then_some(node.who.container_id.as_str()),
+                    pod_name: node.who.pod_name.as_deref(),
+                    traceparent: header.as_deref(),
+                };
+                let span = self
+                    .builder
+                    .span(&input, direction, &context, decision.parent);
                 if let Some(table) = &self.table {
                     let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
                     table.exemplar(
                         x,
                         &node.who,
-                        &hex(&built.context.trace_id),
-                        &hex(&built.context.span_id),
+                        &hex(&context.trace_id),
+                        &hex(&context.span_id),
                         (x.end_ns as i64 + offset) / 1_000_000,
                     );
                 }
                 self.out.push(span);
             }
-            if let Some(node) = self.nodes.get_mut(&id) {
-                node.ctx = Some(built.context);
+            if let Some(node) = node_mut(&mut self.nodes, self.first, id) {
+                node.ctx = Some(context);
             }
         }
+        self.chain = chain;
     }
 
-    /// Drops node `id` (the front of `order`) and its index entries.
-    fn forget(&mut self, id: u64) {
-        if self.order.front() == Some(&id) {
-            self.order.pop_front();
-        }
-        let Some(node) = self.nodes.remove(&id) else {
+    /// Drops the oldest node and its index entries.
+    fn forget_oldest(&mut self) {
+        let Some(node) = self.nodes.pop_front() else {
             return;
         };
+        let id = self.first;
+        self.first += 1;
         let thread = (node.x.tgid, node.x.tid);
         if let Some(ids) = self.by_thread.get_mut(&thread) {
             remove_id(ids, id);

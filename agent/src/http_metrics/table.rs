@@ -7,6 +7,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    hash::BuildHasher,
     time::{Duration, Instant},
 };
 
@@ -133,9 +134,40 @@ pub struct TableStats {
 }
 
 /// Every HTTP series of the node.
+/// Distinct exchange shapes whose series key is cached at most; beyond, the cache starts
+/// again.
+const KEY_CACHE_ENTRIES: usize = 4096;
+
+/// Series keys by what determines them (direction, method, status, raw path, the client's
+/// peer, service and container): normalising the path, admitting the route and building
+/// the label strings happen once per distinct shape instead of once per exchange (several
+/// allocations and string hashes, the largest user-space cost per exchange under load).
+/// Keyed by a hash of those inputs; an entry is used only when its inputs are equal.
+#[derive(Debug, Default)]
+struct KeyCache {
+    state: foldhash::fast::FixedState,
+    entries: HashMap<u64, CachedKey, foldhash::fast::RandomState>,
+}
+
+#[derive(Debug)]
+struct CachedKey {
+    direction: Direction,
+    method: &'static str,
+    status: u16,
+    path: Box<str>,
+    path_truncated: bool,
+    peer: Option<std::net::SocketAddr>,
+    service_name: Box<str>,
+    container_id: Box<str>,
+    key: SeriesKey,
+    /// The route was folded into `{other}`: each exchange of this shape counts.
+    overflowed: bool,
+}
+
 #[derive(Debug)]
 pub struct HttpTable {
-    series: HashMap<SeriesKey, SeriesStats>,
+    series: HashMap<SeriesKey, SeriesStats, foldhash::fast::RandomState>,
+    keys: KeyCache,
     routes: RouteCap,
     limits: Limits,
     stats: TableStats,
@@ -168,7 +200,8 @@ impl HttpTable {
     /// An empty table.
     pub fn new(limits: Limits) -> Self {
         Self {
-            series: HashMap::new(),
+            series: HashMap::default(),
+            keys: KeyCache::default(),
             routes: RouteCap::new(limits.routes_per_service),
             limits,
             stats: TableStats::default(),
@@ -195,9 +228,10 @@ impl HttpTable {
 
     /// Records one exchange of a process with identity `who`.
     pub fn record(&mut self, x: &Exchange, who: &Identity, now: Instant) -> Result<(), Refused> {
-        let key = self.key(x, who);
+        let at = self.cached_key(x, who, true);
+        let key = &self.keys.entries[&at].key;
         let series_count = self.series.len();
-        let stats = match self.series.get_mut(&key) {
+        let stats = match self.series.get_mut(key) {
             Some(stats) => stats,
             None => {
                 if series_count >= self.limits.max_series {
@@ -205,7 +239,7 @@ impl HttpTable {
                     return Err(Refused::SeriesLimit);
                 }
                 self.series
-                    .entry(key)
+                    .entry(key.clone())
                     .or_insert_with(|| SeriesStats::new(now))
             }
         };
@@ -235,10 +269,9 @@ impl HttpTable {
         timestamp_ms: i64,
     ) {
         // The route was admitted when the exchange was recorded: do not count it twice.
-        let overflowed = self.routes.overflowed;
-        let key = self.key(x, who);
-        self.routes.overflowed = overflowed;
-        let Some(stats) = self.series.get_mut(&key) else {
+        let at = self.cached_key(x, who, false);
+        let key = &self.keys.entries[&at].key;
+        let Some(stats) = self.series.get_mut(key) else {
             return;
         };
         if stats.exemplars.len() >= EXEMPLARS_PER_TICK {
@@ -258,6 +291,63 @@ impl HttpTable {
             value: x.duration_ns() as f64 / 1e9,
             timestamp_ms,
         });
+    }
+
+    /// The entry of [`KeyCache`] holding the series key of `x`, made when missing; a route
+    /// folded into `{other}` is counted when `count_overflow`.
+    fn cached_key(&mut self, x: &Exchange, who: &Identity, count_overflow: bool) -> u64 {
+        let peer = match x.direction {
+            Direction::Client => x.peer,
+            Direction::Server => None,
+        };
+        let hash = self.keys.state.hash_one((
+            x.direction,
+            x.method,
+            x.status,
+            x.path.as_str(),
+            x.path_truncated,
+            peer,
+            who.service_name.as_str(),
+            who.container_id.as_str(),
+        ));
+        let hit = self.keys.entries.get(&hash).is_some_and(|e| {
+            e.direction == x.direction
+                && e.method == x.method
+                && e.status == x.status
+                && *e.path == *x.path
+                && e.path_truncated == x.path_truncated
+                && e.peer == peer
+                && *e.service_name == *who.service_name
+                && *e.container_id == *who.container_id
+        });
+        if !hit {
+            let before = self.routes.overflowed;
+            let key = self.key(x, who);
+            let overflowed = self.routes.overflowed != before;
+            self.routes.overflowed = before;
+            if self.keys.entries.len() >= KEY_CACHE_ENTRIES {
+                self.keys.entries.clear();
+            }
+            self.keys.entries.insert(
+                hash,
+                CachedKey {
+                    direction: x.direction,
+                    method: x.method,
+                    status: x.status,
+                    path: x.path.as_str().into(),
+                    path_truncated: x.path_truncated,
+                    peer,
+                    service_name: who.service_name.as_str().into(),
+                    container_id: who.container_id.as_str().into(),
+                    key,
+                    overflowed,
+                },
+            );
+        }
+        if count_overflow && self.keys.entries[&hash].overflowed {
+            self.routes.overflowed += 1;
+        }
+        hash
     }
 
     /// The series key of `x` (the route admitted under the per-service cap).
@@ -292,6 +382,8 @@ impl HttpTable {
             return;
         }
         self.stats.expired += expired as u64;
+        // Cached keys hold routes admitted under the old cap.
+        self.keys.entries.clear();
         let overflowed = self.routes.overflowed;
         self.routes = RouteCap::new(self.limits.routes_per_service);
         self.routes.overflowed = overflowed;
@@ -528,5 +620,55 @@ mod tests {
         t.record(&exchange(Direction::Server, "/e", 200, 1), &who("s"), now)
             .unwrap();
         assert_eq!(t.summaries()[0].labels["http_route"], "/e");
+    }
+
+    /// The series key is cached per exchange shape: repeated exchanges still count every
+    /// overflow, land in the same series, and a service or peer that differs only there is
+    /// told apart; an exemplar neither counts an overflow nor adds a series.
+    #[test]
+    fn cached_keys_count_and_separate_like_fresh_ones() {
+        let mut t = HttpTable::new(limits(1, 100));
+        let now = Instant::now();
+        for _ in 0..3 {
+            for path in ["/a", "/b"] {
+                t.record(&exchange(Direction::Server, path, 200, 1), &who("s"), now)
+                    .unwrap();
+            }
+        }
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats().route_overflow, 3, "/b overflows every time");
+        t.exemplar(
+            &exchange(Direction::Server, "/b", 200, 1),
+            &who("s"),
+            "t",
+            "s",
+            1,
+        );
+        assert_eq!(t.stats().route_overflow, 3);
+        // Same path, another service; a client call to another peer.
+        t.record(&exchange(Direction::Server, "/b", 200, 1), &who("u"), now)
+            .unwrap();
+        let mut other_peer = exchange(Direction::Client, "/x", 200, 1);
+        t.record(&other_peer, &who("s"), now).unwrap();
+        other_peer.peer = Some("10.0.0.10:8080".parse().unwrap());
+        t.record(&other_peer, &who("s"), now).unwrap();
+        assert_eq!(t.len(), 5);
+        let counts: Vec<(String, String, u64)> = t
+            .summaries()
+            .into_iter()
+            .map(|s| {
+                (
+                    s.labels["service_name"].clone(),
+                    s.labels["http_route"].clone(),
+                    s.count,
+                )
+            })
+            .collect();
+        assert!(counts.contains(&("s".into(), "/a".into(), 3)), "{counts:?}");
+        assert!(
+            counts.contains(&("s".into(), OVERFLOW.into(), 3)),
+            "{counts:?}"
+        );
+        assert!(counts.contains(&("u".into(), "/b".into(), 1)), "{counts:?}");
     }
 }

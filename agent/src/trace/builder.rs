@@ -82,6 +82,17 @@ pub struct Built {
     pub span: Option<Span>,
 }
 
+/// What [`SpanBuilder::decide`] decided for one exchange.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// The span's own context (flags carry the sampling decision).
+    pub context: TraceContext,
+    /// Its parent, when it has one.
+    pub parent: Option<TraceContext>,
+    /// Whether the span is kept (sampled and within the budget).
+    pub keep: bool,
+}
+
 /// Builds spans with the agent's sampling and budget.
 #[derive(Debug)]
 pub struct SpanBuilder {
@@ -125,6 +136,26 @@ impl SpanBuilder {
     pub fn from_exchange(&self, ex: &Exchange<'_>, linked: Option<TraceContext>) -> Option<Built> {
         let direction = ex.direction?;
         let header = ex.traceparent.and_then(|h| parse_traceparent(h).ok());
+        let decision = self.decide(direction, ex.end_unix_nano, header, linked);
+        Some(Built {
+            context: decision.context,
+            span: decision
+                .keep
+                .then(|| self.span(ex, direction, &decision.context, decision.parent)),
+        })
+    }
+
+    /// The context of a span and whether it is kept (sampling, then the budget; drops are
+    /// counted), without building it: callers build only kept spans ([`SpanBuilder::span`]),
+    /// which spares the formatting of the many that a budget drops under load. `header` is
+    /// the request's valid `traceparent`; `linked` as for [`SpanBuilder::from_exchange`].
+    pub fn decide(
+        &self,
+        direction: Direction,
+        end_unix_nano: i64,
+        header: Option<TraceContext>,
+        linked: Option<TraceContext>,
+    ) -> Decision {
         let parent = match (direction, header, linked) {
             // The observed upstream client span of the same trace is the nearer parent: an
             // app that forwards the header it received names its caller's span, not its own
@@ -142,43 +173,39 @@ impl SpanBuilder {
             (Direction::Client, None, Some(h)) => h.trace_id,
             _ => ids::trace_id(),
         };
-        let keep = self.sampler.keep(&trace_id, parent.map(|p| p.sampled()));
+        let sampled = self.sampler.keep(&trace_id, parent.map(|p| p.sampled()));
         let context = TraceContext {
             trace_id,
             span_id: ids::span_id(),
-            flags: if keep { FLAG_SAMPLED } else { 0 },
+            flags: if sampled { FLAG_SAMPLED } else { 0 },
         };
-        if !keep {
+        let keep = if !sampled {
             self.drops.add(DropReason::SampledOut, 1);
-            return Some(Built {
-                context,
-                span: None,
-            });
-        }
-        if !self.budget.take(ex.end_unix_nano) {
+            false
+        } else if !self.budget.take(end_unix_nano) {
             self.drops.add(DropReason::Budget, 1);
-            return Some(Built {
-                context,
-                span: None,
-            });
-        }
-        Some(Built {
+            false
+        } else {
+            true
+        };
+        Decision {
             context,
-            span: Some(self.span(ex, direction, &context, parent)),
-        })
+            parent,
+            keep,
+        }
     }
 
-    fn span(
+    /// The span of `ex` with the `context` and `parent` of [`SpanBuilder::decide`].
+    pub fn span(
         &self,
         ex: &Exchange<'_>,
         direction: Direction,
         context: &TraceContext,
         parent: Option<TraceContext>,
     ) -> Span {
-        let mut attributes = vec![
-            kv("http.request.method", s(ex.method)),
-            kv("url.path", s(ex.path)),
-        ];
+        let mut attributes = Vec::with_capacity(13);
+        attributes.push(kv("http.request.method", s(ex.method)));
+        attributes.push(kv("url.path", s(ex.path)));
         if let Some(route) = ex.route {
             attributes.push(kv("http.route", s(route)));
         }
@@ -197,10 +224,11 @@ impl SpanBuilder {
             attributes.push(kv("server.port", Value::IntValue(i64::from(server.port()))));
         }
         if let Some(peer) = ex.peer {
+            let address = peer.ip().to_string();
             if direction == Direction::Server {
-                attributes.push(kv("client.address", s(&peer.ip().to_string())));
+                attributes.push(kv("client.address", s(&address)));
             }
-            attributes.push(kv("network.peer.address", s(&peer.ip().to_string())));
+            attributes.push(kv("network.peer.address", Value::StringValue(address)));
             attributes.push(kv(
                 "network.peer.port",
                 Value::IntValue(i64::from(peer.port())),

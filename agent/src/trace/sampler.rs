@@ -27,15 +27,18 @@ pub enum DropReason {
     ExportQueueFull,
     /// The OTLP receiver failed or refused the spans.
     ExportFailed,
+    /// Built spans waiting for the exporter beyond the bound (the exporter fell behind).
+    BatchQueueFull,
 }
 
 impl DropReason {
     /// Every reason, for exporting zeros.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::SampledOut,
         DropReason::Budget,
         DropReason::ExportQueueFull,
         DropReason::ExportFailed,
+        DropReason::BatchQueueFull,
     ];
 
     /// The `reason` label.
@@ -45,13 +48,14 @@ impl DropReason {
             DropReason::Budget => "budget",
             DropReason::ExportQueueFull => "otlp_queue_full",
             DropReason::ExportFailed => "otlp_failed",
+            DropReason::BatchQueueFull => "batch_queue_full",
         }
     }
 }
 
 /// Counts of dropped spans by reason (read by the metrics).
 #[derive(Debug, Default)]
-pub struct DropCounters([AtomicU64; 4]);
+pub struct DropCounters([AtomicU64; DropReason::ALL.len()]);
 
 impl DropCounters {
     /// Counts `n` spans dropped for `reason`.

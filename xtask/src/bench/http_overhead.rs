@@ -50,7 +50,14 @@ struct Round {
     /// Agent user+system CPU over the run, in cores.
     agent_cores: f64,
     agent_rss_mib: f64,
+    /// Peak RSS up to and including the first collection tick after the load (which ships
+    /// what the load left behind).
     agent_peak_rss_mib: f64,
+    /// Spans the agent built (kept or dropped by sampling/budget).
+    spans_built: f64,
+    /// Spans lost for lack of room (`sonde_agent_spans_dropped_total` other than
+    /// `sampled_out` and `budget`, which are policy).
+    spans_lost: f64,
     /// Kernel time in the agent's eBPF programs per request, ns.
     ebpf_ns_per_request: f64,
     /// Requests the agent counted for nginx's route.
@@ -198,12 +205,41 @@ fn round_with_agent(
     round.ebpf_ns_per_request = (ebpf1.saturating_sub(ebpf0)) as f64 / round.requests.max(1) as f64;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     round.agent_rss_mib = status_kib(&status, "VmRSS:") / 1024.0;
+    // The peak counts the collection tick after the load too (it ships what the load left).
+    let load_end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    wait_for(
+        Duration::from_secs(40),
+        "a collection tick after the load",
+        || {
+            curl(&format!("{base}/metrics")).is_some_and(|m| {
+                metric(&m, "sonde_agent_last_collection_timestamp_seconds")
+                    .is_some_and(|t| t >= load_end)
+            })
+        },
+    )?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     round.agent_peak_rss_mib = status_kib(&status, "VmHWM:") / 1024.0;
     // The reader drains on a 100 ms timer.
     std::thread::sleep(Duration::from_millis(500));
     let debug = curl(&format!("{base}/debug/http")).context("agent /debug/http")?;
     round.counted = counted(&debug)?;
     let metrics_text = curl(&format!("{base}/metrics")).unwrap_or_default();
+    for line in metrics_text.lines() {
+        let value = || line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if line.starts_with("sonde_agent_spans_dropped_total{")
+            && !line.contains("reason=\"sampled_out\"")
+            && !line.contains("reason=\"budget\"")
+        {
+            round.spans_lost += value().unwrap_or(0.0);
+        } else if line.starts_with("sonde_agent_spans_linked_total{")
+            && !line.contains("link=\"forced\"")
+            && !line.contains("link=\"abandoned\"")
+        {
+            round.spans_built += value().unwrap_or(0.0);
+        }
+    }
     for line in metrics_text
         .lines()
         .filter(|l| l.starts_with("sonde_agent_events_lost_total{program=\"http\""))
@@ -230,6 +266,12 @@ fn round_with_agent(
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(round)
+}
+
+/// The value of an unlabelled sample `name` in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// nginx's requests for the benchmark route, server side, from `/debug/http`.
@@ -323,6 +365,8 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         .map(|r| r.counted as f64 / r.requests as f64)
         .fold(f64::INFINITY, f64::min);
     let lost: f64 = side(true).map(|r| r.lost).sum();
+    let spans_built: f64 = side(true).map(|r| r.spans_built).sum();
+    let spans_lost: f64 = side(true).map(|r| r.spans_lost).sum();
     let mut lost_reasons = std::collections::BTreeMap::<String, f64>::new();
     for (reason, n) in side(true).flat_map(|r| r.lost_reasons.iter()) {
         *lost_reasons.entry(reason.clone()).or_default() += n;
@@ -390,7 +434,7 @@ fn report(options: &Options, rounds: &[Round]) -> String {
     );
     let _ = writeln!(
         s,
-        "| Agent peak RSS | {rss:.1} MiB | < 50 MiB: {} |",
+        "| Agent peak RSS (highest round, up to the tick after the load) | {rss:.1} MiB | < 50 MiB: {} |",
         check(rss < 50.0)
     );
     let _ = writeln!(
@@ -405,24 +449,30 @@ fn report(options: &Options, rounds: &[Round]) -> String {
     );
     let _ = writeln!(
         s,
-        "| HTTP events lost (all rounds) | {lost:.0}{lost_detail} | |\n"
+        "| HTTP events lost (all rounds) | {lost:.0}{lost_detail} | |"
+    );
+    let _ = writeln!(
+        s,
+        "| Spans built / lost for lack of room (all rounds; the default budget of 5000 spans/s \
+         keeps the rest out by policy) | {spans_built:.0} / {spans_lost:.0} | 0 lost |\n"
     );
     let _ = writeln!(s, "## Rounds\n");
     let _ = writeln!(
         s,
-        "| # | Agent | req/s | p50 ms | p99 ms | agent cores | RSS MiB | eBPF ns/req | counted / completed |\n|---|---|---|---|---|---|---|---|---|"
+        "| # | Agent | req/s | p50 ms | p99 ms | agent cores | RSS MiB (end of load / peak) | eBPF ns/req | counted / completed |\n|---|---|---|---|---|---|---|---|---|"
     );
     for (i, r) in rounds.iter().enumerate() {
         if r.agent {
             let _ = writeln!(
                 s,
-                "| {} | on | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {:.0} | {} / {} |",
+                "| {} | on | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} / {:.1} | {:.0} | {} / {} |",
                 i / 2 + 1,
                 r.rps,
                 r.p50_ms,
                 r.p99_ms,
                 r.agent_cores,
                 r.agent_rss_mib,
+                r.agent_peak_rss_mib,
                 r.ebpf_ns_per_request,
                 r.counted,
                 r.requests
