@@ -500,7 +500,7 @@ impl Metrics {
 /// `reason` label of dropped spans.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SpanDropLabels {
-    /// `sampled_out`, `budget`, `otlp_queue_full` or `otlp_failed`.
+    /// `sampled_out`, `budget`, `otlp_queue_full`, `otlp_failed` or `batch_queue_full`.
     pub reason: &'static str,
 }
 
