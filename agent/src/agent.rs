@@ -268,6 +268,7 @@ async fn collect(
 /// Mounts what eBPF needs, loads the probes and starts their readers, handing every decoded
 /// event the agent aggregates also to `tap` when given (`sonde-agent capture`). Every
 /// failure is logged and leaves the agent running without the affected metrics.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start_ebpf(
     config: &Config,
     metrics: &Arc<Metrics>,
