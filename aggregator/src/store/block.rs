@@ -218,7 +218,7 @@ impl Block {
             if !samples.is_empty() {
                 out.push(SeriesSamples {
                     labels: self.index.labels(id).clone(),
-                    samples: samples.to_vec(),
+                    samples,
                 });
             }
         })?;
@@ -229,7 +229,7 @@ impl Block {
     pub fn read_all(&self, mut f: impl FnMut(&Labels, &[Sample])) -> Result<(), BlockError> {
         let ids: Vec<SeriesId> = (0..self.index.len() as SeriesId).collect();
         read::read_series(self, &ids, i64::MIN, i64::MAX, |id, samples| {
-            f(self.index.labels(id), samples)
+            f(self.index.labels(id), &samples)
         })
     }
 
