@@ -365,7 +365,8 @@ pub fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, QueryError>
     if series.len() < 2 {
         return Ok(series);
     }
-    let mut index: HashMap<&Labels, usize> = HashMap::with_capacity_and_hasher(series.len(), Default::default());
+    let mut index: HashMap<&Labels, usize> =
+        HashMap::with_capacity_and_hasher(series.len(), Default::default());
     let mut duplicates = false;
     for (i, s) in series.iter().enumerate() {
         if index.insert(&s.labels, i).is_some() {
@@ -378,7 +379,8 @@ pub fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, QueryError>
         return Ok(series);
     }
     let mut out: Vec<Series> = Vec::with_capacity(series.len());
-    let mut index: HashMap<Labels, usize> = HashMap::with_capacity_and_hasher(series.len(), Default::default());
+    let mut index: HashMap<Labels, usize> =
+        HashMap::with_capacity_and_hasher(series.len(), Default::default());
     let mut unsorted: Vec<bool> = Vec::new();
     for s in series {
         match index.get(&s.labels) {

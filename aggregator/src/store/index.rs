@@ -99,7 +99,11 @@ impl SeriesIndex {
                 debug_assert_eq!(used, 0);
                 list.clone()
             }
-            Some((used, list)) => list.iter().copied().filter(|&id| accept(id, used)).collect(),
+            Some((used, list)) => list
+                .iter()
+                .copied()
+                .filter(|&id| accept(id, used))
+                .collect(),
             None => (0..self.labels.len() as SeriesId)
                 .filter(|&id| accept(id, usize::MAX))
                 .collect(),

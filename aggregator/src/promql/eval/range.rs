@@ -195,15 +195,13 @@ impl Evaluator<'_> {
         // Prometheus rejects a range function's result with two equal label sets, even when
         // they never have a value at the same step.
         // Series of one metric name stay distinct without it: no need to look.
-        let one_name = input
-            .series
-            .split_first()
-            .is_none_or(|(first, rest)| {
-                let name = first.0.metric_name();
-                rest.iter().all(|(l, _)| l.metric_name() == name)
-            });
+        let one_name = input.series.split_first().is_none_or(|(first, rest)| {
+            let name = first.0.metric_name();
+            rest.iter().all(|(l, _)| l.metric_name() == name)
+        });
         if !keep_name && !one_name && out.len() > 1 {
-            let mut seen: HashSet<&Labels> = HashSet::with_capacity_and_hasher(out.len(), Default::default());
+            let mut seen: HashSet<&Labels> =
+                HashSet::with_capacity_and_hasher(out.len(), Default::default());
             if !out.iter().all(|s| seen.insert(&s.labels)) {
                 return Err(same_labelset());
             }
