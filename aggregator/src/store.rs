@@ -267,6 +267,44 @@ pub fn merge_first_wins(into: &mut Vec<Sample>, more: &[Sample]) {
     into.extend_from_slice(&more[j..]);
 }
 
+/// `series` sorted by labels (checked first: a block's selection already is).
+fn sorted_by_labels(mut series: Vec<SeriesSamples>) -> Vec<SeriesSamples> {
+    if !series.is_sorted_by(|a, b| a.labels <= b.labels) {
+        series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+    }
+    series
+}
+
+/// Merges two selections sorted by labels (each label set at most once per side) into one;
+/// a series on both sides gets `a`'s samples merged with `b`'s, `a` winning on equal times.
+fn merge_sorted(a: Vec<SeriesSamples>, b: Vec<SeriesSamples>) -> Vec<SeriesSamples> {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut b = b.into_iter().peekable();
+    for mut s in a {
+        while let Some(next) = b.peek() {
+            match next.labels.cmp(&s.labels) {
+                std::cmp::Ordering::Less => out.extend(b.next()),
+                std::cmp::Ordering::Equal => {
+                    if let Some(same) = b.next() {
+                        merge_first_wins(&mut s.samples, &same.samples);
+                    }
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        out.push(s);
+    }
+    out.extend(b);
+    out
+}
+
 /// Splits series into block-aligned time ranges: `(range start, series parts)`.
 fn split_by_range(
     series: Vec<(Labels, Vec<Sample>)>,
@@ -644,31 +682,14 @@ impl Store {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
-        let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::new();
+        // Each source's series sorted by labels (a block's are already: its ids follow its
+        // labels), merged source after source: no hashing or re-sorting of label sets.
+        let mut out: Vec<SeriesSamples> = Vec::new();
         for block in self.blocks() {
-            for s in block.select(matchers, mint, maxt)? {
-                match merged.get_mut(&s.labels) {
-                    Some(into) => merge_first_wins(into, &s.samples),
-                    None => {
-                        merged.insert(s.labels, s.samples);
-                    }
-                }
-            }
+            out = merge_sorted(out, sorted_by_labels(block.select(matchers, mint, maxt)?));
         }
-        for s in self.head_read().select(matchers, mint, maxt) {
-            match merged.get_mut(&s.labels) {
-                Some(into) => merge_first_wins(into, &s.samples),
-                None => {
-                    merged.insert(s.labels, s.samples);
-                }
-            }
-        }
-        let mut out: Vec<SeriesSamples> = merged
-            .into_iter()
-            .map(|(labels, samples)| SeriesSamples { labels, samples })
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        let head = sorted_by_labels(self.head_read().select(matchers, mint, maxt));
+        Ok(merge_sorted(out, head))
     }
 
     fn matching_labels(

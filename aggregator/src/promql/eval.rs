@@ -17,7 +17,6 @@ mod range;
 mod selector;
 
 use std::{
-    collections::HashMap,
     sync::atomic::{AtomicBool, Ordering},
     time::Instant,
 };
@@ -30,6 +29,12 @@ use crate::{
     config::QueryConfig,
     store::{Labels, Sample, Store},
 };
+
+/// Hash maps keyed by label sets (hashed once per series in groupings and matchings), with
+/// a fast seeded hasher.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// Hash sets, as [`HashMap`].
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The sample density assumed when sizing blocks: one sample per this many milliseconds
 /// (Prometheus' default scrape interval).
@@ -360,7 +365,8 @@ pub fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, QueryError>
     if series.len() < 2 {
         return Ok(series);
     }
-    let mut index: HashMap<&Labels, usize> = HashMap::with_capacity(series.len());
+    let mut index: HashMap<&Labels, usize> =
+        HashMap::with_capacity_and_hasher(series.len(), Default::default());
     let mut duplicates = false;
     for (i, s) in series.iter().enumerate() {
         if index.insert(&s.labels, i).is_some() {
@@ -373,7 +379,8 @@ pub fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, QueryError>
         return Ok(series);
     }
     let mut out: Vec<Series> = Vec::with_capacity(series.len());
-    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(series.len());
+    let mut index: HashMap<Labels, usize> =
+        HashMap::with_capacity_and_hasher(series.len(), Default::default());
     let mut unsorted: Vec<bool> = Vec::new();
     for s in series {
         match index.get(&s.labels) {
@@ -468,7 +475,7 @@ pub fn run_range(ev: &mut Evaluator<'_>, plan: &Plan, grid: Grid) -> Result<Valu
     check_range_query_kind(plan)?;
     let per_block = steps_per_block(ev, plan, grid)?;
     let total = grid.len();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<Labels, usize> = HashMap::default();
     let mut out: Vec<RangeSeries> = Vec::new();
     let mut done = 0usize;
     while done < total {

@@ -218,7 +218,7 @@ impl Block {
             if !samples.is_empty() {
                 out.push(SeriesSamples {
                     labels: self.index.labels(id).clone(),
-                    samples: samples.to_vec(),
+                    samples,
                 });
             }
         })?;
@@ -229,7 +229,7 @@ impl Block {
     pub fn read_all(&self, mut f: impl FnMut(&Labels, &[Sample])) -> Result<(), BlockError> {
         let ids: Vec<SeriesId> = (0..self.index.len() as SeriesId).collect();
         read::read_series(self, &ids, i64::MIN, i64::MAX, |id, samples| {
-            f(self.index.labels(id), samples)
+            f(self.index.labels(id), &samples)
         })
     }
 
@@ -268,6 +268,7 @@ mod tests {
     use super::*;
 
     const H: i64 = 3_600_000;
+    const STALE: u64 = 0x7ff0_0000_0000_0002;
 
     fn labels(job: &str) -> Labels {
         Labels::from_pairs([("__name__", "m"), ("job", job)])
@@ -293,6 +294,29 @@ mod tests {
             (labels("b"), every(2 * H + 60_000, 4 * H - 60_000, 60_000)),
             // The first and third, none in the second.
             (labels("c"), c),
+            // Floats that are not short decimals (the `v_float` column), a stale marker, and
+            // samples a millisecond either side of a slice boundary.
+            (
+                labels("d"),
+                vec![
+                    Sample {
+                        t: H,
+                        v: std::f64::consts::PI,
+                    },
+                    Sample {
+                        t: 2 * H - 1,
+                        v: f64::from_bits(STALE),
+                    },
+                    Sample {
+                        t: 2 * H,
+                        v: -1.0 / 3.0,
+                    },
+                    Sample {
+                        t: 2 * H + 1,
+                        v: 1e300,
+                    },
+                ],
+            ),
         ]
     }
 
@@ -322,6 +346,14 @@ mod tests {
             .collect()
     }
 
+    /// Samples as (time, value bits): stale markers are NaNs, equal only bit for bit.
+    fn bits(series: Vec<(Labels, Vec<Sample>)>) -> Vec<(Labels, Vec<(i64, u64)>)> {
+        series
+            .into_iter()
+            .map(|(l, s)| (l, s.iter().map(|s| (s.t, s.v.to_bits())).collect()))
+            .collect()
+    }
+
     fn check_ranges(block: &Block) {
         for (mint, maxt) in [
             (i64::MIN, i64::MAX),
@@ -330,10 +362,16 @@ mod tests {
             (3 * H, 3 * H + 30 * 60_000),
             (H, 5 * H),
             (7 * H, 8 * H),
-        ] {
+            (2 * H - 1, 2 * H),
+            (2 * H, 2 * H),
+        ]
+        .into_iter()
+        // Instant-query windows of five minutes swept over every slice and past the end.
+        .chain((0..70).map(|i| (i * 7 * 60_000 - 5 * 60_000, i * 7 * 60_000)))
+        {
             assert_eq!(
-                select_all(block, mint, maxt),
-                expected(mint, maxt),
+                bits(select_all(block, mint, maxt)),
+                bits(expected(mint, maxt)),
                 "[{mint}, {maxt}]"
             );
         }
@@ -362,7 +400,7 @@ mod tests {
             .read_all(|l, s| all.push((l.clone(), s.to_vec())))
             .unwrap();
         all.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(all, expected(i64::MIN, i64::MAX));
+        assert_eq!(bits(all), bits(expected(i64::MIN, i64::MAX)));
     }
 
     /// A block as format 1 wrote it: rows by series, ranges in `series.parquet`.

@@ -71,29 +71,41 @@ impl SeriesIndex {
 
     /// Ids of the series matching every matcher, ascending.
     pub fn matching(&self, matchers: &[Matcher]) -> Vec<SeriesId> {
-        // Narrow with the most selective equality matcher on a non-empty value, if any.
-        let candidates: Option<&Vec<SeriesId>> = matchers
+        // Narrow with the most selective equality matcher on a non-empty value, if any; its
+        // postings satisfy it, so only the other matchers are checked.
+        let candidates: Option<(usize, &Vec<SeriesId>)> = matchers
             .iter()
-            .filter_map(|m| match &m.op {
-                MatchOp::Equal(v) if !v.is_empty() => Some(
+            .enumerate()
+            .filter_map(|(i, m)| match &m.op {
+                MatchOp::Equal(v) if !v.is_empty() => Some((
+                    i,
                     self.postings
                         .get(m.name.as_str())
                         .and_then(|values| values.get(v.as_str())),
-                ),
+                )),
                 _ => None,
             })
-            .map(|list| list.unwrap_or(const { &Vec::new() }))
-            .min_by_key(|list| list.len());
-        let accept = |id: SeriesId| {
+            .map(|(i, list)| (i, list.unwrap_or(const { &Vec::new() })))
+            .min_by_key(|(_, list)| list.len());
+        let accept = |id: SeriesId, skip: usize| {
             let labels = &self.labels[id as usize];
             matchers
                 .iter()
-                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+                .enumerate()
+                .all(|(i, m)| i == skip || m.matches(labels.get(&m.name).unwrap_or("")))
         };
         match candidates {
-            Some(list) => list.iter().copied().filter(|&id| accept(id)).collect(),
+            Some((used, list)) if matchers.len() == 1 => {
+                debug_assert_eq!(used, 0);
+                list.clone()
+            }
+            Some((used, list)) => list
+                .iter()
+                .copied()
+                .filter(|&id| accept(id, used))
+                .collect(),
             None => (0..self.labels.len() as SeriesId)
-                .filter(|&id| accept(id))
+                .filter(|&id| accept(id, usize::MAX))
                 .collect(),
         }
     }

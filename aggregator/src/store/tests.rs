@@ -1,6 +1,6 @@
 //! Store tests across its parts: WAL replay, flush, blocks, compaction, spans, recovery.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use super::*;
 
@@ -517,4 +517,119 @@ fn trace_search_catalog_and_tags_across_head_and_files() {
     // The catalog is rebuilt from files and the replayed head.
     let store = Store::open_with(tmp.path(), options()).unwrap();
     assert_eq!(store.span_catalog(), catalog);
+}
+
+/// Selections merge blocks and the head by labels: series only in the head (created in
+/// reverse label order), only in blocks, in two overlapping blocks and the head (the first
+/// write of a timestamp wins), samples appended out of order, a stale marker, and windows
+/// from an instant query's five minutes (straddling block and head boundaries) to everything.
+#[test]
+fn select_merges_blocks_and_head_for_any_window_first_write_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), options()).unwrap();
+    let m = 60_000;
+    // Every write, first one per timestamp kept: what every selection must return.
+    let mut model: BTreeMap<Labels, BTreeMap<i64, u64>> = BTreeMap::new();
+    // Appends the series ten minutes at a time, all series each time (older samples than
+    // the out-of-order window allows are refused).
+    let mut write = |store: &Store, batch: Vec<(Labels, Vec<Sample>)>| {
+        for (labels, samples) in &batch {
+            let times = model.entry(labels.clone()).or_default();
+            for s in samples {
+                times.entry(s.t).or_insert(s.v.to_bits());
+            }
+        }
+        let first = batch.iter().flat_map(|(_, s)| s.first()).map(|s| s.t).min();
+        let last = batch.iter().flat_map(|(_, s)| s.last()).map(|s| s.t).max();
+        let (Some(first), Some(last)) = (first, last) else {
+            return;
+        };
+        for from in (first..=last).step_by(10 * m as usize) {
+            for (labels, samples) in &batch {
+                let part: Vec<Sample> = samples
+                    .iter()
+                    .filter(|s| (from..from + 10 * m).contains(&s.t))
+                    .copied()
+                    .collect();
+                if !part.is_empty() {
+                    store.append(labels.clone(), &part).unwrap();
+                }
+            }
+        }
+    };
+    let every = |from: i64, to: i64, v: f64| -> Vec<Sample> {
+        (from..=to).map(|i| s(i * m, v + i as f64)).collect()
+    };
+    // Hours 0 to 2, jobs created last to first, appended ten minutes at a time (older
+    // samples than the out-of-order window allows are refused); j0 gets minutes 125 and 127
+    // late.
+    let mut jobs = Vec::new();
+    for job in ["j4", "j3", "j2", "j1", "j0"] {
+        let mut samples = match job {
+            "j3" => every(100, 130, 0.5),
+            "j1" => [every(0, 40, 0.0), every(90, 130, 0.0)].concat(),
+            _ => every(0, 130, 0.25),
+        };
+        if job == "j0" {
+            samples.retain(|s| s.t != 125 * m && s.t != 127 * m);
+        }
+        if job == "j2" {
+            samples[65] = s(65 * m, f64::from_bits(STALE));
+        }
+        jobs.push((job, samples));
+    }
+    write(
+        &store,
+        jobs.into_iter().map(|(j, s)| (labels("m", j), s)).collect(),
+    );
+    write(
+        &store,
+        vec![(labels("m", "j0"), vec![s(125 * m, 7.0), s(127 * m, 8.0)])],
+    );
+    store.flush(true).unwrap();
+    // The same minutes 126 to 130 again with other values (the blocks' must win), on to 180,
+    // plus a series only written now.
+    let mut batch: Vec<(Labels, Vec<Sample>)> = ["j4", "j2", "j0"]
+        .into_iter()
+        .map(|job| (labels("m", job), every(126, 180, 1000.0)))
+        .collect();
+    batch.push((labels("m", "h"), every(150, 180, 0.0)));
+    write(&store, batch);
+    // A second block overlapping the first, then the head overlapping it.
+    store.flush(true).unwrap();
+    write(
+        &store,
+        ["j4", "j0", "h", "new"]
+            .into_iter()
+            .map(|job| (labels("m", job), every(175, 200, 2000.0)))
+            .collect(),
+    );
+    assert!(store.disk_stats().blocks >= 4, "{:?}", store.disk_stats());
+
+    let mut windows = vec![(i64::MIN, i64::MAX), (0, 200 * m), (59 * m, 61 * m)];
+    for end in (0..=205).step_by(3) {
+        windows.push(((end - 5) * m, end * m));
+        windows.push(((end - 60) * m, end * m));
+    }
+    let name = Matcher::equal("__name__", "m");
+    for (mint, maxt) in windows {
+        let got: Vec<(Labels, Vec<(i64, u64)>)> = store
+            .select(std::slice::from_ref(&name), mint, maxt)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.labels, bits(&s.samples)))
+            .collect();
+        let want: Vec<(Labels, Vec<(i64, u64)>)> = model
+            .iter()
+            .map(|(l, times)| {
+                let samples = times
+                    .range(mint..=maxt)
+                    .map(|(&t, &v)| (t, v))
+                    .collect::<Vec<_>>();
+                (l.clone(), samples)
+            })
+            .filter(|(_, s)| !s.is_empty())
+            .collect();
+        assert_eq!(got, want, "[{mint}, {maxt}]");
+    }
 }

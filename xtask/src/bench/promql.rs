@@ -220,6 +220,14 @@ fn measure(server: &Server, path: &str, runs: usize) -> anyhow::Result<Measured>
     })
 }
 
+/// The 1-minute load average, as `/proc/loadavg` gives it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -287,6 +295,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let victoria = servers::victoria_metrics(&dataset, &dir)?;
     load_times.push(("VictoriaMetrics (start, HTTP import)", t.elapsed()));
 
+    let load_before = load_average();
     let query_end = dataset.end_ms();
     let mut rows = Vec::new();
     let mut mismatches = Vec::new();
@@ -315,6 +324,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
     }
 
+    let load_after = load_average();
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -325,8 +335,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "- Machine: {}, shared with other work while measuring; all three servers run \
-         side by side and are queried one request at a time over loopback.\n\
+        "- Machine: {}, shared with other work while measuring (1-minute load average {} \
+         before the queries, {} after); all three servers run side by side and are queried \
+         one request at a time over loopback.\n\
          - Versions: Sonde {} (release build), {}, {}.\n\
          - Data: {} series ({} instances × 10 counters `bench_http_requests_total` with \
          resets, × 10 classic histogram buckets `bench_request_duration_seconds_bucket`), one \
@@ -337,6 +348,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
          - VictoriaMetrics runs with `-search.disableCache` (no result cache); its `rate` \
          does not extrapolate like PromQL's, so only its timings are comparable.\n",
         machine(),
+        load_before,
+        load_after,
         env!("CARGO_PKG_VERSION"),
         util::output(std::process::Command::new("prometheus").arg("--version"))
             .and_then(|v| v.lines().next().map(str::to_owned))

@@ -6,7 +6,7 @@
 //! Groups appear in the order of their first member, which is the order an instant query
 //! returns them in, as Prometheus does.
 
-use std::collections::HashMap;
+use super::HashMap;
 
 use super::{Evaluator, Grid, Point, Series};
 use crate::{
@@ -104,7 +104,7 @@ impl Evaluator<'_> {
         let held: usize = input.iter().map(|s| s.points.len()).sum();
 
         // Group of every input series, groups numbered by first appearance.
-        let mut group_index: HashMap<Labels, u32> = HashMap::new();
+        let mut group_index: HashMap<Labels, u32> = HashMap::default();
         let mut groups: Vec<Labels> = Vec::new();
         let mut group_of: Vec<u32> = Vec::with_capacity(input.len());
         if agg.op != AggOp::CountValues {
@@ -329,7 +329,7 @@ impl Evaluator<'_> {
             without => without.clone(),
         };
         // Counts per (output labels, step), outputs in order of first appearance.
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: HashMap<Labels, usize> = HashMap::default();
         let mut outputs: Vec<(Labels, HashMap<u32, u32>)> = Vec::new();
         let mut order: Vec<(usize, u32)> = Vec::new();
         for s in input {
@@ -338,7 +338,7 @@ impl Evaluator<'_> {
                 let with_value = super::call::set_label(&s.labels, label, &format_float(p.v));
                 let key = group_labels(&with_value, &grouping);
                 let i = *index.entry(key).or_insert_with_key(|key| {
-                    outputs.push((key.clone(), HashMap::new()));
+                    outputs.push((key.clone(), HashMap::default()));
                     outputs.len() - 1
                 });
                 let count = outputs[i].1.entry(p.step).or_insert(0);

@@ -5,7 +5,7 @@
 //! only the checks Prometheus makes per step (a "one" side that is not unique, a one-to-one
 //! match that is not) look at steps, and only for signatures with several members.
 
-use std::collections::{HashMap, HashSet};
+use super::{HashMap, HashSet};
 
 use super::{Evaluator, Grid, Point, Series, Val, drop_name, merge_same_labels, same_labelset};
 use crate::{
@@ -173,7 +173,7 @@ impl Evaluator<'_> {
         matching: &Matching,
         steps: usize,
     ) -> Result<HashMap<Labels, Vec<bool>>, QueryError> {
-        let mut presence: HashMap<Labels, Vec<bool>> = HashMap::new();
+        let mut presence: HashMap<Labels, Vec<bool>> = HashMap::default();
         for s in series {
             self.tick()?;
             let steps_of = presence
@@ -211,7 +211,7 @@ impl Evaluator<'_> {
         }
 
         // The "one" side by signature.
-        let mut one_by_sig: HashMap<Labels, Vec<usize>> = HashMap::new();
+        let mut one_by_sig: HashMap<Labels, Vec<usize>> = HashMap::default();
         for (i, s) in one.iter().enumerate() {
             one_by_sig
                 .entry(signature(&s.labels, m))
@@ -220,7 +220,7 @@ impl Evaluator<'_> {
         }
         // A signature with several "one" series must not have two of them at a step.
         // Per step, which "one" series holds each such signature.
-        let mut one_at: HashMap<&Labels, Vec<Option<usize>>> = HashMap::new();
+        let mut one_at: HashMap<&Labels, Vec<Option<usize>>> = HashMap::default();
         for (sig, members) in &one_by_sig {
             if members.len() < 2 {
                 continue;
@@ -249,7 +249,7 @@ impl Evaluator<'_> {
         }
 
         // Many side by signature, to check uniqueness per step where a signature has several.
-        let mut many_by_sig: HashMap<Labels, Vec<usize>> = HashMap::new();
+        let mut many_by_sig: HashMap<Labels, Vec<usize>> = HashMap::default();
         for (i, s) in many.iter().enumerate() {
             let sig = signature(&s.labels, m);
             if one_by_sig.contains_key(&sig) {
@@ -258,7 +258,7 @@ impl Evaluator<'_> {
         }
 
         // Results in order of the many side; output series keyed by result labels.
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: HashMap<Labels, usize> = HashMap::default();
         let mut out: Vec<Series> = Vec::new();
         let mut unsorted = false;
         // The signature group of every many series, processed in many-side order.
@@ -269,8 +269,8 @@ impl Evaluator<'_> {
         order.sort_by_key(|(i, _)| *i);
         // Per signature with several many-side members: (step, result) emitted so far; for
         // one-to-one matching any second result at a step clashes, so the result is not kept.
-        let mut emitted: HashMap<&Labels, HashSet<(u32, usize)>> = HashMap::new();
-        let mut cached_labels: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut emitted: HashMap<&Labels, HashSet<(u32, usize)>> = HashMap::default();
+        let mut cached_labels: HashMap<(usize, usize), usize> = HashMap::default();
         for (mi, sig) in order {
             self.tick()?;
             let members = &one_by_sig[sig];

@@ -3,7 +3,7 @@
 //! buckets. Label work (name dropping, `label_replace`, bucket grouping) is done once per
 //! series, values per point.
 
-use std::collections::HashMap;
+use super::HashMap;
 
 use chrono::{Datelike, TimeZone, Timelike, Utc};
 
@@ -307,7 +307,7 @@ fn histogram_quantile(q: &[f64], input: Vec<Series>) -> Result<Vec<Series>, Quer
         points: Vec<(u32, f64, f64)>,
     }
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<Labels, usize> = HashMap::default();
     for s in input {
         let Some(upper) = s.labels.get("le").and_then(parse_go_float) else {
             continue;

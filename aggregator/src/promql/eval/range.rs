@@ -2,7 +2,7 @@
 //! samples are walked once with a sliding window per step (closed interval
 //! `[end - range, end]`, as Prometheus 2.x), and the function is applied to each window.
 
-use std::collections::HashSet;
+use super::HashSet;
 
 use super::{Evaluator, Grid, Point, Series, drop_name, same_labelset};
 use crate::{
@@ -194,8 +194,14 @@ impl Evaluator<'_> {
         self.release(input.held);
         // Prometheus rejects a range function's result with two equal label sets, even when
         // they never have a value at the same step.
-        if !keep_name && out.len() > 1 {
-            let mut seen: HashSet<&Labels> = HashSet::with_capacity(out.len());
+        // Series of one metric name stay distinct without it: no need to look.
+        let one_name = input.series.split_first().is_none_or(|(first, rest)| {
+            let name = first.0.metric_name();
+            rest.iter().all(|(l, _)| l.metric_name() == name)
+        });
+        if !keep_name && !one_name && out.len() > 1 {
+            let mut seen: HashSet<&Labels> =
+                HashSet::with_capacity_and_hasher(out.len(), Default::default());
             if !out.iter().all(|s| seen.insert(&s.labels)) {
                 return Err(same_labelset());
             }

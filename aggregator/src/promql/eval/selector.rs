@@ -80,8 +80,9 @@ impl Evaluator<'_> {
                 None => local,
             });
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        // One group's selection comes sorted from the store (and the remote merge).
         if sel.groups.len() > 1 {
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
             out.dedup_by(|a, b| a.labels == b.labels);
         }
         self.series = self.series.saturating_add(out.len());

@@ -2,7 +2,7 @@
 //! using the row ranges from `chunks.parquet` (format 1: `series.parquet`), only in the time
 //! slices a query overlaps (the page index lets the reader skip pages).
 
-use std::{fs::File, path::Path};
+use std::{fs::File, ops::Range, path::Path};
 
 use arrow_array::{
     Array, RecordBatch, StructArray,
@@ -12,8 +12,8 @@ use arrow_array::{
 use parquet::arrow::{
     ProjectionMask,
     arrow_reader::{
-        ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
-        RowSelector,
+        ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+        ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
     },
 };
 
@@ -280,23 +280,94 @@ fn read_slices(path: &Path, series: usize) -> Result<(Vec<Slice>, u64), BlockErr
     Ok((slices, expected))
 }
 
+/// A reader of `columns` of `samples.parquet` over `runs` (ascending, disjoint, non-empty).
+fn reader_over<'a>(
+    block: &Block,
+    path: &Path,
+    runs: impl Iterator<Item = &'a Range<u64>>,
+    columns: &[&str],
+) -> Result<ParquetRecordBatchReader, BlockError> {
+    let mut selectors = Vec::new();
+    let mut cursor = 0u64;
+    for rows in runs {
+        if rows.start > cursor {
+            selectors.push(RowSelector::skip((rows.start - cursor) as usize));
+        }
+        selectors.push(RowSelector::select((rows.end - rows.start) as usize));
+        cursor = rows.end;
+    }
+    let file = File::open(path).map_err(BlockError::io(path))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, block.samples_meta.clone());
+    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    builder
+        .with_projection(mask)
+        .with_row_selection(RowSelection::from(selectors))
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(BlockError::parquet(path))
+}
+
+/// Walks the rows of `runs` as the reader returns them, batch by batch: calls
+/// `f(run index, batch, first row in the batch, rows)` for each stretch of a run within a
+/// batch, in order.
+fn walk_runs(
+    path: &Path,
+    reader: ParquetRecordBatchReader,
+    runs: &[Range<u64>],
+    mut f: impl FnMut(usize, &RecordBatch, usize, usize) -> Result<(), BlockError>,
+) -> Result<(), BlockError> {
+    let mut run = 0usize;
+    // Rows of `runs[run]` already seen.
+    let mut done = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| BlockError::invalid(path, e.to_string()))?;
+        let mut row = 0usize;
+        while row < batch.num_rows() {
+            let Some(rows) = runs.get(run) else {
+                return Err(BlockError::invalid(path, "more rows than selected"));
+            };
+            let left = rows.end - rows.start - done;
+            let n = (left as usize).min(batch.num_rows() - row);
+            f(run, &batch, row, n)?;
+            row += n;
+            done += n as u64;
+            if done == rows.end - rows.start {
+                run += 1;
+                done = 0;
+            }
+        }
+    }
+    if run < runs.len() {
+        return Err(BlockError::invalid(
+            path,
+            "fewer rows than the chunk table says",
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes the samples in `[mint, maxt]` of series `ids` (ascending) and calls `f` once per
-/// series, in order (with an empty slice when the series has none in the range). Only the
-/// time slices overlapping the range are read; values of rows outside it are not decoded.
+/// series, in order, with its samples (empty when the series has none in the range).
+///
+/// Only the time slices overlapping the range are read, and in them only the selected
+/// series' rows (the page index skips pages without any). Rows are read whole rather than
+/// narrowed to the range within a slice: skipping rows inside a delta-encoded page costs
+/// more than decoding them. Each series' samples are allocated once per slice read, to size.
 pub fn read_series(
     block: &Block,
     ids: &[SeriesId],
     mint: i64,
     maxt: i64,
-    mut f: impl FnMut(SeriesId, &[Sample]),
+    mut f: impl FnMut(SeriesId, Vec<Sample>),
 ) -> Result<(), BlockError> {
     if ids.is_empty() {
         return Ok(());
     }
     let path = block.dir.join("samples.parquet");
-    // The selected rows, ascending (slice after slice, series ascending within one), each
-    // range with the position in `ids` its samples go to.
-    let mut ranges: Vec<(std::ops::Range<u64>, usize)> = Vec::new();
+    // The selected rows, ascending (slice after slice, series ascending within one).
+    let mut runs: Vec<Range<u64>> = Vec::new();
+    let mut positions: Vec<usize> = Vec::new();
     for slice in block
         .slices
         .iter()
@@ -305,65 +376,44 @@ pub fn read_series(
         for (pos, &id) in ids.iter().enumerate() {
             let rows = slice.rows(id);
             if !rows.is_empty() {
-                ranges.push((rows, pos));
+                runs.push(rows);
+                positions.push(pos);
             }
         }
     }
     let mut out: Vec<Vec<Sample>> = vec![Vec::new(); ids.len()];
-    if ranges.is_empty() {
-        for (&id, samples) in ids.iter().zip(&out) {
-            f(id, samples);
-        }
-        return Ok(());
-    }
-    let mut selectors = Vec::new();
-    let mut cursor = 0u64;
-    for (rows, _) in &ranges {
-        if rows.start > cursor {
-            selectors.push(RowSelector::skip((rows.start - cursor) as usize));
-        }
-        selectors.push(RowSelector::select((rows.end - rows.start) as usize));
-        cursor = rows.end;
-    }
-    let file = File::open(&path).map_err(BlockError::io(&path))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(file, block.samples_meta.clone());
-    let mask = ProjectionMask::columns(
-        builder.parquet_schema(),
-        ["t", "v_int", "v_scale", "v_float"],
-    );
-    let reader = builder
-        .with_projection(mask)
-        .with_row_selection(RowSelection::from(selectors))
-        .with_batch_size(READ_BATCH_ROWS)
-        .build()
-        .map_err(BlockError::parquet(&path))?;
-
-    let mut pending = ranges.iter();
-    let mut current = pending.next();
-    let mut consumed = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| BlockError::invalid(&path, e.to_string()))?;
-        let bad = |what: &str| BlockError::invalid(&path, format!("bad column {what}"));
-        let t = column(&batch, "t", &path)?
-            .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| bad("t"))?;
-        let v_int = column(&batch, "v_int", &path)?
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| bad("v_int"))?;
-        let v_scale = column(&batch, "v_scale", &path)?
-            .as_primitive_opt::<Int8Type>()
-            .ok_or_else(|| bad("v_scale"))?;
-        let v_float = column(&batch, "v_float", &path)?
-            .as_primitive_opt::<Float64Type>()
-            .ok_or_else(|| bad("v_float"))?;
-        for row in 0..batch.num_rows() {
-            let Some((rows, pos)) = current else {
-                return Err(BlockError::invalid(&path, "more rows than selected"));
-            };
-            consumed += 1;
-            let ts = t.value(row);
-            if (mint..=maxt).contains(&ts) {
+    if !runs.is_empty() {
+        let reader = reader_over(
+            block,
+            &path,
+            runs.iter(),
+            &["t", "v_int", "v_scale", "v_float"],
+        )?;
+        walk_runs(&path, reader, &runs, |run, batch, row, n| {
+            let bad = |what: &str| BlockError::invalid(&path, format!("bad column {what}"));
+            let t = column(batch, "t", &path)?
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(|| bad("t"))?;
+            // A run's rows are in time order: the ones in range are one stretch of it.
+            let times = &t.values()[row..row + n];
+            let from = row + times.partition_point(|&t| t < mint);
+            let to = row + times.partition_point(|&t| t <= maxt);
+            if from >= to {
+                return Ok(());
+            }
+            let v_int = column(batch, "v_int", &path)?
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| bad("v_int"))?;
+            let v_scale = column(batch, "v_scale", &path)?
+                .as_primitive_opt::<Int8Type>()
+                .ok_or_else(|| bad("v_scale"))?;
+            let v_float = column(batch, "v_float", &path)?
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(|| bad("v_float"))?;
+            let samples = &mut out[positions[run]];
+            samples.reserve(to - from);
+            for row in from..to {
+                let ts = t.value(row);
                 let v = if v_int.is_valid(row) {
                     let scale = v_scale.value(row);
                     if !(0..=values::MAX_SCALE).contains(&scale) {
@@ -378,21 +428,12 @@ pub fn read_series(
                         "a row has neither v_int nor v_float",
                     ));
                 };
-                out[*pos].push(Sample { t: ts, v });
+                samples.push(Sample { t: ts, v });
             }
-            if consumed == rows.end - rows.start {
-                consumed = 0;
-                current = pending.next();
-            }
-        }
+            Ok(())
+        })?;
     }
-    if current.is_some() {
-        return Err(BlockError::invalid(
-            &path,
-            "fewer rows than the chunk table says",
-        ));
-    }
-    for (&id, samples) in ids.iter().zip(&out) {
+    for (&id, samples) in ids.iter().zip(out) {
         f(id, samples);
     }
     Ok(())
