@@ -106,12 +106,14 @@ impl KnownSeries {
         }
     }
 
-    /// Forgets everything when the ids of `generation` replace those held.
-    fn renew(&mut self, generation: u64) {
-        if generation != self.generation {
-            self.ids.clear();
-            self.generation = generation;
+    /// Forgets everything when the ids of `generation` replace those held; true if so.
+    fn renew(&mut self, generation: u64) -> bool {
+        if generation == self.generation {
+            return false;
         }
+        self.ids.clear();
+        self.generation = generation;
+        true
     }
 }
 
@@ -216,7 +218,9 @@ impl Applier {
             .append_keyed(series, converted.spans, converted.exemplars)
         {
             Ok(keyed) => {
-                known.renew(keyed.generation);
+                if known.renew(keyed.generation) {
+                    self.forget_stale(keyed.generation);
+                }
                 for (raw, id) in scanned.series.iter().zip(&keyed.ids[..plain]) {
                     if let (true, Some(id)) = (raw.plain, id) {
                         known.insert(raw.labels, *id);
@@ -227,11 +231,27 @@ impl Applier {
             Err(StoreError::StaleSeriesIds { current, .. }) => {
                 // A flush renumbered the head since these ids were handed out: nothing was
                 // stored; store by labels (and learn the new ids on the next batch).
-                known.renew(current);
+                if known.renew(current) {
+                    self.forget_stale(current);
+                }
                 self.apply(source, decode(bytes)?)
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Drops the remembered series of other sources whose ids predate `generation` (they
+    /// could never be used again; a source that went away would keep them forever). Sources
+    /// busy with a batch are left for their own renewal.
+    fn forget_stale(&self, generation: u64) {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, known| match known.try_lock() {
+                Ok(known) => known.generation >= generation,
+                // Busy (`source` itself, locked by the caller, or another batch).
+                Err(_) => true,
+            });
     }
 
     /// Validates, converts and passes the cardinality guard; records metadata.
@@ -454,6 +474,17 @@ mod tests {
         let all = dump(&fast.store);
         assert_eq!(all.len(), 2, "{all:?}");
         assert!(all.iter().all(|(_, s)| s.len() == 3), "{all:?}");
+        // A source that went away is forgotten once the ids it knew are stale.
+        let other = BatchPayload {
+            series: vec![series("gone", &[(3_000, 1.0)])],
+            ..Default::default()
+        };
+        fast.apply_encoded("gone", 1, &other.encode_to_vec()).unwrap();
+        assert_eq!(known_len(&fast, "gone"), 1);
+        fast.store.flush(true).unwrap();
+        fast.apply_encoded("agent", 4, &p(4_000).encode_to_vec())
+            .unwrap();
+        assert!(!fast.known.lock().unwrap().contains_key("gone"));
     }
 
     #[test]
