@@ -44,6 +44,7 @@ pub use self::{
     dir::{DataDir, DirError},
     exemplars::{Exemplar, SeriesExemplars},
     head::{AppendOutcome, Head, SeriesSamples},
+    index::SeriesId,
     labels::{Label, Labels},
     matcher::{MatchOp, Matcher},
     meta::{Metadata, MetricType},
@@ -148,6 +149,15 @@ pub enum StoreError {
         /// The oldest timestamp accepted.
         min_t: i64,
     },
+    /// A batch named series by head ids handed out under an earlier generation (a flush
+    /// renumbered them since); nothing was stored, resend with labels.
+    #[error("series ids of head generation {given} are stale (now {current})")]
+    StaleSeriesIds {
+        /// The generation the ids came from.
+        given: u64,
+        /// The head's generation.
+        current: u64,
+    },
     /// Other file-system failure.
     #[error("{path}: {source}")]
     Io {
@@ -183,6 +193,32 @@ pub struct BatchOutcome {
     pub exemplars_duplicate: u64,
     /// Exemplars dropped as not newer than their series' newest one.
     pub exemplars_out_of_order: u64,
+}
+
+/// How a batch names one of its series.
+#[derive(Debug, Clone)]
+pub enum SeriesKey {
+    /// By its labels (found or created).
+    Labels(Labels),
+    /// By the head id a previous append returned, under head generation `generation`.
+    Id {
+        /// The head series id.
+        id: SeriesId,
+        /// [`KeyedOutcome::generation`] of the append that returned it.
+        generation: u64,
+    },
+}
+
+/// What one [`Store::append_keyed`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyedOutcome {
+    /// The counts.
+    pub outcome: BatchOutcome,
+    /// Per series of the batch, in order: its head id, if it is in the head (a new series
+    /// without samples is not created).
+    pub ids: Vec<Option<SeriesId>>,
+    /// The head generation the ids belong to.
+    pub generation: u64,
 }
 
 /// Sizes of the persistent part, for self-monitoring.
@@ -521,21 +557,57 @@ impl Store {
         &self,
         series: Vec<(Labels, Vec<Sample>)>,
         spans: Vec<Span>,
-        mut exemplars: Vec<(Labels, Exemplar)>,
+        exemplars: Vec<(Labels, Exemplar)>,
     ) -> Result<BatchOutcome, StoreError> {
+        let series = series
+            .into_iter()
+            .map(|(labels, samples)| (SeriesKey::Labels(labels), samples))
+            .collect();
+        Ok(self.append_keyed(series, spans, exemplars)?.outcome)
+    }
+
+    /// [`Store::append_batch_with_exemplars`] with series named by labels or by the head ids
+    /// an earlier append returned (ingest remembers them per agent and skips the label
+    /// lookup). Ids from another head generation fail the whole batch with
+    /// [`StoreError::StaleSeriesIds`], storing nothing.
+    pub fn append_keyed(
+        &self,
+        series: Vec<(SeriesKey, Vec<Sample>)>,
+        spans: Vec<Span>,
+        mut exemplars: Vec<(Labels, Exemplar)>,
+    ) -> Result<KeyedOutcome, StoreError> {
         if self.options.max_exemplars == 0 {
             exemplars.clear();
         }
         let mut outcome = BatchOutcome::default();
+        let mut ids = Vec::with_capacity(series.len());
+        let generation;
         let position = {
             let mut wal_guard = self.wal.lock().unwrap_or_else(|p| p.into_inner());
             let mut head = self.head.write().unwrap_or_else(|p| p.into_inner());
+            generation = head.generation();
+            let describe = |head: &Head, key: &SeriesKey| match key {
+                SeriesKey::Labels(labels) => labels.to_string(),
+                SeriesKey::Id { id, .. } => head.labels(*id).to_string(),
+            };
+            for (key, _) in &series {
+                if let SeriesKey::Id {
+                    generation: given, ..
+                } = key
+                    && *given != generation
+                {
+                    return Err(StoreError::StaleSeriesIds {
+                        given: *given,
+                        current: generation,
+                    });
+                }
+            }
             if let Some(max_t) = head.max_t() {
                 let min_t = max_t.saturating_sub(self.options.ooo_ms());
-                for (labels, samples) in &series {
+                for (key, samples) in &series {
                     if let Some(s) = samples.iter().find(|s| s.t < min_t) {
                         return Err(StoreError::TooOld {
-                            series: labels.to_string(),
+                            series: describe(&head, key),
                             t: s.t,
                             min_t,
                         });
@@ -545,24 +617,31 @@ impl Store {
             let mut record = RecordBuf::new();
             let mut max_t: Option<i64> = None;
             let mut accepted = Vec::with_capacity(series.len());
-            for (labels, samples) in series {
-                // One index lookup per series: the id serves the dedup, the WAL and the append.
-                let known = head.id(&labels);
+            for (key, samples) in series {
+                // One index lookup per series (none for a known id): the id serves the
+                // dedup, the WAL and the append.
+                let known = match &key {
+                    SeriesKey::Labels(labels) => head.id(labels),
+                    SeriesKey::Id { id, .. } => Some(*id),
+                };
                 let fresh = head.new_samples_of(known, &samples);
                 outcome.duplicates += (samples.len() - fresh.len()) as u64;
                 if fresh.is_empty() {
+                    ids.push(known);
                     continue;
                 }
-                let id = match known {
-                    Some(id) => id,
-                    None => {
+                let id = match (known, key) {
+                    (Some(id), _) => id,
+                    (None, SeriesKey::Labels(labels)) => {
                         outcome.created_series += 1;
-                        head.create(labels.clone())
+                        head.create(labels)
                     }
+                    (None, SeriesKey::Id { .. }) => unreachable!("an id is always known"),
                 };
+                ids.push(Some(id));
                 if let Some(wal) = wal_guard.as_mut() {
                     if !wal.is_defined(id) {
-                        record.series(id, &labels);
+                        record.series(id, head.labels(id));
                         wal.mark_defined(id);
                     }
                     record.samples(id, &fresh);
@@ -616,7 +695,11 @@ impl Store {
         if let (Some(position), FsyncPolicy::Always) = (position, self.options.fsync) {
             self.sync_wal(position)?;
         }
-        Ok(outcome)
+        Ok(KeyedOutcome {
+            outcome,
+            ids,
+            generation,
+        })
     }
 
     /// Makes the WAL durable at least up to `position` (group commit: one fsync covers

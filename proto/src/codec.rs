@@ -83,6 +83,19 @@ pub fn encode_batch(
 /// Decodes the payload of a batch, refusing anything that would exceed `max_uncompressed`
 /// bytes once decompressed.
 pub fn decode_payload(batch: &Batch, max_uncompressed: u64) -> Result<BatchPayload, DecodeError> {
+    let raw = decompress(batch, max_uncompressed)?;
+    BatchPayload::decode(&*raw).map_err(|source| DecodeError::Protobuf {
+        sequence: batch.sequence,
+        source,
+    })
+}
+
+/// The encoded `BatchPayload` of `batch`, decompressed within `max_uncompressed` bytes (for
+/// receivers that read it with [`crate::scan`] instead of decoding it whole).
+pub fn decompress(
+    batch: &Batch,
+    max_uncompressed: u64,
+) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
     let sequence = batch.sequence;
     let too_large = |size: u64| DecodeError::TooLarge {
         sequence,
@@ -113,7 +126,7 @@ pub fn decode_payload(batch: &Batch, max_uncompressed: u64) -> Result<BatchPaylo
             });
         }
     };
-    BatchPayload::decode(&*raw).map_err(|source| DecodeError::Protobuf { sequence, source })
+    Ok(raw)
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 //! Owns: the `sonde.v1` protobuf package (`proto/sonde/v1/*.proto`, with its compatibility
 //! policy), the tonic/prost code generated from it (`src/gen/`, committed; regenerate with
 //! `cargo xtask codegen`) and the [`codec`] that turns a [`v1::BatchPayload`] into the bytes of
-//! a [`v1::Batch`] and back, with bounded decompression.
+//! a [`v1::Batch`] and back, with bounded decompression, and the [`scan`] that reads a payload's
+//! plain series without decoding their labels (the aggregator's fast ingest path).
 //!
 //! Must not: know about storage, queries or the kernel. Both the agent and the aggregator
 //! depend on this crate; it depends on neither.
 
 pub mod codec;
+pub mod scan;
 pub mod sequence;
 
 /// The `sonde.v1` package: generated messages, `ingest_client` and `ingest_server`.

@@ -93,11 +93,14 @@ impl Shared {
                 ..Default::default()
             };
         }
-        let payload = match codec::decode_payload(&batch, self.applier.limits().max_batch_bytes) {
-            Ok(payload) => payload,
+        let bytes = match codec::decompress(&batch, self.applier.limits().max_batch_bytes) {
+            Ok(bytes) => bytes,
             Err(error) => return reject(error.to_string()),
         };
-        let applied = match self.applier.apply(&batch.agent_id, payload) {
+        let applied = match self
+            .applier
+            .apply_encoded(&batch.agent_id, sequence, &bytes)
+        {
             Ok(applied) => applied,
             Err(error) if error.is_transient() => {
                 tracing::warn!(agent = %batch.agent_id, sequence, %error, "batch not stored; the agent will resend it");

@@ -7,6 +7,8 @@
 
 pub mod chunk;
 
+use std::{collections::HashSet, sync::Arc};
+
 use self::chunk::Chunk;
 use super::{
     Labels, Matcher, Sample,
@@ -171,15 +173,20 @@ pub struct Head {
     samples: Vec<MemSeries>,
     count: u64,
     max_t: Option<i64>,
+    /// Every label name and value of the head's series, once: series share these copies
+    /// (most values repeat across series: job, instance, metric names).
+    symbols: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    /// Changes whenever series ids are reassigned (see [`Head::generation`]).
+    generation: u64,
 }
 
 impl Head {
     /// Appends samples to the series with `labels`, creating it if needed.
     pub fn append(&mut self, labels: Labels, samples: &[Sample]) -> AppendOutcome {
-        let (id, created_series) = self.index.get_or_insert(labels);
-        if created_series {
-            self.samples.push(MemSeries::default());
-        }
+        let (id, created_series) = match self.index.get(&labels) {
+            Some(id) => (id, false),
+            None => (self.create(labels), true),
+        };
         AppendOutcome {
             created_series,
             ..self.append_to(id, samples)
@@ -188,9 +195,29 @@ impl Head {
 
     /// Adds a series that must not exist yet, without samples, and returns its id.
     pub fn create(&mut self, labels: Labels) -> SeriesId {
+        let labels = self.intern(labels);
         let id = self.index.insert(labels);
         self.samples.push(MemSeries::default());
         id
+    }
+
+    /// `labels` sharing the head's copies of their strings.
+    fn intern(&mut self, labels: Labels) -> Labels {
+        let symbols = &mut self.symbols;
+        labels.map_strs(|s| match symbols.get(&s) {
+            Some(shared) => shared.clone(),
+            None => {
+                symbols.insert(s.clone());
+                s
+            }
+        })
+    }
+
+    /// Identifies the current assignment of series ids: ids handed out under one generation
+    /// name the same series for as long as the generation stays (a flush that drops empty
+    /// series renumbers them and moves to a new one).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Appends `samples` to the existing series `id` (first write wins per timestamp).
@@ -299,11 +326,13 @@ impl Head {
     pub fn without_empty_series(self) -> Head {
         let mut head = Head {
             max_t: self.max_t,
+            generation: self.generation + 1,
             ..Default::default()
         };
         for (id, samples) in self.samples.into_iter().enumerate() {
             if samples.count > 0 {
-                head.index.insert(self.index.labels(id as SeriesId).clone());
+                let labels = head.intern(self.index.labels(id as SeriesId).clone());
+                head.index.insert(labels);
                 head.count += samples.count as u64;
                 head.samples.push(samples);
             }

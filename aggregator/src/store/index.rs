@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    hash::BuildHasher,
     sync::Arc,
 };
 
@@ -17,8 +18,10 @@ pub type SeriesId = u32;
 #[derive(Debug, Default)]
 pub struct SeriesIndex {
     labels: Vec<Labels>,
-    /// Label set → id (foldhash: ingest looks up every series of every batch here).
-    ids: HashMap<Labels, SeriesId, foldhash::fast::RandomState>,
+    /// Label set → id, as ids hashed by their label set (foldhash: ingest looks up every
+    /// series of every batch here); the labels themselves live once, in `labels`.
+    ids: hashbrown::HashTable<SeriesId>,
+    hasher: foldhash::fast::RandomState,
     /// name → value → ids (ascending, since ids are assigned in increasing order).
     postings: HashMap<Arc<str>, BTreeMap<Arc<str>, Vec<SeriesId>>>,
 }
@@ -36,7 +39,10 @@ impl SeriesIndex {
 
     /// The id of `labels`, if known.
     pub fn get(&self, labels: &Labels) -> Option<SeriesId> {
-        self.ids.get(labels).copied()
+        let hash = self.hasher.hash_one(labels);
+        self.ids
+            .find(hash, |&id| self.labels[id as usize] == *labels)
+            .copied()
     }
 
     /// The labels of series `id`.
@@ -46,7 +52,7 @@ impl SeriesIndex {
 
     /// Adds a series (which must be new) and returns its id.
     pub fn insert(&mut self, labels: Labels) -> SeriesId {
-        debug_assert!(!self.ids.contains_key(&labels));
+        debug_assert!(self.get(&labels).is_none());
         let id = SeriesId::try_from(self.labels.len()).expect("fewer than 2^32 series");
         for label in labels.iter() {
             self.postings
@@ -56,15 +62,23 @@ impl SeriesIndex {
                 .or_default()
                 .push(id);
         }
-        self.ids.insert(labels.clone(), id);
-        self.labels.push(labels);
+        let Self {
+            labels: all,
+            ids,
+            hasher,
+            ..
+        } = self;
+        ids.insert_unique(hasher.hash_one(&labels), id, |&id| {
+            hasher.hash_one(&all[id as usize])
+        });
+        all.push(labels);
         id
     }
 
     /// The id of `labels`, inserting it when new; the flag says whether it was created.
     pub fn get_or_insert(&mut self, labels: Labels) -> (SeriesId, bool) {
-        match self.ids.get(&labels) {
-            Some(&id) => (id, false),
+        match self.get(&labels) {
+            Some(id) => (id, false),
             None => (self.insert(labels), true),
         }
     }
@@ -131,9 +145,9 @@ impl SeriesIndex {
                     + l.iter().map(|p| p.value.len() + 16).sum::<usize>()
             })
             .sum();
-        // Labels twice (vector and map key share the Arcs), postings one id each per label.
+        // Labels once, an id and a control byte in the table, postings one id per label.
         per_series
-            + self.labels.len() * (2 * size_of::<Labels>() + 8)
+            + self.labels.len() * (size_of::<Labels>() + size_of::<SeriesId>() + 1)
             + self.labels.iter().map(|l| l.len() * 4).sum::<usize>()
     }
 }

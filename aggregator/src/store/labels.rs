@@ -50,6 +50,20 @@ impl Labels {
             .map(|i: usize| &*self.0[i].value)
     }
 
+    /// The same labels with every name and value passed through `f` (which must return an
+    /// equal string, e.g. a shared copy from a symbol table).
+    pub fn map_strs(self, mut f: impl FnMut(Arc<str>) -> Arc<str>) -> Self {
+        Self(
+            self.0
+                .into_iter()
+                .map(|l| Label {
+                    name: f(l.name),
+                    value: f(l.value),
+                })
+                .collect(),
+        )
+    }
+
     /// The metric name (`__name__`), if present.
     pub fn metric_name(&self) -> Option<&str> {
         self.get(sonde_proto::names::METRIC_NAME)

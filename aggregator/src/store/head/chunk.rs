@@ -20,6 +20,11 @@ struct Bits {
 impl Bits {
     fn push_bit(&mut self, bit: bool) {
         if self.used == 0 {
+            if self.bytes.len() == self.bytes.capacity() {
+                // Grow in small steps: doubling would leave a head chunk (the one being
+                // filled, in every series) a third empty on average.
+                self.bytes.reserve_exact(32);
+            }
             self.bytes.push(0);
         }
         if bit {
