@@ -479,7 +479,8 @@ mod tests {
             series: vec![series("gone", &[(3_000, 1.0)])],
             ..Default::default()
         };
-        fast.apply_encoded("gone", 1, &other.encode_to_vec()).unwrap();
+        fast.apply_encoded("gone", 1, &other.encode_to_vec())
+            .unwrap();
         assert_eq!(known_len(&fast, "gone"), 1);
         fast.store.flush(true).unwrap();
         fast.apply_encoded("agent", 4, &p(4_000).encode_to_vec())
