@@ -60,6 +60,11 @@ pub struct Metrics {
     pub ingest_samples: Counter,
     /// Samples ignored because the series already had a sample at that timestamp.
     pub ingest_duplicate_samples: Counter,
+    /// Agent series stored by their remembered head id (labels not decoded).
+    pub ingest_known_series: Counter,
+    /// Agent series whose labels were decoded (new to the aggregator, changed, with
+    /// exemplars, or after a flush renumbered the head).
+    pub ingest_decoded_series: Counter,
     /// Open agent streams.
     pub ingest_streams: Gauge,
     /// HTTP requests served.
@@ -110,6 +115,20 @@ impl Metrics {
             "ingest_duplicate_samples",
             "Samples ignored because their series already had a sample at that timestamp",
             ingest_duplicate_samples.clone(),
+        );
+        let ingest_known_series = Counter::default();
+        registry.register(
+            "ingest_known_series",
+            "Series of agent batches stored by the head id remembered from the agent's earlier \
+             batches, without decoding their labels",
+            ingest_known_series.clone(),
+        );
+        let ingest_decoded_series = Counter::default();
+        registry.register(
+            "ingest_decoded_series",
+            "Series of agent batches whose labels were decoded and validated (new, changed, \
+             with exemplars, or after a flush renumbered the head)",
+            ingest_decoded_series.clone(),
         );
         let ingest_streams = Gauge::default();
         registry.register(
@@ -205,6 +224,8 @@ impl Metrics {
             ingest_batches,
             ingest_samples,
             ingest_duplicate_samples,
+            ingest_known_series,
+            ingest_decoded_series,
             ingest_streams,
             http_requests,
             remote_write_requests,

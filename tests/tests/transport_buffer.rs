@@ -67,6 +67,14 @@ fn batches_buffered_while_the_aggregator_is_away_are_delivered_exactly_once() {
         aggregator_metric(&agg, "sonde_aggregator_ingest_duplicate_samples_total"),
         0.0
     );
+    // The agent sends its series every tick, encoded the same way: after their first batch
+    // they are stored by remembered head id, without decoding labels.
+    let known = aggregator_metric(&agg, "sonde_aggregator_ingest_known_series_total");
+    let decoded = aggregator_metric(&agg, "sonde_aggregator_ingest_decoded_series_total");
+    assert!(
+        known > 10.0 * decoded,
+        "known {known}, decoded {decoded}: repeated series should skip label decoding"
+    );
     let ticks = ticks_stored(&agg);
     assert!(ticks >= 50, "only {ticks} ticks stored");
 }

@@ -175,6 +175,7 @@ impl Applier {
         let mut slots: Vec<Option<(SeriesKey, Vec<Sample>)>> =
             Vec::with_capacity(scanned.series.len());
         let mut misses = Vec::new();
+        let mut misses_count = 0u64;
         for raw in &scanned.series {
             match raw.plain.then(|| known.get(raw.labels)).flatten() {
                 Some(id) => slots.push(Some((
@@ -190,6 +191,7 @@ impl Applier {
                             .map_err(|source| DecodeError::Protobuf { sequence, source })?,
                     );
                     slots.push(None);
+                    misses_count += 1;
                 }
             }
         }
@@ -213,6 +215,7 @@ impl Applier {
             .collect();
         series.extend(converted_series.map(|(l, s)| (SeriesKey::Labels(l), s)));
         let plain = scanned.series.len();
+        let decoded = misses_count;
         match self
             .store
             .append_keyed(series, converted.spans, converted.exemplars)
@@ -226,6 +229,10 @@ impl Applier {
                         known.insert(raw.labels, *id);
                     }
                 }
+                self.metrics
+                    .ingest_known_series
+                    .inc_by(plain as u64 - decoded);
+                self.metrics.ingest_decoded_series.inc_by(decoded);
                 Ok(self.count(keyed.outcome))
             }
             Err(StoreError::StaleSeriesIds { current, .. }) => {
@@ -234,6 +241,7 @@ impl Applier {
                 if known.renew(current) {
                     self.forget_stale(current);
                 }
+                self.metrics.ingest_decoded_series.inc_by(plain as u64);
                 self.apply(source, decode(bytes)?)
             }
             Err(error) => Err(error.into()),
@@ -437,6 +445,9 @@ mod tests {
         assert_eq!(dump(&fast.store), dump(&slow.store));
         // a and b are plain and known; e has exemplars (always the full path).
         assert_eq!(known_len(&fast, "agent"), 2);
+        // Batch 1: a, e decoded; batch 2: a ×3 known, b and e decoded.
+        assert_eq!(fast.metrics.ingest_known_series.get(), 3);
+        assert_eq!(fast.metrics.ingest_decoded_series.get(), 4);
         let a = dump(&fast.store)
             .into_iter()
             .find(|(l, _)| l == r#"up{job="a"}"#)
