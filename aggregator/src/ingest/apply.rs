@@ -10,11 +10,13 @@ use std::{
 use prost::Message;
 use sonde_proto::{
     codec::DecodeError,
-    scan::{RawSeries, scan_payload},
+    scan::scan_payload,
     v1::{BatchPayload, Series},
 };
 
-use super::{ConvertedBatch, ValidationError, convert_batch, validate::validate};
+use super::{
+    ConvertedBatch, ValidationError, convert::to_samples, convert_batch, validate::validate,
+};
 use crate::{
     config::Limits,
     metrics::Metrics,
@@ -175,7 +177,6 @@ impl Applier {
         let mut slots: Vec<Option<(SeriesKey, Vec<Sample>)>> =
             Vec::with_capacity(scanned.series.len());
         let mut misses = Vec::new();
-        let mut misses_count = 0u64;
         for raw in &scanned.series {
             match raw.plain.then(|| known.get(raw.labels)).flatten() {
                 Some(id) => slots.push(Some((
@@ -183,7 +184,7 @@ impl Applier {
                         id,
                         generation: known.generation,
                     },
-                    samples_of(raw),
+                    to_samples(&raw.samples),
                 ))),
                 None => {
                     misses.push(
@@ -191,10 +192,10 @@ impl Applier {
                             .map_err(|source| DecodeError::Protobuf { sequence, source })?,
                     );
                     slots.push(None);
-                    misses_count += 1;
                 }
             }
         }
+        let decoded = misses.len() as u64;
         let converted = self.admit(
             source,
             BatchPayload {
@@ -215,7 +216,6 @@ impl Applier {
             .collect();
         series.extend(converted_series.map(|(l, s)| (SeriesKey::Labels(l), s)));
         let plain = scanned.series.len();
-        let decoded = misses_count;
         match self
             .store
             .append_keyed(series, converted.spans, converted.exemplars)
@@ -265,7 +265,7 @@ impl Applier {
     /// Validates, converts and passes the cardinality guard; records metadata.
     fn admit(&self, source: &str, payload: BatchPayload) -> Result<ConvertedBatch, ApplyError> {
         validate(&payload, &self.limits)?;
-        let converted = convert_batch(payload);
+        let mut converted = convert_batch(payload);
         // Fixed seed: the guard compares hashes across payloads.
         let state = foldhash::fast::FixedState::with_seed(0x50de);
         let hashes: Vec<u64> = converted
@@ -291,8 +291,8 @@ impl Applier {
             }
             known.extend(new);
         }
-        for (family, metadata) in &converted.metadata {
-            self.store.set_metadata(family.clone(), metadata.clone());
+        for (family, metadata) in std::mem::take(&mut converted.metadata) {
+            self.store.set_metadata(family, metadata);
         }
         Ok(converted)
     }
@@ -323,22 +323,12 @@ impl Applier {
     }
 }
 
-fn samples_of(raw: &RawSeries<'_>) -> Vec<Sample> {
-    raw.samples
-        .iter()
-        .map(|s| Sample {
-            t: s.timestamp_ms,
-            v: s.value,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use sonde_proto::v1::{Exemplar, HistogramPoint, HistogramSeries, Label, Sample, Series};
 
     use super::*;
-    use crate::store::Matcher;
+    use crate::store::tests::{all, bits};
 
     fn label(name: &str, value: &str) -> Label {
         Label {
@@ -363,18 +353,9 @@ mod tests {
 
     /// Everything the store holds, bit-exact.
     fn dump(store: &Store) -> Vec<(String, Vec<(i64, u64)>)> {
-        store
-            .select(
-                &[Matcher::regex("__name__", ".+", false).unwrap()],
-                i64::MIN,
-                i64::MAX,
-            )
-            .unwrap()
+        all(store)
             .into_iter()
-            .map(|s| {
-                let samples = s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect();
-                (s.labels.to_string(), samples)
-            })
+            .map(|s| (s.labels.to_string(), bits(&s.samples)))
             .collect()
     }
 

@@ -30,6 +30,17 @@ impl ConvertedBatch {
     }
 }
 
+/// Wire samples as store samples.
+pub fn to_samples(samples: &[sonde_proto::v1::Sample]) -> Vec<Sample> {
+    samples
+        .iter()
+        .map(|s| Sample {
+            t: s.timestamp_ms,
+            v: s.value,
+        })
+        .collect()
+}
+
 /// Converts a payload that passed validation.
 pub fn convert_batch(payload: BatchPayload) -> ConvertedBatch {
     let mut out = ConvertedBatch::default();
@@ -38,15 +49,7 @@ pub fn convert_batch(payload: BatchPayload) -> ConvertedBatch {
         for e in &series.exemplars {
             out.exemplars.push((labels.clone(), to_exemplar(e)));
         }
-        let samples = series
-            .samples
-            .iter()
-            .map(|s| Sample {
-                t: s.timestamp_ms,
-                v: s.value,
-            })
-            .collect();
-        out.series.push((labels, samples));
+        out.series.push((labels, to_samples(&series.samples)));
     }
     for histogram in payload.histograms {
         let name = histogram

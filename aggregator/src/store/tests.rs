@@ -24,7 +24,8 @@ fn options() -> StoreOptions {
     }
 }
 
-fn all(store: &Store) -> Vec<SeriesSamples> {
+/// Every series the store holds, whole.
+pub(crate) fn all(store: &Store) -> Vec<SeriesSamples> {
     store
         .select(
             &[Matcher::regex("__name__", ".+", false).unwrap()],
@@ -34,7 +35,8 @@ fn all(store: &Store) -> Vec<SeriesSamples> {
         .unwrap()
 }
 
-fn bits(samples: &[Sample]) -> Vec<(i64, u64)> {
+/// Samples as (t, value bits): comparable with NaN stale markers.
+pub(crate) fn bits(samples: &[Sample]) -> Vec<(i64, u64)> {
     samples.iter().map(|s| (s.t, s.v.to_bits())).collect()
 }
 
