@@ -304,7 +304,7 @@ pub fn merge_first_wins(into: &mut Vec<Sample>, more: &[Sample]) {
 }
 
 /// `series` sorted by labels (checked first: a block's selection already is).
-fn sorted_by_labels(mut series: Vec<SeriesSamples>) -> Vec<SeriesSamples> {
+pub fn sorted_by_labels(mut series: Vec<SeriesSamples>) -> Vec<SeriesSamples> {
     if !series.is_sorted_by(|a, b| a.labels <= b.labels) {
         series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
     }
@@ -313,7 +313,7 @@ fn sorted_by_labels(mut series: Vec<SeriesSamples>) -> Vec<SeriesSamples> {
 
 /// Merges two selections sorted by labels (each label set at most once per side) into one;
 /// a series on both sides gets `a`'s samples merged with `b`'s, `a` winning on equal times.
-fn merge_sorted(a: Vec<SeriesSamples>, b: Vec<SeriesSamples>) -> Vec<SeriesSamples> {
+pub fn merge_sorted(a: Vec<SeriesSamples>, b: Vec<SeriesSamples>) -> Vec<SeriesSamples> {
     if a.is_empty() {
         return b;
     }

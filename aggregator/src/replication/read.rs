@@ -7,15 +7,12 @@
 //! answers with what it has plus a warning naming the peer. Must not: fail a query because
 //! of a peer.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use super::{peer::Peer, state::PeerLabels};
 use crate::{
     promql::RemoteSelect,
-    store::{Labels, Matcher, Sample, SeriesSamples, merge_first_wins},
+    store::{Matcher, SeriesSamples, merge_sorted, sorted_by_labels},
 };
 
 /// One query's view across replicas; collects warnings for the response.
@@ -45,18 +42,6 @@ impl MergedReader {
     }
 }
 
-/// Merges `more` into `into` per series (first write wins on equal timestamps).
-pub fn merge_series(into: &mut HashMap<Labels, Vec<Sample>>, more: Vec<SeriesSamples>) {
-    for s in more {
-        match into.get_mut(&s.labels) {
-            Some(have) => merge_first_wins(have, &s.samples),
-            None => {
-                into.insert(s.labels, s.samples);
-            }
-        }
-    }
-}
-
 impl RemoteSelect for MergedReader {
     fn merge_into(
         &self,
@@ -79,11 +64,11 @@ impl RemoteSelect for MergedReader {
                 .map(|h| h.join().expect("peer read thread panicked"))
                 .collect()
         });
-        let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::with_capacity(local.len());
-        merge_series(&mut merged, local);
+        // The local answer first: it wins on equal timestamps, then each peer in order.
+        let mut merged = sorted_by_labels(local);
         for (peer, result) in self.peers.iter().zip(results) {
             match result {
-                Ok(series) => merge_series(&mut merged, series),
+                Ok(series) => merged = merge_sorted(merged, sorted_by_labels(series)),
                 Err(error) => {
                     self.metrics
                         .read_errors
@@ -100,11 +85,6 @@ impl RemoteSelect for MergedReader {
                 }
             }
         }
-        let mut out: Vec<SeriesSamples> = merged
-            .into_iter()
-            .map(|(labels, samples)| SeriesSamples { labels, samples })
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        out
+        merged
     }
 }
