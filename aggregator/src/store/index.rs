@@ -75,14 +75,6 @@ impl SeriesIndex {
         id
     }
 
-    /// The id of `labels`, inserting it when new; the flag says whether it was created.
-    pub fn get_or_insert(&mut self, labels: Labels) -> (SeriesId, bool) {
-        match self.get(&labels) {
-            Some(id) => (id, false),
-            None => (self.insert(labels), true),
-        }
-    }
-
     /// Ids of the series matching every matcher, ascending.
     pub fn matching(&self, matchers: &[Matcher]) -> Vec<SeriesId> {
         // Narrow with the most selective equality matcher on a non-empty value, if any; its
