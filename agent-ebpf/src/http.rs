@@ -9,7 +9,7 @@
 //! the kernel. Every loop is bounded by a constant.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::BPF_ANY,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_get_current_comm as bpf_get_current_comm_raw, bpf_probe_read_user},
@@ -23,8 +23,8 @@ use sonde_ebpf_common::{
 use crate::{
     filter,
     maps::{
-        CONNS, HTTP_EVENTS, HTTP_WAKEUP_BYTES, LOCAL_ADDRS, SCRATCH, SSL_ARGS, Scratch,
-        WINDOW_MASK, WINDOW_PAD, bump, copy_words, global_of, set, slot_index, zero_words,
+        CONNS, HTTP_EVENTS, LOCAL_ADDRS, SCRATCH, SSL_ARGS, Scratch, WINDOW_MASK, WINDOW_PAD, bump,
+        copy_words, set, slot_index, wakeup_flags, zero_words,
     },
 };
 
@@ -656,7 +656,7 @@ fn on_response(
         }
         (*event).flags = event_flags & !flags::RESPONDED;
     }
-    entry.submit(wakeup_flags());
+    entry.submit(wakeup_flags(&HTTP_EVENTS));
     responded(channel, inflight);
     bump(Counter::HttpExchanges);
 }
@@ -675,15 +675,5 @@ fn responded(channel: &Channel, inflight: &mut Inflight) {
     } else {
         inflight.method = method::NONE;
         inflight.flags |= flags::RESPONDED;
-    }
-}
-
-/// Wake the reader only once enough data is waiting; it also polls on a timer.
-#[inline(always)]
-fn wakeup_flags() -> u64 {
-    if HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= global_of(&HTTP_WAKEUP_BYTES) {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
     }
 }

@@ -6,6 +6,7 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
@@ -45,9 +46,6 @@ pub static FILTER_RULE_COUNT: u32 = 0;
 /// 1 when some rule includes (then unmatched tasks are skipped).
 #[unsafe(no_mangle)]
 pub static FILTER_HAS_INCLUDE: u32 = 0;
-/// Unread bytes in `HTTP_EVENTS` above which a submit wakes the reader.
-#[unsafe(no_mangle)]
-pub static HTTP_WAKEUP_BYTES: u64 = 256 * 1024;
 
 #[map]
 pub static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
@@ -255,6 +253,21 @@ pub fn take_syscall_args(pid_tgid: u64) -> Option<SyscallArgs> {
 pub fn global_of<T: Copy>(value: &T) -> T {
     // SAFETY: as in `global`.
     unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Submit flags for a ring-buffer record: wake the reader only once the ring is half full.
+///
+/// Readers poll on a short timer, so a wakeup is only needed when the timer would be too late.
+/// Waking on every record (or at a low threshold the reader hovers around) costs one
+/// self-IPI per record: an interrupt, and a VM exit under virtualisation.
+#[inline(always)]
+pub fn wakeup_flags(ring: &RingBuf) -> u64 {
+    let size = ring.query(BPF_RB_RING_SIZE as u64);
+    if ring.query(BPF_RB_AVAIL_DATA as u64) >= size / 2 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 /// Adds one to a counter slot on this CPU.

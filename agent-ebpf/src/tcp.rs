@@ -28,7 +28,7 @@ use crate::{
     filter,
     maps::{
         ACCEPTED_LOCAL, LOCAL_ADDRS, PEER_OWNERS, SOCK_FDS, SOCK_STATE_OFFSETS, SYS_ARGS,
-        TCP_EVENTS, TCP_RETRANSMIT_OFFSETS, TCP_SOCKS, bump, global_of, slot_index,
+        TCP_EVENTS, TCP_RETRANSMIT_OFFSETS, TCP_SOCKS, bump, global_of, slot_index, wakeup_flags,
     },
 };
 
@@ -289,7 +289,10 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
 
 #[inline(always)]
 fn submit(event: &TcpEvent) {
-    if TCP_EVENTS.output::<TcpEvent>(event, 0).is_err() {
+    if TCP_EVENTS
+        .output::<TcpEvent>(event, wakeup_flags(&TCP_EVENTS))
+        .is_err()
+    {
         bump(Counter::TcpRingbufFull);
     } else {
         bump(Counter::TcpEvents);

@@ -132,9 +132,6 @@ pub mod globals {
     pub const FILTER_RULE_COUNT: &str = "FILTER_RULE_COUNT";
     /// 1 when at least one rule is an include rule: then only matching tasks are traced.
     pub const FILTER_HAS_INCLUDE: &str = "FILTER_HAS_INCLUDE";
-    /// Unread bytes in `HTTP_EVENTS` above which a submit wakes the reader (below it the
-    /// reader polls on a timer; batching wakeups keeps the cost per event low).
-    pub const HTTP_WAKEUP_BYTES: &str = "HTTP_WAKEUP_BYTES";
 }
 
 /// Slots of the per-CPU `COUNTERS` array: kernel-side health the agent exports.

@@ -260,7 +260,6 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
             .iter()
             .any(|r| r.action == sonde_ebpf_common::http::filter_action::INCLUDE),
     );
-    let wakeup_bytes = u64::from(options.http_ring_bytes / 8);
 
     let mut loader = EbpfLoader::new();
     loader
@@ -273,7 +272,6 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         .override_global(globals::TCP_RETRANSMIT_OFFSETS, &retransmit, true)
         .override_global(globals::FILTER_RULE_COUNT, &rule_count, true)
         .override_global(globals::FILTER_HAS_INCLUDE, &has_include, true)
-        .override_global(globals::HTTP_WAKEUP_BYTES, &wakeup_bytes, true)
         .map_max_entries(maps::CONNS, options.max_connections)
         .map_max_entries(maps::TCP_SOCKS, options.max_connections)
         .map_max_entries(maps::HTTP_EVENTS, options.http_ring_bytes);
