@@ -1,6 +1,6 @@
 //! A ring-buffer reader on its own thread: waits for a wakeup or a timer tick, then hands
-//! every record to a callback. The HTTP program wakes the reader only once a batch of events
-//! is waiting (see `HTTP_WAKEUP_BYTES`), so the timer bounds how stale a quiet buffer gets.
+//! every record to a callback. The kernel programs wake the reader only once a ring is half
+//! full (`wakeup_flags` in the eBPF crate's `maps`), so the timer is what normally drains it.
 //!
 //! Must not: run on the async runtime (decoding and aggregation are CPU work); block longer
 //! than one poll interval after the stop token is cancelled.
@@ -8,11 +8,31 @@
 use std::{
     os::fd::{AsRawFd, RawFd},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
 use tokio_util::sync::CancellationToken;
+
+/// When a drain started: records of one drain share it (reading the clocks per record cost
+/// more than handling a small record).
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    /// For expiry bookkeeping.
+    pub at: Instant,
+    /// `CLOCK_MONOTONIC` in ns (the clock of the kernel's event times).
+    pub monotonic_ns: u64,
+}
+
+impl Drain {
+    /// Now.
+    pub fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            monotonic_ns: crate::http_metrics::spans::monotonic_ns(),
+        }
+    }
+}
 
 /// Starts a thread named `sonde-<name>` that drains `ring` into `on_record` every `interval`
 /// (or sooner on a wakeup) until `stop`; it drains once more before returning.
@@ -21,7 +41,7 @@ pub fn spawn(
     mut ring: RingBuf<MapData>,
     interval: Duration,
     stop: CancellationToken,
-    mut on_record: impl FnMut(&[u8]) + Send + 'static,
+    mut on_record: impl FnMut(&[u8], Drain) + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("sonde-{name}"))
@@ -31,8 +51,9 @@ pub fn spawn(
             loop {
                 let stopping = stop.is_cancelled();
                 wait_readable(fd, timeout_ms);
+                let drain = Drain::now();
                 while let Some(record) = ring.next() {
-                    on_record(&record);
+                    on_record(&record, drain);
                 }
                 if stopping {
                     return;

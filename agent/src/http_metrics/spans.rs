@@ -99,9 +99,11 @@ pub struct Linker {
     nodes: VecDeque<Node>,
     /// Id of `nodes[0]`.
     first: u64,
-    by_thread: HashMap<(u32, u32), VecDeque<Held>, foldhash::fast::RandomState>,
-    /// Keyed by the client's local endpoint (= the server's peer).
-    by_conn: HashMap<SocketAddr, VecDeque<Held>, foldhash::fast::RandomState>,
+    /// Keyed by thread and role (server or not): a scan looks only at the other role's
+    /// exchanges, so a thread that only serves (or only calls) never scans its own.
+    by_thread: HashMap<(u32, u32, bool), VecDeque<Held>, foldhash::fast::RandomState>,
+    /// Keyed by the client's local endpoint (= the server's peer) and role, as `by_thread`.
+    by_conn: HashMap<(SocketAddr, bool), VecDeque<Held>, foldhash::fast::RandomState>,
     out: Vec<Span>,
     /// Scratch for [`Linker::build`].
     chain: Vec<u64>,
@@ -109,6 +111,9 @@ pub struct Linker {
     stats: Arc<LinkStats>,
     /// Monotonic → Unix offset; `None`: this host's clocks at build time.
     unix_offset_ns: Option<i64>,
+    /// This host's offset as last read (by [`Linker::advance`], every span poll): builds
+    /// forced by [`Linker::add`] use it instead of reading two clocks per exchange.
+    host_offset_ns: i64,
 }
 
 impl std::fmt::Debug for Linker {
@@ -151,7 +156,6 @@ const ARRIVAL_SLACK_NS: u64 = 2_000_000;
 struct Held {
     id: u64,
     end_ns: u64,
-    server: bool,
 }
 
 impl Held {
@@ -212,6 +216,7 @@ impl Linker {
             table,
             stats,
             unix_offset_ns: None,
+            host_offset_ns: unix_offset_ns(),
         }
     }
 
@@ -253,7 +258,7 @@ impl Linker {
             let oldest = self.first;
             if self.node(oldest).is_some_and(|n| n.ctx.is_none()) {
                 self.stats.forced.fetch_add(1, Ordering::Relaxed);
-                let offset = self.offset();
+                let offset = self.unix_offset_ns.unwrap_or(self.host_offset_ns);
                 self.build(oldest, offset);
             }
             self.forget_oldest();
@@ -262,16 +267,13 @@ impl Linker {
         let mut parent = None;
         let mut link = Link::None;
         let mut enclosing = 0;
-        let thread = (x.tgid, x.tid);
+        let server = x.direction == Direction::Server;
         match x.direction {
             Direction::Server => {
                 if let Some(peer) = x.peer {
-                    for held in self.by_conn.get(&peer).into_iter().flatten().rev() {
+                    for held in self.by_conn.get(&(peer, false)).into_iter().flatten().rev() {
                         if held.ended_before(&x) {
                             break;
-                        }
-                        if held.server {
-                            continue;
                         }
                         let c = self.node(held.id).expect("indexed node exists");
                         if mirrors(&x, &c.x) && inside(&x, &c.x) {
@@ -282,13 +284,10 @@ impl Linker {
                     }
                 }
                 // Client calls this thread made while serving this request, seen earlier.
-                if let Some(ids) = self.by_thread.get(&thread) {
+                if let Some(ids) = self.by_thread.get(&(x.tgid, x.tid, false)) {
                     for held in ids.iter().rev() {
                         if held.ended_before(&x) {
                             break;
-                        }
-                        if held.server {
-                            continue;
                         }
                         let c = node_mut(&mut self.nodes, self.first, held.id)
                             .expect("indexed node exists");
@@ -308,13 +307,10 @@ impl Linker {
                 }
             }
             Direction::Client => {
-                if let Some(ids) = self.by_thread.get(&thread) {
+                if let Some(ids) = self.by_thread.get(&(x.tgid, x.tid, true)) {
                     for held in ids.iter().rev() {
                         if held.ended_before(&x) {
                             break;
-                        }
-                        if !held.server {
-                            continue;
                         }
                         let s = self.node(held.id).expect("indexed node exists");
                         if inside(&x, &s.x) {
@@ -330,12 +326,9 @@ impl Linker {
                 }
                 // Servers on the other end of this connection, seen earlier.
                 if let Some(local) = x.local {
-                    for held in self.by_conn.get(&local).into_iter().flatten().rev() {
+                    for held in self.by_conn.get(&(local, true)).into_iter().flatten().rev() {
                         if held.ended_before(&x) {
                             break;
-                        }
-                        if !held.server {
-                            continue;
                         }
                         let s = node_mut(&mut self.nodes, self.first, held.id)
                             .expect("indexed node exists");
@@ -354,15 +347,20 @@ impl Linker {
         let held = Held {
             id,
             end_ns: x.end_ns,
-            server: x.direction == Direction::Server,
         };
-        self.by_thread.entry(thread).or_default().push_back(held);
+        self.by_thread
+            .entry((x.tgid, x.tid, server))
+            .or_default()
+            .push_back(held);
         let conn_key = match x.direction {
             Direction::Server => x.peer,
             Direction::Client => x.local,
         };
         if let Some(key) = conn_key {
-            self.by_conn.entry(key).or_default().push_back(held);
+            self.by_conn
+                .entry((key, server))
+                .or_default()
+                .push_back(held);
         }
         self.nodes.push_back(Node {
             x,
@@ -386,6 +384,9 @@ impl Linker {
     pub fn advance(&mut self, now_ns: u64) {
         let hold = self.options.hold.as_nanos() as u64;
         let offset = self.offset();
+        if self.unix_offset_ns.is_none() {
+            self.host_offset_ns = offset;
+        }
         let mut at = 0;
         while let Some(node) = self.nodes.get(at) {
             if now_ns.saturating_sub(node.arrived_ns) < hold {
@@ -548,7 +549,8 @@ impl Linker {
         };
         let id = self.first;
         self.first += 1;
-        let thread = (node.x.tgid, node.x.tid);
+        let server = node.x.direction == Direction::Server;
+        let thread = (node.x.tgid, node.x.tid, server);
         if let Some(ids) = self.by_thread.get_mut(&thread) {
             remove_id(ids, id);
             if ids.is_empty() {
@@ -559,7 +561,7 @@ impl Linker {
             Direction::Server => node.x.peer,
             Direction::Client => node.x.local,
         };
-        if let Some(key) = conn_key
+        if let Some(key) = conn_key.map(|k| (k, server))
             && let Some(ids) = self.by_conn.get_mut(&key)
         {
             remove_id(ids, id);
