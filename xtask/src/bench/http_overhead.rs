@@ -4,9 +4,11 @@
 //! flips every round so drift on a shared machine hits both sides alike). With the agent,
 //! every eBPF hook is live and both nginx (server) and wrk (client) are traced — the
 //! worst case of a node where both ends are local. Reported: throughput ratio, added p50/p99,
-//! the agent's own CPU per 10k req/s and RSS, the kernel time of its eBPF programs per
-//! request (`kernel.bpf_stats_enabled` during the run), and how many of wrk's completed
-//! requests the agent counted.
+//! the CPU nginx and wrk spend per request (the cost on the traced processes, steadier than
+//! throughput on a shared machine), the agent's own CPU per 10k req/s and RSS, and how many
+//! of wrk's completed requests the agent counted. The kernel time of the eBPF programs per
+//! request is measured in one extra round with `kernel.bpf_stats_enabled` (the statistics
+//! cost two clock reads per program run, so the throughput rounds run without them).
 
 use std::{
     fmt::Write as _,
@@ -58,8 +60,14 @@ struct Round {
     /// Spans lost for lack of room (`sonde_agent_spans_dropped_total` other than
     /// `sampled_out` and `budget`, which are policy).
     spans_lost: f64,
-    /// Kernel time in the agent's eBPF programs per request, ns.
+    /// Kernel time in the agent's eBPF programs per request, ns (profile round only).
     ebpf_ns_per_request: f64,
+    /// The extra round with eBPF statistics on: not in the throughput medians.
+    profile: bool,
+    /// nginx's user+system CPU per request, µs.
+    nginx_us: f64,
+    /// wrk's user+system CPU per request, µs.
+    wrk_us: f64,
     /// Requests the agent counted for nginx's route.
     counted: u64,
     /// Exchanges lost (sonde_agent_events_lost_total{program="http"}).
@@ -103,13 +111,36 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let nginx_port = free_port()?;
     let nginx = start_nginx(tmp.path(), nginx_port)?;
     let url = format!("http://127.0.0.1:{nginx_port}/bench/1");
-    wrk(options, &url, 2).context("warm-up run")?;
+    let target = Target {
+        url: &url,
+        nginx: nginx.0.id(),
+    };
+    wrk(options, &target, 2).context("warm-up run")?;
 
     let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
         .unwrap_or_else(|_| "0".into());
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
-        .context("enable kernel.bpf_stats_enabled")?;
-    let result = rounds(options, &bin, tmp.path(), grpc, &url);
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0")
+        .context("disable kernel.bpf_stats_enabled")?;
+    let mut result = rounds(options, &bin, tmp.path(), grpc, &target);
+    if let Ok(rounds) = &mut result {
+        std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+            .context("enable kernel.bpf_stats_enabled")?;
+        let profile = round_with_agent(options, &bin, tmp.path(), grpc, &target);
+        eprintln!(
+            "profile round (eBPF statistics on): {}",
+            profile.as_ref().map_or_else(
+                |e| format!("failed: {e:#}"),
+                |r| format!(
+                    "{:.0} req/s, eBPF {:.0} ns/req",
+                    r.rps, r.ebpf_ns_per_request
+                )
+            )
+        );
+        if let Ok(mut profile) = profile {
+            profile.profile = true;
+            rounds.push(profile);
+        }
+    }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
     drop(nginx);
     let _ = aggregator.0.kill();
@@ -124,12 +155,18 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The load's target: the URL, and nginx's pid (for its CPU time).
+struct Target<'a> {
+    url: &'a str,
+    nginx: u32,
+}
+
 fn rounds(
     options: &Options,
     bin: &Path,
     dir: &Path,
     grpc: u16,
-    url: &str,
+    target: &Target<'_>,
 ) -> anyhow::Result<Vec<Round>> {
     let mut out = Vec::new();
     for i in 0..options.rounds {
@@ -140,25 +177,23 @@ fn rounds(
         };
         for with_agent in order {
             let round = if with_agent {
-                round_with_agent(options, bin, dir, grpc, url)?
+                round_with_agent(options, bin, dir, grpc, target)?
             } else {
-                wrk(options, url, options.duration)?
+                wrk(options, target, options.duration)?
             };
             eprintln!(
-                "round {} {}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms{}",
+                "round {} {}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, CPU per request nginx {:.2} µs, wrk {:.2} µs{}",
                 i + 1,
                 if with_agent { "with agent" } else { "without" },
                 round.rps,
                 round.p50_ms,
                 round.p99_ms,
+                round.nginx_us,
+                round.wrk_us,
                 if with_agent {
                     format!(
-                        ", agent {:.3} cores, {:.1} MiB, eBPF {:.0} ns/req, counted {}/{}",
-                        round.agent_cores,
-                        round.agent_rss_mib,
-                        round.ebpf_ns_per_request,
-                        round.counted,
-                        round.requests
+                        ", agent {:.3} cores, {:.1} MiB, counted {}/{}",
+                        round.agent_cores, round.agent_rss_mib, round.counted, round.requests
                     )
                 } else {
                     String::new()
@@ -175,7 +210,7 @@ fn round_with_agent(
     bin: &Path,
     dir: &Path,
     grpc: u16,
-    url: &str,
+    target: &Target<'_>,
 ) -> anyhow::Result<Round> {
     let metrics = free_port()?;
     let mut agent = Guard(
@@ -191,14 +226,15 @@ fn round_with_agent(
     let base = format!("http://127.0.0.1:{metrics}");
     wait_for(Duration::from_secs(30), "the agent's HTTP hooks", || {
         curl(&format!("{base}/metrics")).is_some_and(|m| {
-            m.contains("sonde_agent_ebpf_program_attached{program=\"sys_exit_io\"} 1")
+            // `raw_sys_exit_io`, or `sys_exit_io` where raw tracepoints are refused.
+            m.contains("sys_exit_io\"} 1")
         })
     })?;
     // Let start-up work (connection seeding, libssl discovery) finish before measuring.
     std::thread::sleep(Duration::from_secs(1));
     let progs = prog_ids(pid);
     let (cpu0, ebpf0, t0) = (cpu_seconds(pid)?, ebpf_time(&progs), Instant::now());
-    let mut round = wrk(options, url, options.duration)?;
+    let mut round = wrk(options, target, options.duration)?;
     let (cpu1, ebpf1, elapsed) = (cpu_seconds(pid)?, ebpf_time(&progs), t0.elapsed());
     round.agent = true;
     round.agent_cores = (cpu1 - cpu0) / elapsed.as_secs_f64();
@@ -293,18 +329,38 @@ fn counted(debug: &str) -> anyhow::Result<u64> {
         .unwrap_or(0))
 }
 
-fn wrk(options: &Options, url: &str, seconds: u64) -> anyhow::Result<Round> {
+fn wrk(options: &Options, target: &Target<'_>, seconds: u64) -> anyhow::Result<Round> {
+    let nginx0 = cpu_seconds(target.nginx)?;
+    let children0 = children_cpu_seconds();
     let out = Command::new("wrk")
         .args(["-t", &options.threads.to_string()])
         .args(["-c", &options.connections.to_string()])
-        .args(["-d", &format!("{seconds}s"), "--latency", url])
+        .args(["-d", &format!("{seconds}s"), "--latency", target.url])
         .output()
         .context("run wrk")?;
+    // wrk is the only child that ended meanwhile: the children's CPU grew by its CPU.
+    let wrk_cpu = children_cpu_seconds() - children0;
+    let nginx_cpu = cpu_seconds(target.nginx)? - nginx0;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
-    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+    let mut round = parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))?;
+    round.nginx_us = nginx_cpu * 1e6 / round.requests as f64;
+    round.wrk_us = wrk_cpu * 1e6 / round.requests as f64;
+    Ok(round)
+}
+
+/// User + system CPU seconds of this process' waited-for children.
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes one rusage struct.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn parse_wrk(text: &str) -> Option<Round> {
@@ -348,7 +404,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn report(options: &Options, rounds: &[Round]) -> String {
-    let side = |agent: bool| rounds.iter().filter(move |r| r.agent == agent);
+    let side = |agent: bool| {
+        rounds
+            .iter()
+            .filter(move |r| r.agent == agent && !r.profile)
+    };
+    let profile = rounds.iter().find(|r| r.profile);
     let m = |agent: bool, f: fn(&Round) -> f64| median(side(agent).map(f).collect());
     let (rps_off, rps_on) = (m(false, |r| r.rps), m(true, |r| r.rps));
     let ratio = rps_on / rps_off;
@@ -360,7 +421,9 @@ fn report(options: &Options, rounds: &[Round]) -> String {
             .collect(),
     );
     let rss = side(true).map(|r| r.agent_peak_rss_mib).fold(0.0, f64::max);
-    let ebpf_ns = median(side(true).map(|r| r.ebpf_ns_per_request).collect());
+    let ebpf_ns = profile.map_or(f64::NAN, |r| r.ebpf_ns_per_request);
+    let (nginx_off, nginx_on) = (m(false, |r| r.nginx_us), m(true, |r| r.nginx_us));
+    let (wrk_off, wrk_on) = (m(false, |r| r.wrk_us), m(true, |r| r.wrk_us));
     let counted_min = side(true)
         .map(|r| r.counted as f64 / r.requests as f64)
         .fold(f64::INFINITY, f64::min);
@@ -425,6 +488,12 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         "| Throughput with / without agent | {ratio:.3} ({rps_on:.0} / {rps_off:.0} req/s) | ≥ 0.97: {} |",
         check(ratio >= 0.97)
     );
+    let _ = writeln!(
+        s,
+        "| CPU per request in the traced processes, without → with agent | nginx {nginx_off:.2} → \
+         {nginx_on:.2} µs, wrk {wrk_off:.2} → {wrk_on:.2} µs (+{:.2} µs per request, both sides) | |",
+        nginx_on + wrk_on - nginx_off - wrk_off
+    );
     let _ = writeln!(s, "| Added p50 latency | {:+.3} ms | |", p50);
     let _ = writeln!(s, "| Added p99 latency | {:+.3} ms | |", p99);
     let _ = writeln!(
@@ -439,7 +508,8 @@ fn report(options: &Options, rounds: &[Round]) -> String {
     );
     let _ = writeln!(
         s,
-        "| Kernel time in the agent's eBPF programs | {ebpf_ns:.0} ns per request (both sides) | |"
+        "| Kernel time in the agent's eBPF programs (extra round with eBPF statistics on, {:.0} req/s) | {ebpf_ns:.0} ns per request (both sides) | |",
+        profile.map_or(f64::NAN, |r| r.rps)
     );
     let _ = writeln!(
         s,
@@ -459,32 +529,34 @@ fn report(options: &Options, rounds: &[Round]) -> String {
     let _ = writeln!(s, "## Rounds\n");
     let _ = writeln!(
         s,
-        "| # | Agent | req/s | p50 ms | p99 ms | agent cores | RSS MiB (end of load / peak) | eBPF ns/req | counted / completed |\n|---|---|---|---|---|---|---|---|---|"
+        "| # | Agent | req/s | p50 ms | p99 ms | nginx / wrk CPU µs per request | agent cores | RSS MiB (end of load / peak) | counted / completed |\n|---|---|---|---|---|---|---|---|---|"
     );
     for (i, r) in rounds.iter().enumerate() {
+        let n = if r.profile {
+            "profile".to_owned()
+        } else {
+            (i / 2 + 1).to_string()
+        };
         if r.agent {
             let _ = writeln!(
                 s,
-                "| {} | on | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} / {:.1} | {:.0} | {} / {} |",
-                i / 2 + 1,
+                "| {n} | on | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} | {:.3} | {:.1} / {:.1} | {} / {} |",
                 r.rps,
                 r.p50_ms,
                 r.p99_ms,
+                r.nginx_us,
+                r.wrk_us,
                 r.agent_cores,
                 r.agent_rss_mib,
                 r.agent_peak_rss_mib,
-                r.ebpf_ns_per_request,
                 r.counted,
                 r.requests
             );
         } else {
             let _ = writeln!(
                 s,
-                "| {} | off | {:.0} | {:.3} | {:.3} | | | | |",
-                i / 2 + 1,
-                r.rps,
-                r.p50_ms,
-                r.p99_ms
+                "| {n} | off | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} | | | |",
+                r.rps, r.p50_ms, r.p99_ms, r.nginx_us, r.wrk_us
             );
         }
     }
