@@ -60,11 +60,13 @@ fn get(port: u16, path: &str, traceparent: Option<&str>) {
     let tp = traceparent
         .map(|t| format!("traceparent: {t}\r\n"))
         .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{tp}Connection: close\r\n\r\n"
-    )
-    .unwrap();
+    // One write: `write!` on an unbuffered stream sends every piece of the format string as
+    // its own segment, and the kernel sees `traceparent` only in the buffer that holds the
+    // request line (split requests are `agent_http_split_request.rs`'s subject). Under load
+    // the pieces arrived apart and chain spans started new traces (a flaky failure).
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{tp}Connection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).expect("response");
     assert!(out.starts_with("HTTP/1.0 200"), "GET {path}: {out:?}");
