@@ -25,11 +25,9 @@ const REQUESTS: usize = 12;
 fn get(port: u16, path: &str) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    // One write (see `agent_spans.rs`: `write!` sends each format piece as a segment).
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).expect("response");
     assert!(out.starts_with("HTTP/1.0 200"), "GET {path}: {out:?}");
