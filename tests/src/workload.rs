@@ -8,6 +8,8 @@
 
 use std::{
     collections::BTreeMap,
+    io::{Read, Write},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
@@ -198,6 +200,27 @@ fn random_hex32() -> String {
         .replace('-', "")
 }
 
+/// `GET path` to a loopback fixture server on a fresh `Connection: close` connection, with a
+/// `traceparent` header when given; panics unless the answer is `HTTP/1.0 200`.
+///
+/// The request goes out in one write: `write!` on an unbuffered stream sends every piece of
+/// the format string as its own segment, and the kernel sees `traceparent` only in the
+/// buffer that holds the request line (split requests are `agent_http_split_request.rs`'s
+/// subject). Under load the pieces arrived apart and spans started new traces.
+pub fn get_close(port: u16, path: &str, traceparent: Option<&str>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let tp = traceparent
+        .map(|t| format!("traceparent: {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{tp}Connection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    assert!(out.starts_with("HTTP/1.0 200"), "GET {path}: {out:?}");
+}
+
 /// Waits for a port file written by a fixture and returns the port.
 pub fn wait_port(file: &Path, process: &mut Process) -> u16 {
     process
@@ -351,7 +374,7 @@ impl Nginx {
             );
             let mut process = Process::spawn("nginx", &mut cmd, dir);
             let ready = process.wait_until(Duration::from_secs(20), || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
             });
             match ready {
                 Ok(()) => {

@@ -15,15 +15,13 @@
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::TcpStream,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use sonde_tests::{
     Agent, Aggregator, Process, encode, eventually,
     jaeger::{self, JaegerSpan, norm},
-    workload::{TestCgroup, agent_config, fixture, unique, wait_attached, wait_port},
+    workload::{TestCgroup, agent_config, fixture, get_close, unique, wait_attached, wait_port},
 };
 
 /// Chains per variant.
@@ -52,24 +50,6 @@ fn header(n: usize) -> (String, String) {
         format!("4bf92f3577b34da6a3ce929d{n:08x}"),
         format!("00f067aa{n:08x}"),
     )
-}
-
-fn get(port: u16, path: &str, traceparent: Option<&str>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let tp = traceparent
-        .map(|t| format!("traceparent: {t}\r\n"))
-        .unwrap_or_default();
-    // One write: `write!` on an unbuffered stream sends every piece of the format string as
-    // its own segment, and the kernel sees `traceparent` only in the buffer that holds the
-    // request line (split requests are `agent_http_split_request.rs`'s subject). Under load
-    // the pieces arrived apart and chain spans started new traces (a flaky failure).
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{tp}Connection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    assert!(out.starts_with("HTTP/1.0 200"), "GET {path}: {out:?}");
 }
 
 /// Every span of the traces the Jaeger API finds for `service`, by span id.
@@ -134,14 +114,14 @@ fn spans_link_across_threads_and_connections_under_load() {
                         Variant::NoForward => (format!("/chain/{n}"), Some(tp)),
                         Variant::NoHeader => (format!("/chain/{n}?forward=1"), None),
                     };
-                    get(a_port, &path, tp.as_deref());
+                    get_close(a_port, &path, tp.as_deref());
                 }
             });
         }
         for worker in 0..2 {
             s.spawn(move || {
                 for m in (worker..DIRECT).step_by(2) {
-                    get(b_port, &format!("/direct/{m}"), None);
+                    get_close(b_port, &format!("/direct/{m}"), None);
                 }
             });
         }

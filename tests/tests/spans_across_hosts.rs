@@ -7,31 +7,17 @@
 //! whichever of the two traces is asked for, and the search by B's service must return the
 //! whole chain. Needs root (CI runs as root).
 
-use std::{
-    collections::HashMap,
-    io::{Read, Write},
-    net::TcpStream,
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use sonde_tests::{
     Agent, Aggregator, Process, eventually,
     jaeger::{self, JaegerSpan},
-    workload::{NetNs, TestCgroup, agent_config, fixture, unique, wait_attached, wait_port},
+    workload::{
+        NetNs, TestCgroup, agent_config, fixture, get_close, unique, wait_attached, wait_port,
+    },
 };
 
 const REQUESTS: usize = 12;
-
-fn get(port: u16, path: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    // One write (see `agent_spans.rs`: `write!` sends each format piece as a segment).
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    assert!(out.starts_with("HTTP/1.0 200"), "GET {path}: {out:?}");
-}
 
 fn search(agg: &Aggregator, service: &str) -> HashMap<String, Vec<JaegerSpan>> {
     jaeger::search(agg, service).into_iter().collect()
@@ -126,7 +112,7 @@ fn server_spans_on_another_host_join_their_callers_trace() {
     let a_port = wait_port(&a_port_file, &mut a);
 
     for n in 0..REQUESTS {
-        get(a_port, &format!("/chain/{n}"));
+        get_close(a_port, &format!("/chain/{n}"), None);
     }
 
     // Every chain, found by searching for B's service: the answer shows A's trace.
