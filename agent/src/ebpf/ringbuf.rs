@@ -29,9 +29,20 @@ impl Drain {
     pub fn now() -> Self {
         Self {
             at: Instant::now(),
-            monotonic_ns: crate::http_metrics::spans::monotonic_ns(),
+            monotonic_ns: monotonic_ns(),
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`, so of the kernel's event times.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Starts a thread named `sonde-<name>` that drains `ring` into `on_record` every `interval`

@@ -24,7 +24,7 @@ use super::{
     PipelineStats,
     filter::{self, Filter},
     identity::Resolver,
-    spans::{LinkStats, Linker, LinkerOptions, monotonic_ns},
+    spans::{LinkStats, Linker, LinkerOptions},
     table::{HttpTable, Limits},
     tcp::TcpTable,
 };
@@ -32,7 +32,7 @@ use crate::{
     capture::EventTap,
     collect::{CollectError, Collector, Emitter},
     config::EbpfConfig,
-    ebpf::{self, Probes, tls::TlsAttacher},
+    ebpf::{self, Probes, ringbuf::monotonic_ns, tls::TlsAttacher},
     trace::{
         TraceConfig,
         builder::SpanBuilder,

@@ -33,7 +33,10 @@ use sonde_proto::v1::Span;
 
 use super::{identity::Identity, route, table::HttpTable};
 use crate::{
-    ebpf::http::{Direction, Exchange},
+    ebpf::{
+        http::{Direction, Exchange},
+        ringbuf::monotonic_ns,
+    },
     trace::{
         builder::{self, SpanBuilder},
         context::{TraceContext, hex},
@@ -111,8 +114,8 @@ pub struct Linker {
     stats: Arc<LinkStats>,
     /// Monotonic → Unix offset; `None`: this host's clocks at build time.
     unix_offset_ns: Option<i64>,
-    /// This host's offset as last read (by [`Linker::advance`], every span poll): builds
-    /// forced by [`Linker::add`] use it instead of reading two clocks per exchange.
+    /// This host's offset as last read (at [`Linker::advance`], every span poll): builds
+    /// forced by [`Linker::add`] do not read two clocks per exchange.
     host_offset_ns: i64,
 }
 
@@ -125,24 +128,13 @@ impl std::fmt::Debug for Linker {
     }
 }
 
-/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Nanoseconds to add to a monotonic time to get Unix time.
 pub fn unix_offset_ns() -> i64 {
-    clock_ns(libc::CLOCK_REALTIME) as i64 - clock_ns(libc::CLOCK_MONOTONIC) as i64
+    // `SystemTime` is `CLOCK_REALTIME`.
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    unix - monotonic_ns() as i64
 }
 
 /// How far out of completion order the reader may see two exchanges: the kernel takes the
@@ -258,7 +250,7 @@ impl Linker {
             let oldest = self.first;
             if self.node(oldest).is_some_and(|n| n.ctx.is_none()) {
                 self.stats.forced.fetch_add(1, Ordering::Relaxed);
-                let offset = self.unix_offset_ns.unwrap_or(self.host_offset_ns);
+                let offset = self.offset();
                 self.build(oldest, offset);
             }
             self.forget_oldest();
@@ -383,10 +375,10 @@ impl Linker {
     /// What [`Linker::poll`] does, keeping the built spans for a later [`Linker::take`].
     pub fn advance(&mut self, now_ns: u64) {
         let hold = self.options.hold.as_nanos() as u64;
-        let offset = self.offset();
         if self.unix_offset_ns.is_none() {
-            self.host_offset_ns = offset;
+            self.host_offset_ns = unix_offset_ns();
         }
+        let offset = self.offset();
         let mut at = 0;
         while let Some(node) = self.nodes.get(at) {
             if now_ns.saturating_sub(node.arrived_ns) < hold {
@@ -432,9 +424,10 @@ impl Linker {
         self.by_conn.clear();
     }
 
-    /// Monotonic → Unix offset for spans built now.
+    /// Monotonic → Unix offset for spans built now: the fixed one, else this host's as read
+    /// at the last [`Linker::advance`].
     fn offset(&self) -> i64 {
-        self.unix_offset_ns.unwrap_or_else(unix_offset_ns)
+        self.unix_offset_ns.unwrap_or(self.host_offset_ns)
     }
 
     /// Builds node `id`'s span, after its unbuilt ancestors; `offset` turns monotonic times
