@@ -20,6 +20,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
+use super::process::{children_cpu_seconds, cpu_seconds};
 use crate::{ebpf, util};
 
 #[derive(clap::Args)]
@@ -226,8 +227,7 @@ fn round_with_agent(
     let base = format!("http://127.0.0.1:{metrics}");
     wait_for(Duration::from_secs(30), "the agent's HTTP hooks", || {
         curl(&format!("{base}/metrics")).is_some_and(|m| {
-            // `raw_sys_exit_io`, or `sys_exit_io` where raw tracepoints are refused.
-            m.contains("sys_exit_io\"} 1")
+            m.contains("sonde_agent_ebpf_program_attached{program=\"sys_exit_io\"} 1")
         })
     })?;
     // Let start-up work (connection seeding, libssl discovery) finish before measuring.
@@ -349,18 +349,6 @@ fn wrk(options: &Options, target: &Target<'_>, seconds: u64) -> anyhow::Result<R
     round.nginx_us = nginx_cpu * 1e6 / round.requests as f64;
     round.wrk_us = wrk_cpu * 1e6 / round.requests as f64;
     Ok(round)
-}
-
-/// User + system CPU seconds of this process' waited-for children.
-fn children_cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes one rusage struct.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn parse_wrk(text: &str) -> Option<Round> {
@@ -624,18 +612,6 @@ fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> anyho
 
 fn curl(url: &str) -> Option<String> {
     util::output(Command::new("curl").args(["-sf", "--max-time", "10", url]))
-}
-
-/// User + system CPU seconds of a process.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the comm: state is index 0; utime and stime are 11 and 12.
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
 }
 
 fn status_kib(status: &str, key: &str) -> f64 {
