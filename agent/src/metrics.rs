@@ -500,7 +500,7 @@ impl Metrics {
 /// `reason` label of dropped spans.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SpanDropLabels {
-    /// `sampled_out`, `budget`, `otlp_queue_full`, `otlp_failed` or `batch_queue_full`.
+    /// `sampled_out`, `budget`, `shed`, `otlp_queue_full`, `otlp_failed` or `batch_queue_full`.
     pub reason: &'static str,
 }
 
@@ -546,8 +546,9 @@ impl TraceMetrics {
         );
         registry.register(
             "spans_dropped",
-            "Spans not exported, by reason (head sampling, per-second budget, OTLP queue full, \
-             OTLP export failed)",
+            "Spans not exported, by reason (head sampling, per-second budget, shed before \
+             linking under a load far beyond the budget, OTLP queue full, OTLP export failed, \
+             batch queue full)",
             m.dropped.clone(),
         );
         registry.register(

@@ -11,6 +11,10 @@
 //!   local endpoint = the client's peer) and whose interval lies inside it becomes that
 //!   client span's child. A `traceparent` naming another trace wins over this link.
 //!
+//! Under a load far beyond the span budget most exchanges are shed before linking (the
+//! builder's admission keeps those in flight during a window of each second, and with them
+//! every exchange enclosing them, so a kept child always finds its parent).
+//!
 //! Exchanges complete bottom-up (a callee's response precedes its caller's), so every
 //! exchange waits `hold` in a pending set before its span is built, parents first. Built
 //! exchanges stay a further `hold` so that late children still find them. The set is bounded
@@ -244,13 +248,19 @@ impl Linker {
     }
 
     /// Adds a completed exchange of process `who`, seen at monotonic time `now_ns`, and links
-    /// it with the exchanges held.
+    /// it with the exchanges held, unless the builder sheds it ([`SpanBuilder::admit`]).
     pub fn add(&mut self, x: Exchange, who: impl Into<Arc<Identity>>, now_ns: u64) {
+        let offset = self.offset();
+        if !self
+            .builder
+            .admit(x.start_ns as i64 + offset, x.end_ns as i64 + offset)
+        {
+            return;
+        }
         while self.nodes.len() >= self.options.max_pending.max(1) {
             let oldest = self.first;
             if self.node(oldest).is_some_and(|n| n.ctx.is_none()) {
                 self.stats.forced.fetch_add(1, Ordering::Relaxed);
-                let offset = self.offset();
                 self.build(oldest, offset);
             }
             self.forget_oldest();
@@ -570,7 +580,7 @@ mod tests {
     use super::*;
     use crate::{
         ebpf::http::BodyHint,
-        trace::sampler::{DropCounters, HeadSampler, SpanBudget},
+        trace::sampler::{DropCounters, DropReason, HeadSampler, SpanBudget},
     };
 
     const MS: u64 = 1_000_000;
@@ -729,6 +739,75 @@ mod tests {
         assert_eq!(l.len(), 4);
         l.poll(300 * MS);
         assert!(l.is_empty());
+    }
+
+    /// Far beyond the budget most exchanges are shed before linking, but never a parent
+    /// whose child is kept: every kept client span still names its server span.
+    #[test]
+    fn shedding_under_overload_keeps_children_with_their_parents() {
+        let stats = Arc::new(LinkStats::default());
+        let drops = Arc::new(DropCounters::default());
+        let builder = SpanBuilder::new(
+            "host",
+            HeadSampler::new(1.0),
+            SpanBudget::new(100),
+            drops.clone(),
+        );
+        let options = LinkerOptions {
+            hold: Duration::from_millis(100),
+            max_pending: 100_000,
+        };
+        let mut l = Linker::new(builder, options, None, stats.clone());
+        l.set_unix_offset(0);
+        let mut kept = Vec::new();
+        // Four seconds of requests 0.3 ms apart: a server exchange of 0.1 to 0.28 ms whose
+        // thread calls out in its middle (the call completes first); the lengths vary so
+        // that window ends fall between a call's end and its server's.
+        for k in 0..13_000u64 {
+            let t = 1_000 * MS + k * 3 * MS / 10;
+            let jitter = (k * 2_654_435_761 % 1000) * MS * 18 / 100_000;
+            let mut call = ex(
+                Direction::Client,
+                &format!("/b/{k}"),
+                10,
+                11,
+                0,
+                0,
+                "127.0.0.1:5000",
+                "127.0.0.1:8080",
+            );
+            (call.start_ns, call.end_ns) = (t + MS / 50, t + MS / 20 + jitter / 2);
+            let mut serve = ex(
+                Direction::Server,
+                &format!("/a/{k}"),
+                10,
+                11,
+                0,
+                0,
+                "127.0.0.1:7000",
+                "127.0.0.1:6000",
+            );
+            (serve.start_ns, serve.end_ns) = (t, t + MS / 10 + jitter);
+            l.add(call, who("a"), t);
+            l.add(serve, who("a"), t);
+            kept.extend(l.poll(t));
+        }
+        kept.extend(l.poll(10_000 * MS));
+        let shed = drops.get(DropReason::Shed);
+        let built = stats.built.load(Ordering::Relaxed);
+        assert_eq!(shed + built, 26_000);
+        // The first second is admitted whole (no rate known yet), then about the budget.
+        assert!((6_900..7_300).contains(&built), "built {built}");
+        let client = sonde_proto::v1::SpanKind::Client as i32;
+        let clients: Vec<&Span> = kept.iter().filter(|s| s.kind == client).collect();
+        assert!(clients.len() > 100, "{}", clients.len());
+        for span in clients {
+            assert!(!span.parent_span_id.is_empty(), "an orphaned client span");
+        }
+        assert_eq!(
+            stats.unlinked.load(Ordering::Relaxed) + stats.thread.load(Ordering::Relaxed),
+            built
+        );
     }
 
     /// Regression: every exchange scanned every exchange held on its thread and connection,

@@ -11,7 +11,8 @@
 //!    the outgoing `traceparent` the app wrote itself; else none (a new trace).
 //!
 //! Head sampling and the span budget are applied here; the returned [`Built`] carries the
-//! span's context whether or not the span was kept, so children decide alike.
+//! span's context whether or not the span was kept, so children decide alike. So is the
+//! admission of exchanges to linking ([`SpanBuilder::admit`]), sized from both.
 //!
 //! Must not: read kernel events, resolve processes, or send spans.
 
@@ -22,7 +23,7 @@ use sonde_proto::v1::{AnyValue, KeyValue, Span, SpanKind, SpanStatus, any_value:
 use super::{
     context::{FLAG_SAMPLED, TraceContext, parse_traceparent},
     ids,
-    sampler::{DropCounters, DropReason, HeadSampler, SpanBudget},
+    sampler::{Admission, DropCounters, DropReason, HeadSampler, SpanBudget},
 };
 
 /// Which side of the exchange the observed process was on.
@@ -99,6 +100,7 @@ pub struct SpanBuilder {
     host_name: String,
     sampler: HeadSampler,
     budget: SpanBudget,
+    admission: Admission,
     drops: std::sync::Arc<DropCounters>,
 }
 
@@ -123,10 +125,22 @@ impl SpanBuilder {
     ) -> Self {
         Self {
             host_name: host_name.into(),
+            admission: Admission::for_budget(budget.per_second(), sampler.ratio()),
             sampler,
             budget,
             drops,
         }
+    }
+
+    /// Whether an exchange from `start_unix_nano` to `end_unix_nano` is linked and decided
+    /// at all: under a load far beyond what sampling and the budget keep, most are shed
+    /// first (counted as [`DropReason::Shed`]; see [`Admission`]).
+    pub fn admit(&self, start_unix_nano: i64, end_unix_nano: i64) -> bool {
+        let admitted = self.admission.admit(start_unix_nano, end_unix_nano);
+        if !admitted {
+            self.drops.add(DropReason::Shed, 1);
+        }
+        admitted
     }
 
     /// Builds the span of `ex`. `linked` is the context of the span that caused it (for a

@@ -59,7 +59,7 @@ struct Round {
     /// Spans the agent built (kept or dropped by sampling/budget).
     spans_built: f64,
     /// Spans lost for lack of room (`sonde_agent_spans_dropped_total` other than
-    /// `sampled_out` and `budget`, which are policy).
+    /// `sampled_out`, `budget` and `shed`, which are policy).
     spans_lost: f64,
     /// Kernel time in the agent's eBPF programs per request, ns (profile round only).
     ebpf_ns_per_request: f64,
@@ -267,6 +267,7 @@ fn round_with_agent(
         if line.starts_with("sonde_agent_spans_dropped_total{")
             && !line.contains("reason=\"sampled_out\"")
             && !line.contains("reason=\"budget\"")
+            && !line.contains("reason=\"shed\"")
         {
             round.spans_lost += value().unwrap_or(0.0);
         } else if line.starts_with("sonde_agent_spans_linked_total{")
@@ -512,7 +513,8 @@ fn report(options: &Options, rounds: &[Round]) -> String {
     let _ = writeln!(
         s,
         "| Spans built / lost for lack of room (all rounds; the default budget of 5000 spans/s \
-         keeps the rest out by policy) | {spans_built:.0} / {spans_lost:.0} | 0 lost |\n"
+         keeps the rest out by policy, most shed before linking) | {spans_built:.0} / \
+         {spans_lost:.0} | 0 lost |\n"
     );
     let _ = writeln!(s, "## Rounds\n");
     let _ = writeln!(
