@@ -9,6 +9,10 @@
 //! of wrk's completed requests the agent counted. The kernel time of the eBPF programs per
 //! request is measured in one extra round with `kernel.bpf_stats_enabled` (the statistics
 //! cost two clock reads per program run, so the throughput rounds run without them).
+//!
+//! A third kind of round (unless `--no-floor`) runs bpftrace attached to the same syscall
+//! tracepoints as the agent's data hooks, with programs that return at once: the floor any
+//! tracer built on syscall tracepoints pays on this machine, before doing any work.
 
 use std::{
     fmt::Write as _,
@@ -40,12 +44,36 @@ pub struct Options {
     /// Use the binaries already in target/release.
     #[arg(long)]
     no_build: bool,
+    /// Skip the bpftrace floor rounds.
+    #[arg(long)]
+    no_floor: bool,
 }
+
+/// The syscall tracepoints the agent's data hooks attach to (`agent/src/ebpf/hooks.rs`; the
+/// socket hooks, accept/connect/close, do not fire per request on keep-alive connections).
+const DATA_TRACEPOINTS: &[&str] = &[
+    "sys_enter_read",
+    "sys_enter_recvfrom",
+    "sys_enter_readv",
+    "sys_enter_recvmsg",
+    "sys_enter_write",
+    "sys_enter_sendto",
+    "sys_enter_writev",
+    "sys_enter_sendmsg",
+    "sys_exit_read",
+    "sys_exit_recvfrom",
+    "sys_exit_readv",
+    "sys_exit_recvmsg",
+];
 
 /// One wrk run.
 #[derive(Debug, Clone, Default)]
 struct Round {
+    /// Round number (1-based; the profile round has the next one).
+    n: usize,
     agent: bool,
+    /// bpftrace on the data tracepoints instead of the agent (see the module documentation).
+    floor: bool,
     rps: f64,
     requests: u64,
     p50_ms: f64,
@@ -69,6 +97,9 @@ struct Round {
     nginx_us: f64,
     /// wrk's user+system CPU per request, µs.
     wrk_us: f64,
+    /// The aggregator's user+system CPU per request, µs (it shares this host's CPUs only
+    /// because the benchmark has one machine).
+    aggregator_us: f64,
     /// Requests the agent counted for nginx's route.
     counted: u64,
     /// Exchanges lost (sonde_agent_events_lost_total{program="http"}).
@@ -82,6 +113,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         bail!("the http-overhead benchmark loads eBPF programs: run it as root");
     }
     crate::setup::ensure_packages(&["nginx-light", "wrk", "curl"])?;
+    if !options.no_floor {
+        crate::setup::ensure_packages(&["bpftrace"])?;
+    }
     if !options.no_build {
         ebpf::build(&ebpf::Options { debug: false })?;
         util::run(util::cargo().args([
@@ -115,6 +149,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let target = Target {
         url: &url,
         nginx: nginx.0.id(),
+        aggregator: aggregator.0.id(),
     };
     wrk(options, &target, 2).context("warm-up run")?;
 
@@ -139,6 +174,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         );
         if let Ok(mut profile) = profile {
             profile.profile = true;
+            profile.n = options.rounds + 1;
             rounds.push(profile);
         }
     }
@@ -156,10 +192,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The load's target: the URL, and nginx's pid (for its CPU time).
+/// The load's target: the URL, nginx's pid and the aggregator's (for their CPU time).
 struct Target<'a> {
     url: &'a str,
     nginx: u32,
+    aggregator: u32,
 }
 
 fn rounds(
@@ -169,23 +206,37 @@ fn rounds(
     grpc: u16,
     target: &Target<'_>,
 ) -> anyhow::Result<Vec<Round>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Off,
+        Agent,
+        Floor,
+    }
     let mut out = Vec::new();
     for i in 0..options.rounds {
-        let order = if i % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for with_agent in order {
-            let round = if with_agent {
-                round_with_agent(options, bin, dir, grpc, target)?
-            } else {
-                wrk(options, target, options.duration)?
+        let mut order = vec![Kind::Off, Kind::Agent];
+        if !options.no_floor {
+            order.push(Kind::Floor);
+        }
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for kind in order {
+            let mut round = match kind {
+                Kind::Agent => round_with_agent(options, bin, dir, grpc, target)?,
+                Kind::Floor => round_with_floor(options, dir, target)?,
+                Kind::Off => wrk(options, target, options.duration)?,
             };
+            round.n = i + 1;
+            let with_agent = kind == Kind::Agent;
             eprintln!(
                 "round {} {}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, CPU per request nginx {:.2} µs, wrk {:.2} µs{}",
                 i + 1,
-                if with_agent { "with agent" } else { "without" },
+                match kind {
+                    Kind::Agent => "with agent",
+                    Kind::Floor => "bpftrace floor",
+                    Kind::Off => "without",
+                },
                 round.rps,
                 round.p50_ms,
                 round.p99_ms,
@@ -204,6 +255,33 @@ fn rounds(
         }
     }
     Ok(out)
+}
+
+/// A wrk run with bpftrace attached to [`DATA_TRACEPOINTS`], each program returning at once
+/// (a pid test that fails for every traced process).
+fn round_with_floor(options: &Options, dir: &Path, target: &Target<'_>) -> anyhow::Result<Round> {
+    let probes: Vec<String> = DATA_TRACEPOINTS
+        .iter()
+        .map(|t| format!("tracepoint:syscalls:{t}"))
+        .collect();
+    let script = format!("{} /pid == 1/ {{ @x = 1; }}", probes.join(", "));
+    let out = dir.join("bpftrace.log");
+    let _tracer = Guard(
+        Command::new("bpftrace")
+            .args(["-e", &script])
+            .stdout(std::fs::File::create(&out).context("bpftrace log")?)
+            .stderr(log(dir, "bpftrace-stderr")?)
+            .spawn()
+            .context("start bpftrace")?,
+    );
+    wait_for(Duration::from_secs(60), "bpftrace to attach", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("Attaching"))
+    })?;
+    // bpftrace prints before the last attach returns.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut round = wrk(options, target, options.duration)?;
+    round.floor = true;
+    Ok(round)
 }
 
 fn round_with_agent(
@@ -332,6 +410,7 @@ fn counted(debug: &str) -> anyhow::Result<u64> {
 
 fn wrk(options: &Options, target: &Target<'_>, seconds: u64) -> anyhow::Result<Round> {
     let nginx0 = cpu_seconds(target.nginx)?;
+    let aggregator0 = cpu_seconds(target.aggregator)?;
     let children0 = children_cpu_seconds();
     let out = Command::new("wrk")
         .args(["-t", &options.threads.to_string()])
@@ -342,6 +421,7 @@ fn wrk(options: &Options, target: &Target<'_>, seconds: u64) -> anyhow::Result<R
     // wrk is the only child that ended meanwhile: the children's CPU grew by its CPU.
     let wrk_cpu = children_cpu_seconds() - children0;
     let nginx_cpu = cpu_seconds(target.nginx)? - nginx0;
+    let aggregator_cpu = cpu_seconds(target.aggregator)? - aggregator0;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
@@ -349,6 +429,7 @@ fn wrk(options: &Options, target: &Target<'_>, seconds: u64) -> anyhow::Result<R
     let mut round = parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))?;
     round.nginx_us = nginx_cpu * 1e6 / round.requests as f64;
     round.wrk_us = wrk_cpu * 1e6 / round.requests as f64;
+    round.aggregator_us = aggregator_cpu * 1e6 / round.requests as f64;
     Ok(round)
 }
 
@@ -396,8 +477,10 @@ fn report(options: &Options, rounds: &[Round]) -> String {
     let side = |agent: bool| {
         rounds
             .iter()
-            .filter(move |r| r.agent == agent && !r.profile)
+            .filter(move |r| r.agent == agent && !r.profile && !r.floor)
     };
+    let floor: Vec<&Round> = rounds.iter().filter(|r| r.floor).collect();
+    let fm = |f: fn(&Round) -> f64| median(floor.iter().map(|r| f(r)).collect());
     let profile = rounds.iter().find(|r| r.profile);
     let m = |agent: bool, f: fn(&Round) -> f64| median(side(agent).map(f).collect());
     let (rps_off, rps_on) = (m(false, |r| r.rps), m(true, |r| r.rps));
@@ -454,8 +537,8 @@ fn report(options: &Options, rounds: &[Round]) -> String {
     let _ = writeln!(
         s,
         "wrk ({} thread, {} keep-alive connections, {} s per round) against nginx \
-         (1 worker, `return 200`) on loopback; rounds without and with the agent alternate, \
-         the order flipping every round. With the agent every hook is live and both nginx \
+         (1 worker, `return 200`) on loopback; rounds without the agent, with it and with \
+         the bpftrace floor (unless `--no-floor`) alternate, the order flipping every round. With the agent every hook is live and both nginx \
          (server) and wrk (client) are traced: two exchanges per request. Agent: release \
          build, default configuration. Machine: Linux {}, {} CPUs, load average at the end \
          {}(the machine is shared; throughput varies between rounds).\n",
@@ -482,6 +565,31 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         "| CPU per request in the traced processes, without → with agent | nginx {nginx_off:.2} → \
          {nginx_on:.2} µs, wrk {wrk_off:.2} → {wrk_on:.2} µs (+{:.2} µs per request, both sides) | |",
         nginx_on + wrk_on - nginx_off - wrk_off
+    );
+    if !floor.is_empty() {
+        let rps_floor = fm(|r| r.rps);
+        let _ = writeln!(
+            s,
+            "| Floor: throughput with bpftrace on the same {} syscall tracepoints (programs that \
+             return at once) / without | {:.3} ({rps_floor:.0} / {rps_off:.0} req/s); nginx + wrk \
+             CPU +{:.2} µs per request | |",
+            DATA_TRACEPOINTS.len(),
+            rps_floor / rps_off,
+            fm(|r| r.nginx_us) + fm(|r| r.wrk_us) - nginx_off - wrk_off
+        );
+        let _ = writeln!(
+            s,
+            "| Agent against the floor (throughput with agent / with bpftrace) | {:.3} | |",
+            rps_on / rps_floor
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| Aggregator CPU per request, without → with agent (it receives the agent's metrics \
+         and spans; on this host only because the benchmark has one machine) | {:.2} → {:.2} µs \
+         | |",
+        m(false, |r| r.aggregator_us),
+        m(true, |r| r.aggregator_us)
     );
     let _ = writeln!(s, "| Added p50 latency | {:+.3} ms | |", p50);
     let _ = writeln!(s, "| Added p99 latency | {:+.3} ms | |", p99);
@@ -519,23 +627,24 @@ fn report(options: &Options, rounds: &[Round]) -> String {
     let _ = writeln!(s, "## Rounds\n");
     let _ = writeln!(
         s,
-        "| # | Agent | req/s | p50 ms | p99 ms | nginx / wrk CPU µs per request | agent cores | RSS MiB (end of load / peak) | counted / completed |\n|---|---|---|---|---|---|---|---|---|"
+        "| # | Agent | req/s | p50 ms | p99 ms | nginx / wrk / aggregator CPU µs per request | agent cores | RSS MiB (end of load / peak) | counted / completed |\n|---|---|---|---|---|---|---|---|---|"
     );
-    for (i, r) in rounds.iter().enumerate() {
+    for r in rounds {
         let n = if r.profile {
             "profile".to_owned()
         } else {
-            (i / 2 + 1).to_string()
+            r.n.to_string()
         };
         if r.agent {
             let _ = writeln!(
                 s,
-                "| {n} | on | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} | {:.3} | {:.1} / {:.1} | {} / {} |",
+                "| {n} | on | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} / {:.2} | {:.3} | {:.1} / {:.1} | {} / {} |",
                 r.rps,
                 r.p50_ms,
                 r.p99_ms,
                 r.nginx_us,
                 r.wrk_us,
+                r.aggregator_us,
                 r.agent_cores,
                 r.agent_rss_mib,
                 r.agent_peak_rss_mib,
@@ -545,8 +654,14 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         } else {
             let _ = writeln!(
                 s,
-                "| {n} | off | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} | | | |",
-                r.rps, r.p50_ms, r.p99_ms, r.nginx_us, r.wrk_us
+                "| {n} | {} | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} / {:.2} | | | |",
+                if r.floor { "bpftrace floor" } else { "off" },
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.nginx_us,
+                r.wrk_us,
+                r.aggregator_us
             );
         }
     }
