@@ -590,10 +590,15 @@ fn on_response(
         if bpf_get_current_comm_raw((&raw mut (*event).comm).cast(), COMM_LEN as u32) < 0 {
             zero_words((&raw mut (*event).comm).cast(), 2);
         }
+        // Only the words holding the path (see `HttpEvent::path`).
+        let mut path_words = (inflight.path_len as usize).div_ceil(8);
+        if path_words > HTTP_PATH_LEN / 8 {
+            path_words = HTTP_PATH_LEN / 8;
+        }
         copy_words(
             (&raw mut (*event).path).cast(),
             inflight.path.as_ptr(),
-            HTTP_PATH_LEN / 8,
+            path_words,
         );
         let mut event_flags = inflight.flags | if tls { flags::TLS } else { 0 };
         copy_words(

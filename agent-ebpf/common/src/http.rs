@@ -294,9 +294,6 @@ pub struct HttpEvent {
     pub peer_addr: [u8; 16],
     /// `comm` of the thread that saw the response.
     pub comm: [u8; COMM_LEN],
-    /// Request path, NUL-padded, without query string.
-    pub path: [u8; HTTP_PATH_LEN],
-    // --- Appended for spans (issue 5); the fields above keep their offsets. ---
     /// The request's `traceparent` trace id when [`flags::TRACEPARENT`], else zero.
     pub trace_id: [u8; 16],
     /// The request's `traceparent` parent id when [`flags::TRACEPARENT`], else zero.
@@ -310,10 +307,15 @@ pub struct HttpEvent {
     pub trace_flags: u8,
     /// Explicit padding; always zero.
     pub _pad2: [u8; 5],
+    /// Request path without query string: `path_len` valid bytes. Last, and copied by the
+    /// kernel only in the words that hold the path, so that a short path leaves the rest of
+    /// the record untouched (bytes after `path_len` are whatever the ring held before): the
+    /// ring's cache lines are written by one CPU and read by another, and each costs both.
+    pub path: [u8; HTTP_PATH_LEN],
 }
 
 const _: () = assert!(
-    size_of::<HttpEvent>() == 8 * 7 + 4 * 2 + 2 * 3 + 6 + 4 + 16 + 16 + 128 + 16 + 8 + 16 + 8
+    size_of::<HttpEvent>() == 8 * 7 + 4 * 2 + 2 * 3 + 6 + 4 + 16 + 16 + 16 + 8 + 16 + 8 + 128
 );
 
 impl HttpEvent {

@@ -168,9 +168,18 @@ pub fn decode(record: &[u8]) -> Result<Exchange, DecodeError> {
             expected: size_of::<HttpEvent>(),
         });
     }
-    // SAFETY: the record holds at least one `HttpEvent`, a plain-old-data type for which
-    // every bit pattern is valid; read_unaligned copes with any alignment.
-    let e: HttpEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let copy;
+    let e: &HttpEvent = if record.as_ptr().cast::<HttpEvent>().is_aligned() {
+        // SAFETY: the record holds at least one `HttpEvent`, suitably aligned (ring-buffer
+        // records are 8-byte aligned), a plain-old-data type for which every bit pattern is
+        // valid. Read in place, so that only the cache lines used are touched (a short path
+        // leaves the end of the record alone).
+        unsafe { &*record.as_ptr().cast::<HttpEvent>() }
+    } else {
+        // SAFETY: as above; read_unaligned copes with any alignment.
+        copy = unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<HttpEvent>()) };
+        &copy
+    };
     let method = method::name(e.method).ok_or(DecodeError::Invalid {
         field: "method",
         value: u64::from(e.method),
@@ -284,6 +293,31 @@ mod tests {
             std::slice::from_raw_parts((e as *const HttpEvent).cast::<u8>(), size_of::<HttpEvent>())
         }
         .to_vec()
+    }
+
+    /// The kernel copies only the words holding the path: what follows `path_len` is stale
+    /// ring content, never part of the path, whether the record is read in place (aligned)
+    /// or copied (unaligned).
+    #[test]
+    fn bytes_after_the_path_are_ignored_aligned_or_not() {
+        let mut e = event();
+        e.path[9..].fill(b'x');
+        let raw = bytes(&e);
+        let mut aligned = vec![0u64; raw.len().div_ceil(8)];
+        // SAFETY: `aligned` holds at least `raw.len()` bytes.
+        let aligned = unsafe {
+            let dst = aligned.as_mut_ptr().cast::<u8>();
+            std::ptr::copy_nonoverlapping(raw.as_ptr(), dst, raw.len());
+            std::slice::from_raw_parts(dst, raw.len())
+        };
+        let mut shifted = vec![0u8; raw.len() + 1];
+        shifted[1..].copy_from_slice(&raw);
+        for record in [aligned, &shifted[1..]] {
+            let x = decode(record).unwrap();
+            assert_eq!(x.path, "/users/17");
+            assert_eq!(x.comm, "curl");
+            assert_eq!(x.status, 404);
+        }
     }
 
     #[test]
