@@ -615,12 +615,24 @@ fn on_response(
         (*event).trace_flags = inflight.trace_flags;
         zero_words((&raw mut (*event).local_addr).cast(), 2);
         if fd >= 0 {
-            let socket = ConnKey {
-                tgid: channel.key.tgid,
-                kind: conn_kind::FD,
-                id: fd as u64,
+            // This end: cached in the connection's entry after its first response.
+            let mut local = if (*conn).local.family != 0 {
+                Some(&raw const (*conn).local)
+            } else {
+                None
             };
-            if let Some(local) = LOCAL_ADDRS.get_ptr(&socket) {
+            if local.is_none() {
+                let socket = ConnKey {
+                    tgid: channel.key.tgid,
+                    kind: conn_kind::FD,
+                    id: fd as u64,
+                };
+                if let Some(found) = LOCAL_ADDRS.get_ptr(&socket) {
+                    (*conn).local = *found;
+                    local = Some(found);
+                }
+            }
+            if let Some(local) = local {
                 copy_words(
                     (&raw mut (*event).local_addr).cast(),
                     (&raw const (*local).addr).cast(),

@@ -177,11 +177,18 @@ const _: () = assert!(size_of::<ConnInfo>() == 32);
 pub struct Conn {
     /// Peer and role.
     pub info: ConnInfo,
+    /// This end of the connection once a response found it in `LOCAL_ADDRS` (`family` 0:
+    /// not yet): later responses on the connection copy it from here instead of a second
+    /// hash lookup per response.
+    pub local: crate::tcp::PeerKey,
     /// The pending request.
     pub inflight: Inflight,
 }
 
-const _: () = assert!(size_of::<Conn>() == size_of::<ConnInfo>() + size_of::<Inflight>());
+const _: () = assert!(
+    size_of::<Conn>()
+        == size_of::<ConnInfo>() + size_of::<crate::tcp::PeerKey>() + size_of::<Inflight>()
+);
 
 /// A request waiting for its response (part of a [`Conn`]).
 #[repr(C)]

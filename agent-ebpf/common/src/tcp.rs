@@ -73,6 +73,16 @@ pub struct PeerKey {
 
 const _: () = assert!(size_of::<PeerKey>() == 24);
 
+impl PeerKey {
+    /// No endpoint (family 0).
+    pub const UNKNOWN: Self = Self {
+        addr: [0; 16],
+        port: 0,
+        family: 0,
+        _pad: 0,
+    };
+}
+
 /// One TCP event (`TCP_EVENTS` ring buffer record).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -17,7 +17,7 @@ use std::{
 };
 
 use aya::maps::Array;
-use sonde_ebpf_common::{Conn, FilterRule, Inflight, maps};
+use sonde_ebpf_common::{Conn, FilterRule, Inflight, PeerKey, maps};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -333,6 +333,7 @@ pub fn start(
         for (key, info) in &found {
             let conn = Conn {
                 info: *info,
+                local: PeerKey::UNKNOWN,
                 inflight: Inflight::EMPTY,
             };
             // Only if the kernel has not seen the socket itself in the meantime.
