@@ -70,14 +70,44 @@ const DATA_TRACEPOINTS: &[&str] = &[
     "sys_exit_recvmsg",
 ];
 
+/// What ran beside nginx and wrk in a round.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+enum Kind {
+    /// Nothing.
+    #[default]
+    Off,
+    /// The agent.
+    Agent,
+    /// bpftrace idle on the data tracepoints (see the module documentation).
+    Bpftrace,
+}
+
+impl Kind {
+    /// In the progress log.
+    fn log_name(self) -> &'static str {
+        match self {
+            Kind::Off => "without",
+            Kind::Agent => "with agent",
+            Kind::Bpftrace => "idle bpftrace",
+        }
+    }
+
+    /// In the report's rounds table.
+    fn column(self) -> &'static str {
+        match self {
+            Kind::Off => "off",
+            Kind::Agent => "on",
+            Kind::Bpftrace => "idle bpftrace",
+        }
+    }
+}
+
 /// One wrk run.
 #[derive(Debug, Clone, Default)]
 struct Round {
     /// Round number (1-based; the profile round has the next one).
     n: usize,
-    agent: bool,
-    /// bpftrace on the data tracepoints instead of the agent (see the module documentation).
-    bpftrace: bool,
+    kind: Kind,
     rps: f64,
     requests: u64,
     p50_ms: f64,
@@ -216,12 +246,6 @@ fn rounds(
     grpc: u16,
     target: &Target<'_>,
 ) -> anyhow::Result<Vec<Round>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Kind {
-        Off,
-        Agent,
-        Bpftrace,
-    }
     let mut out = Vec::new();
     for i in 0..options.rounds {
         let mut order = vec![Kind::Off, Kind::Agent];
@@ -238,21 +262,16 @@ fn rounds(
                 Kind::Off => wrk(options, target, options.duration)?,
             };
             round.n = i + 1;
-            let with_agent = kind == Kind::Agent;
             eprintln!(
                 "round {} {}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, CPU per request nginx {:.2} µs, wrk {:.2} µs{}",
                 i + 1,
-                match kind {
-                    Kind::Agent => "with agent",
-                    Kind::Bpftrace => "idle bpftrace",
-                    Kind::Off => "without",
-                },
+                kind.log_name(),
                 round.rps,
                 round.p50_ms,
                 round.p99_ms,
                 round.nginx_us,
                 round.wrk_us,
-                if with_agent {
+                if kind == Kind::Agent {
                     format!(
                         ", agent {:.3} cores, {:.1} MiB, counted {}/{}",
                         round.agent_cores, round.agent_rss_mib, round.counted, round.requests
@@ -302,7 +321,7 @@ fn round_with_bpftrace(
             dir.join("bpftrace-stderr.log").display()
         );
     }
-    round.bpftrace = true;
+    round.kind = Kind::Bpftrace;
     Ok(round)
 }
 
@@ -336,7 +355,7 @@ fn round_with_agent(
     let (cpu0, ebpf0, t0) = (cpu_seconds(pid)?, ebpf_time(&progs), Instant::now());
     let mut round = wrk(options, target, options.duration)?;
     let (cpu1, ebpf1, elapsed) = (cpu_seconds(pid)?, ebpf_time(&progs), t0.elapsed());
-    round.agent = true;
+    round.kind = Kind::Agent;
     round.agent_cores = (cpu1 - cpu0) / elapsed.as_secs_f64();
     round.ebpf_ns_per_request = (ebpf1.saturating_sub(ebpf0)) as f64 / round.requests.max(1) as f64;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -496,36 +515,32 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn report(options: &Options, rounds: &[Round]) -> String {
-    let side = |agent: bool| {
-        rounds
-            .iter()
-            .filter(move |r| r.agent == agent && !r.profile && !r.bpftrace)
-    };
-    let idle: Vec<&Round> = rounds.iter().filter(|r| r.bpftrace).collect();
-    let fm = |f: fn(&Round) -> f64| median(idle.iter().map(|r| f(r)).collect());
+    let side = |kind: Kind| rounds.iter().filter(move |r| r.kind == kind && !r.profile);
     let profile = rounds.iter().find(|r| r.profile);
-    let m = |agent: bool, f: fn(&Round) -> f64| median(side(agent).map(f).collect());
-    let (rps_off, rps_on) = (m(false, |r| r.rps), m(true, |r| r.rps));
+    let m = |kind: Kind, f: fn(&Round) -> f64| median(side(kind).map(f).collect());
+    let (rps_off, rps_on) = (m(Kind::Off, |r| r.rps), m(Kind::Agent, |r| r.rps));
     let ratio = rps_on / rps_off;
-    let p50 = m(true, |r| r.p50_ms) - m(false, |r| r.p50_ms);
-    let p99 = m(true, |r| r.p99_ms) - m(false, |r| r.p99_ms);
+    let p50 = m(Kind::Agent, |r| r.p50_ms) - m(Kind::Off, |r| r.p50_ms);
+    let p99 = m(Kind::Agent, |r| r.p99_ms) - m(Kind::Off, |r| r.p99_ms);
     let cpu_per_10k = median(
-        side(true)
+        side(Kind::Agent)
             .map(|r| r.agent_cores / (r.rps / 10_000.0))
             .collect(),
     );
-    let rss = side(true).map(|r| r.agent_peak_rss_mib).fold(0.0, f64::max);
+    let rss = side(Kind::Agent)
+        .map(|r| r.agent_peak_rss_mib)
+        .fold(0.0, f64::max);
     let ebpf_ns = profile.map_or(f64::NAN, |r| r.ebpf_ns_per_request);
-    let (nginx_off, nginx_on) = (m(false, |r| r.nginx_us), m(true, |r| r.nginx_us));
-    let (wrk_off, wrk_on) = (m(false, |r| r.wrk_us), m(true, |r| r.wrk_us));
-    let counted_min = side(true)
+    let (nginx_off, nginx_on) = (m(Kind::Off, |r| r.nginx_us), m(Kind::Agent, |r| r.nginx_us));
+    let (wrk_off, wrk_on) = (m(Kind::Off, |r| r.wrk_us), m(Kind::Agent, |r| r.wrk_us));
+    let counted_min = side(Kind::Agent)
         .map(|r| r.counted as f64 / r.requests as f64)
         .fold(f64::INFINITY, f64::min);
-    let lost: f64 = side(true).map(|r| r.lost).sum();
-    let spans_built: f64 = side(true).map(|r| r.spans_built).sum();
-    let spans_lost: f64 = side(true).map(|r| r.spans_lost).sum();
+    let lost: f64 = side(Kind::Agent).map(|r| r.lost).sum();
+    let spans_built: f64 = side(Kind::Agent).map(|r| r.spans_built).sum();
+    let spans_lost: f64 = side(Kind::Agent).map(|r| r.spans_lost).sum();
     let mut lost_reasons = std::collections::BTreeMap::<String, f64>::new();
-    for (reason, n) in side(true).flat_map(|r| r.lost_reasons.iter()) {
+    for (reason, n) in side(Kind::Agent).flat_map(|r| r.lost_reasons.iter()) {
         *lost_reasons.entry(reason.clone()).or_default() += n;
     }
     let lost_detail = if lost_reasons.is_empty() {
@@ -589,8 +604,8 @@ fn report(options: &Options, rounds: &[Round]) -> String {
          {nginx_on:.2} µs, wrk {wrk_off:.2} → {wrk_on:.2} µs (+{:.2} µs per request, both sides) | |",
         nginx_on + wrk_on - nginx_off - wrk_off
     );
-    if !idle.is_empty() {
-        let rps_bpftrace = fm(|r| r.rps);
+    if side(Kind::Bpftrace).next().is_some() {
+        let rps_bpftrace = m(Kind::Bpftrace, |r| r.rps);
         let _ = writeln!(
             s,
             "| Throughput with bpftrace idle on the same {} syscall tracepoints (programs that do \
@@ -598,7 +613,9 @@ fn report(options: &Options, rounds: &[Round]) -> String {
              +{:.2} µs per request | |",
             DATA_TRACEPOINTS.len(),
             rps_bpftrace / rps_off,
-            fm(|r| r.nginx_us) + fm(|r| r.wrk_us) - nginx_off - wrk_off
+            m(Kind::Bpftrace, |r| r.nginx_us) + m(Kind::Bpftrace, |r| r.wrk_us)
+                - nginx_off
+                - wrk_off
         );
         let _ = writeln!(
             s,
@@ -612,8 +629,8 @@ fn report(options: &Options, rounds: &[Round]) -> String {
          and spans; on this host, at idle priority, only because the benchmark has one \
          machine) | {:.2} → {:.2} µs \
          | |",
-        m(false, |r| r.aggregator_us),
-        m(true, |r| r.aggregator_us)
+        m(Kind::Off, |r| r.aggregator_us),
+        m(Kind::Agent, |r| r.aggregator_us)
     );
     let _ = writeln!(s, "| Added p50 latency | {:+.3} ms | |", p50);
     let _ = writeln!(s, "| Added p99 latency | {:+.3} ms | |", p99);
@@ -659,10 +676,11 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         } else {
             r.n.to_string()
         };
-        if r.agent {
+        if r.kind == Kind::Agent {
             let _ = writeln!(
                 s,
-                "| {n} | on | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} / {:.2} | {:.3} | {:.1} / {:.1} | {} / {} |",
+                "| {n} | {} | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} / {:.2} | {:.3} | {:.1} / {:.1} | {} / {} |",
+                r.kind.column(),
                 r.rps,
                 r.p50_ms,
                 r.p99_ms,
@@ -679,7 +697,7 @@ fn report(options: &Options, rounds: &[Round]) -> String {
             let _ = writeln!(
                 s,
                 "| {n} | {} | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} / {:.2} | | | |",
-                if r.bpftrace { "idle bpftrace" } else { "off" },
+                r.kind.column(),
                 r.rps,
                 r.p50_ms,
                 r.p99_ms,
