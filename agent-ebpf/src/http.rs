@@ -615,24 +615,20 @@ fn on_response(
         (*event).trace_flags = inflight.trace_flags;
         zero_words((&raw mut (*event).local_addr).cast(), 2);
         if fd >= 0 {
-            // This end: cached in the connection's entry after its first response.
-            let mut local = if (*conn).local.family != 0 {
-                Some(&raw const (*conn).local)
-            } else {
-                None
-            };
-            if local.is_none() {
+            // This end: copied into the connection's entry by its first response that finds
+            // it (`LOCAL_ADDRS` values always carry AF_INET/AF_INET6, so family 0 = not yet).
+            let local = &raw mut (*conn).local;
+            if (*local).family == 0 {
                 let socket = ConnKey {
                     tgid: channel.key.tgid,
                     kind: conn_kind::FD,
                     id: fd as u64,
                 };
                 if let Some(found) = LOCAL_ADDRS.get_ptr(&socket) {
-                    (*conn).local = *found;
-                    local = Some(found);
+                    *local = *found;
                 }
             }
-            if let Some(local) = local {
+            if (*local).family != 0 {
                 copy_words(
                     (&raw mut (*event).local_addr).cast(),
                     (&raw const (*local).addr).cast(),
