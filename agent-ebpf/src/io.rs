@@ -1,8 +1,12 @@
 //! Data syscalls on watched sockets.
 //!
-//! Reads (`read`/`recvfrom`/`readv`/`recvmsg`): the enter programs keep the buffer pointer of
-//! calls on fds in `CONNS`; the shared exit program hands the returned data to
-//! [`crate::http`]. Writes (`write`/`sendto`/`writev`/`sendmsg`): the data is in the buffer
+//! Reads (`read`/`recvfrom`/`readv`/`recvmsg`) are handled at exit, where the data is, in one
+//! of two ways the agent chooses at load: `sys_exit_read_regs` alone, taking `fd` and the
+//! buffer from the task's saved registers (one tracepoint hit per read instead of two), or,
+//! where that program is refused (kernels before 5.15, no `bpf_task_pt_regs`) or the
+//! architecture's register layout is unknown, the enter programs keeping the buffer pointer
+//! of calls on fds in `CONNS` for the shared exit program `sys_exit_io`. Either hands the
+//! returned data to [`crate::http`]. Writes (`write`/`sendto`/`writev`/`sendmsg`): the data is in the buffer
 //! before the call, so it is handed over at entry, with no per-call map entry and no exit
 //! program at all (the bytes asked to be written stand for the bytes written).
 //!
@@ -10,7 +14,7 @@
 //! iovec/msghdr headers that locate it.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user, generated},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -22,8 +26,8 @@ use sonde_ebpf_common::{
 use crate::{
     http::{self, Channel, Data},
     maps::{
-        CONNS, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args,
-        set, take_syscall_args,
+        CONNS, REGISTER_READS, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_u64, global,
+        global_of, put_syscall_args, set, take_syscall_args,
     },
 };
 
@@ -175,21 +179,74 @@ pub fn sys_exit_io(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ret = ctx_u64(&ctx, global(&SYSCALL_RET_OFFSET)) as i64;
+    if ret > 0 {
+        exit_read(&args, ret as u64);
+    }
+    0
+}
+
+/// Exit of the read syscalls, arguments from the saved registers: no enter hook, no slot.
+#[tracepoint]
+pub fn sys_exit_read_regs(ctx: TracePointContext) -> u32 {
+    let ret = ctx_u64(&ctx, global(&SYSCALL_RET_OFFSET)) as i64;
     if ret <= 0 {
         return 0;
     }
-    let total = ret as u64;
-    let Some((ptr, len)) = first_segment(&args, total) else {
+    let reads = global_of(&REGISTER_READS);
+    // SAFETY: `nr` is the tracefs offset of `int __syscall_nr`, inside every
+    // `sys_exit_*` record.
+    let Ok(nr) = (unsafe { ctx.read_at::<i32>(reads.nr as usize) }) else {
+        return 0;
+    };
+    let Some(kind) = reads.kind(nr) else {
+        return 0;
+    };
+    // SAFETY: both helpers are valid in tracing programs since 5.15 (the agent falls back to
+    // the enter hooks when the verifier refuses this program); the result is the current
+    // task's saved user registers, read through the fault-safe helper.
+    let regs = unsafe {
+        generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as u64
+    };
+    // SAFETY: as above; `fd`/`buf` are offsets inside `struct pt_regs` set by the agent.
+    let words = unsafe {
+        (
+            bpf_probe_read_kernel((regs + reads.fd as u64) as *const u64),
+            bpf_probe_read_kernel((regs + reads.buf as u64) as *const u64),
+        )
+    };
+    let (Ok(fd), Ok(ptr)) = words else {
         bump(Counter::HttpReadError);
         return 0;
     };
+    exit_read(
+        &SyscallArgs {
+            pid_tgid: bpf_get_current_pid_tgid(),
+            ptr,
+            fd: fd as u32,
+            kind,
+        },
+        ret as u64,
+    );
+    0
+}
+
+/// Hands the `total` bytes a read returned to [`crate::http`] when its fd is watched.
+#[inline(always)]
+fn exit_read(args: &SyscallArgs, total: u64) {
     let channel = Channel {
         key: ConnKey {
-            tgid: (pid_tgid >> 32) as u32,
+            tgid: (args.pid_tgid >> 32) as u32,
             kind: conn_kind::FD,
             id: args.fd as u64,
         },
         fd: args.fd as i32,
+    };
+    let Some(conn) = CONNS.get_ptr_mut(&channel.key) else {
+        return;
+    };
+    let Some((ptr, len)) = first_segment(args, total) else {
+        bump(Counter::HttpReadError);
+        return;
     };
     let data = Data {
         ptr,
@@ -197,11 +254,7 @@ pub fn sys_exit_io(ctx: TracePointContext) -> u32 {
         total,
         ingress: true,
     };
-    let conn = CONNS.get_ptr_mut(&channel.key);
-    if conn.is_some() {
-        http::on_data(&channel, conn, &data, false);
-    }
-    0
+    http::on_data(&channel, Some(conn), &data, false);
 }
 
 /// The first contiguous piece of a read's data: the buffer, or `iov[0]` (directly or through

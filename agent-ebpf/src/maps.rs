@@ -14,7 +14,7 @@ use aya_ebpf::{
 use sonde_ebpf_common::{
     Conn, ConnKey, Counter, FilterRule, HTTP_WINDOW, PeerKey, SockStateOffsets, SslArgs,
     SyscallArgs, TcpRetransmitOffsets, TcpSock,
-    http::{ARG_SLOTS, FILTER_RULES_MAX},
+    http::{ARG_SLOTS, FILTER_RULES_MAX, RegisterReads},
 };
 
 /// Offset of `__data_loc char[] filename` in `sched:sched_process_exec`; set by the agent
@@ -34,6 +34,9 @@ pub static SYSCALL_ARGS_OFFSET: u32 = 16;
 /// Offset of `ret` in `syscalls:sys_exit_*`.
 #[unsafe(no_mangle)]
 pub static SYSCALL_RET_OFFSET: u32 = 16;
+/// Syscall numbers and register offsets for `sys_exit_read_regs` (disabled by default).
+#[unsafe(no_mangle)]
+pub static REGISTER_READS: RegisterReads = RegisterReads::DISABLED;
 /// Field offsets of `sock:inet_sock_set_state`.
 #[unsafe(no_mangle)]
 pub static SOCK_STATE_OFFSETS: SockStateOffsets = SockStateOffsets::DEFAULT;

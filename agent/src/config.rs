@@ -197,6 +197,20 @@ pub struct HttpConfig {
     /// How often running processes are scanned for newly loaded libssl files.
     #[serde(with = "humantime_serde")]
     pub tls_scan_interval: Duration,
+    /// Which tracepoints see reads: `exit` (one hit per read; the arguments come from the
+    /// task's saved registers; falls back to `enter_exit` on kernels before 5.15 and
+    /// architectures other than x86_64 and arm64) or `enter_exit` (two hits per read).
+    pub read_hooks: ReadHooks,
+}
+
+/// [`HttpConfig::read_hooks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadHooks {
+    /// Exit only where possible.
+    Exit,
+    /// Enter and exit.
+    EnterExit,
 }
 
 /// TCP tracing settings (`[ebpf.tcp]`).
@@ -290,6 +304,7 @@ impl Default for HttpConfig {
             max_series: 10_000,
             series_idle_expiry: Duration::from_secs(3600),
             tls_scan_interval: Duration::from_secs(10),
+            read_hooks: ReadHooks::Exit,
         }
     }
 }

@@ -566,6 +566,26 @@ pub fn agent_config(
     path
 }
 
+/// Waits until the agent's HTTP read hooks are attached, whichever way reads are hooked
+/// (`sys_exit_read_regs`, or the enter hooks with `sys_exit_io`).
+pub fn wait_http_hooks(agent: &crate::Agent) {
+    eventually(
+        Duration::from_secs(30),
+        "the HTTP read hooks to attach",
+        || {
+            let metrics = agent.metrics_text();
+            ["sys_exit_read_regs", "sys_exit_io"]
+                .iter()
+                .any(|program| {
+                    metrics.contains(&format!(
+                        "sonde_agent_ebpf_program_attached{{program=\"{program}\"}} 1"
+                    ))
+                })
+                .then_some(())
+        },
+    );
+}
+
 /// Waits until the agent reports `program` attached.
 pub fn wait_attached(agent: &crate::Agent, program: &str) {
     eventually(

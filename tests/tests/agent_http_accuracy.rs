@@ -14,7 +14,7 @@ use sonde_tests::{
     Agent, Aggregator, Process, red,
     workload::{
         self, Nginx, TestCgroup, agent_config, fixture, plan_len, read_timings, unique,
-        wait_attached, wait_port, wait_timings,
+        wait_http_hooks, wait_port, wait_timings,
     },
 };
 
@@ -94,7 +94,7 @@ fn python_server_and_client_counts_exact_latencies_agree() {
     let agg = Aggregator::start();
     let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
     let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
-    wait_attached(&agent, "sys_exit_io");
+    wait_http_hooks(&agent);
 
     let server_name = unique("timed-server-");
     let client_name = unique("timed-client-");
@@ -195,7 +195,7 @@ fn nginx_server_and_reverse_proxy_counts_exact_latencies_agree() {
     let agg = Aggregator::start();
     let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
     let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
-    wait_attached(&agent, "sys_exit_io");
+    wait_http_hooks(&agent);
 
     let backend_name = unique("backend-");
     let (_backend, backend_port, backend_log) =

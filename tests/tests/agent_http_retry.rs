@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use sonde_tests::{
     Agent, Aggregator, Process, eventually, red,
-    workload::{TestCgroup, agent_config, fixture, unique, wait_attached, wait_port},
+    workload::{TestCgroup, agent_config, fixture, unique, wait_http_hooks, wait_port},
 };
 
 const N: usize = 25;
@@ -29,7 +29,7 @@ fn retried_status_lines_count_once_and_unanswered_requests_are_counted() {
     let agg = Aggregator::start();
     let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
     let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
-    wait_attached(&agent, "sys_exit_io");
+    wait_http_hooks(&agent);
     assert_eq!(red::kernel_counter(&agent, "http_request_unanswered"), 0.0);
 
     let server_name = unique("retry-server-");

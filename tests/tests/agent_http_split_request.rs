@@ -12,7 +12,7 @@ use std::{
 
 use sonde_tests::{
     Agent, Aggregator, Process, red,
-    workload::{TestCgroup, agent_config, fixture, unique, wait_attached, wait_port},
+    workload::{TestCgroup, agent_config, fixture, unique, wait_http_hooks, wait_port},
 };
 
 const N: u64 = 6;
@@ -44,7 +44,7 @@ fn a_method_written_alone_still_counts_the_request_with_its_path() {
     let agg = Aggregator::start();
     let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
     let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
-    wait_attached(&agent, "sys_exit_io");
+    wait_http_hooks(&agent);
 
     let name = unique("split-");
     let port_file = dir.path().join("b.port");

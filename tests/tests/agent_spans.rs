@@ -21,7 +21,10 @@ use std::{
 use sonde_tests::{
     Agent, Aggregator, Process, encode, eventually,
     jaeger::{self, JaegerSpan, norm},
-    workload::{TestCgroup, agent_config, fixture, get_close, unique, wait_attached, wait_port},
+    workload::{
+        TestCgroup, agent_config, fixture, get_close, unique, wait_attached, wait_http_hooks,
+        wait_port,
+    },
 };
 
 /// Chains per variant.
@@ -73,7 +76,7 @@ fn spans_link_across_threads_and_connections_under_load() {
     let agg = Aggregator::start();
     let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
     let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
-    wait_attached(&agent, "sys_exit_io");
+    wait_http_hooks(&agent);
     wait_attached(&agent, "inet_sock_set_state");
 
     let (a_name, b_name) = (unique("spans-a-"), unique("spans-b-"));

@@ -13,7 +13,8 @@ use sonde_tests::{
     Agent, Aggregator, Process, eventually,
     jaeger::{self, JaegerSpan},
     workload::{
-        NetNs, TestCgroup, agent_config, fixture, get_close, unique, wait_attached, wait_port,
+        NetNs, TestCgroup, agent_config, fixture, get_close, unique, wait_attached,
+        wait_http_hooks, wait_port,
     },
 };
 
@@ -68,7 +69,7 @@ fn server_spans_on_another_host_join_their_callers_trace() {
             &[agg.grpc_url()],
             &["--config", config.to_str().unwrap(), "--agent-id", name],
         );
-        wait_attached(&agent, "sys_exit_io");
+        wait_http_hooks(&agent);
         wait_attached(&agent, "inet_sock_set_state");
         agent
     };

@@ -375,6 +375,61 @@ pub struct SyscallArgs {
 
 const _: () = assert!(size_of::<SyscallArgs>() == 24);
 
+/// How the read exits find their arguments without an enter hook: the syscall numbers of the
+/// hooked reads and where the task's saved user registers keep `fd` and the buffer.
+///
+/// At syscall exit the saved registers still hold the arguments (the return value goes to
+/// its own register; on arm64 the first argument's register is overwritten, so `fd` comes
+/// from `orig_x0`). Set by the agent for the architectures it knows; the default matches
+/// no syscall, so the program does nothing until set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegisterReads {
+    /// Offset of the register holding argument 0 (`fd`) in `struct pt_regs`.
+    pub fd: u32,
+    /// Offset of the register holding argument 1 (buffer, iovec or msghdr).
+    pub buf: u32,
+    /// Syscall number of `read`.
+    pub read: i32,
+    /// Syscall number of `recvfrom`.
+    pub recvfrom: i32,
+    /// Syscall number of `readv`.
+    pub readv: i32,
+    /// Syscall number of `recvmsg`.
+    pub recvmsg: i32,
+    /// Offset of `int __syscall_nr` in `syscalls:sys_exit_*` records.
+    pub nr: u32,
+}
+
+const _: () = assert!(size_of::<RegisterReads>() == 28);
+
+impl RegisterReads {
+    /// Matches no syscall.
+    pub const DISABLED: Self = Self {
+        fd: 0,
+        buf: 0,
+        read: -1,
+        recvfrom: -1,
+        readv: -1,
+        recvmsg: -1,
+        nr: 8,
+    };
+
+    /// The [`io_kind`] of syscall `nr`, if it is one of the hooked reads.
+    #[inline(always)]
+    pub fn kind(&self, nr: i32) -> Option<u32> {
+        if nr == self.read || nr == self.recvfrom {
+            Some(io_kind::READ)
+        } else if nr == self.readv {
+            Some(io_kind::READV)
+        } else if nr == self.recvmsg {
+            Some(io_kind::RECVMSG)
+        } else {
+            None
+        }
+    }
+}
+
 /// OpenSSL call arguments kept between a uprobe and its uretprobe, in the `SSL_ARGS` slot of
 /// the thread.
 #[repr(C)]

@@ -52,6 +52,10 @@ pub mod programs {
     pub const SYS_ENTER_SENDMSG: &str = "sys_enter_sendmsg";
     /// Attached to the `sys_exit_*` of the read syscalls above (writes are handled at entry).
     pub const SYS_EXIT_IO: &str = "sys_exit_io";
+    /// Attached to `syscalls:sys_exit_read`, `sys_exit_recvfrom`, `sys_exit_readv` and
+    /// `sys_exit_recvmsg` instead of the enter hooks and [`SYS_EXIT_IO`]: takes the arguments
+    /// from the task's saved registers (see [`crate::http::RegisterReads`]).
+    pub const SYS_EXIT_READ_REGS: &str = "sys_exit_read_regs";
     /// Tracepoint `sock:inet_sock_set_state`.
     pub const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
     /// Tracepoint `tcp:tcp_retransmit_skb`.
@@ -124,6 +128,8 @@ pub mod globals {
     pub const SYSCALL_ARGS_OFFSET: &str = "SYSCALL_ARGS_OFFSET";
     /// Offset of `long ret` in `syscalls:sys_exit_*` records.
     pub const SYSCALL_RET_OFFSET: &str = "SYSCALL_RET_OFFSET";
+    /// [`crate::http::RegisterReads`] for [`super::programs::SYS_EXIT_READ_REGS`].
+    pub const REGISTER_READS: &str = "REGISTER_READS";
     /// [`crate::SockStateOffsets`] for `sock:inet_sock_set_state`.
     pub const SOCK_STATE_OFFSETS: &str = "SOCK_STATE_OFFSETS";
     /// [`crate::TcpRetransmitOffsets`] for `tcp:tcp_retransmit_skb`.
@@ -316,6 +322,7 @@ mod user {
     unsafe impl aya::Pod for super::TcpEvent {}
     unsafe impl aya::Pod for super::SockStateOffsets {}
     unsafe impl aya::Pod for super::TcpRetransmitOffsets {}
+    unsafe impl aya::Pod for super::http::RegisterReads {}
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! Owns: the hook table and the offset checks (pure functions over [`Format`]s, so they are
 //! unit-tested without a kernel). Must not: load or attach anything (that is `loader`).
 
-use sonde_ebpf_common::{SockStateOffsets, TcpRetransmitOffsets, programs};
+use sonde_ebpf_common::{SockStateOffsets, TcpRetransmitOffsets, http::RegisterReads, programs};
 
 use super::tracefs::{Format, FormatError};
 
@@ -27,6 +27,20 @@ pub enum Slot {
     Arg(u32),
     /// `ret` of a `sys_exit_*` record.
     Ret,
+    /// `__syscall_nr` of a `sys_exit_*` record.
+    Nr,
+}
+
+/// How the read syscalls' programs reach a call's arguments at its exit. The loader uses one
+/// per run; hooks of the other are not attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// `sys_exit_read_regs` alone, arguments from the task's saved registers: one
+    /// tracepoint hit per read.
+    Registers,
+    /// Enter hooks keep the arguments for `sys_exit_io`: two hits per read; for kernels
+    /// before 5.15 and architectures whose register layout the agent does not know.
+    EnterExit,
 }
 
 /// One program attached to one tracepoint.
@@ -43,6 +57,8 @@ pub struct Hook {
     /// Syscall fields the program reads (empty for non-syscall tracepoints, which are
     /// checked by [`sock_state_offsets`]/[`tcp_retransmit_offsets`] or `exec_offsets`).
     pub fields: &'static [(&'static str, Slot)],
+    /// For the read syscalls' hooks, the [`ReadPath`] they belong to.
+    pub read_path: Option<ReadPath>,
 }
 
 impl Hook {
@@ -63,10 +79,25 @@ const fn sys(
         name,
         feature: Feature::Http,
         fields,
+        read_path: None,
+    }
+}
+
+/// A hook of the read syscalls, used only with `path`.
+const fn read(
+    program: &'static str,
+    name: &'static str,
+    fields: &'static [(&'static str, Slot)],
+    path: ReadPath,
+) -> Hook {
+    Hook {
+        read_path: Some(path),
+        ..sys(program, name, fields)
     }
 }
 
 const RET: &[(&str, Slot)] = &[("ret", Slot::Ret)];
+const RET_NR: &[(&str, Slot)] = &[("ret", Slot::Ret), ("__syscall_nr", Slot::Nr)];
 
 /// Every tracepoint hook, in attach order.
 pub const HOOKS: &[Hook] = &[
@@ -76,6 +107,7 @@ pub const HOOKS: &[Hook] = &[
         name: "sched_process_exec",
         feature: Feature::Exec,
         fields: &[],
+        read_path: None,
     },
     // Sockets first, so data hooks never see a socket whose accept they missed.
     sys(
@@ -101,25 +133,29 @@ pub const HOOKS: &[Hook] = &[
         "sys_enter_close",
         &[("fd", Slot::Arg(0))],
     ),
-    sys(
+    read(
         programs::SYS_ENTER_READ,
         "sys_enter_read",
         &[("fd", Slot::Arg(0)), ("buf", Slot::Arg(1))],
+        ReadPath::EnterExit,
     ),
-    sys(
+    read(
         programs::SYS_ENTER_READ,
         "sys_enter_recvfrom",
         &[("fd", Slot::Arg(0)), ("ubuf", Slot::Arg(1))],
+        ReadPath::EnterExit,
     ),
-    sys(
+    read(
         programs::SYS_ENTER_READV,
         "sys_enter_readv",
         &[("fd", Slot::Arg(0)), ("vec", Slot::Arg(1))],
+        ReadPath::EnterExit,
     ),
-    sys(
+    read(
         programs::SYS_ENTER_RECVMSG,
         "sys_enter_recvmsg",
         &[("fd", Slot::Arg(0)), ("msg", Slot::Arg(1))],
+        ReadPath::EnterExit,
     ),
     // Writes are handled at entry (the data is there before the call): no exit hooks.
     sys(
@@ -154,16 +190,61 @@ pub const HOOKS: &[Hook] = &[
         "sys_enter_sendmsg",
         &[("fd", Slot::Arg(0)), ("msg", Slot::Arg(1))],
     ),
-    sys(programs::SYS_EXIT_IO, "sys_exit_read", RET),
-    sys(programs::SYS_EXIT_IO, "sys_exit_recvfrom", RET),
-    sys(programs::SYS_EXIT_IO, "sys_exit_readv", RET),
-    sys(programs::SYS_EXIT_IO, "sys_exit_recvmsg", RET),
+    read(
+        programs::SYS_EXIT_IO,
+        "sys_exit_read",
+        RET,
+        ReadPath::EnterExit,
+    ),
+    read(
+        programs::SYS_EXIT_IO,
+        "sys_exit_recvfrom",
+        RET,
+        ReadPath::EnterExit,
+    ),
+    read(
+        programs::SYS_EXIT_IO,
+        "sys_exit_readv",
+        RET,
+        ReadPath::EnterExit,
+    ),
+    read(
+        programs::SYS_EXIT_IO,
+        "sys_exit_recvmsg",
+        RET,
+        ReadPath::EnterExit,
+    ),
+    read(
+        programs::SYS_EXIT_READ_REGS,
+        "sys_exit_read",
+        RET_NR,
+        ReadPath::Registers,
+    ),
+    read(
+        programs::SYS_EXIT_READ_REGS,
+        "sys_exit_recvfrom",
+        RET_NR,
+        ReadPath::Registers,
+    ),
+    read(
+        programs::SYS_EXIT_READ_REGS,
+        "sys_exit_readv",
+        RET_NR,
+        ReadPath::Registers,
+    ),
+    read(
+        programs::SYS_EXIT_READ_REGS,
+        "sys_exit_recvmsg",
+        RET_NR,
+        ReadPath::Registers,
+    ),
     Hook {
         program: programs::INET_SOCK_SET_STATE,
         category: "sock",
         name: "inet_sock_set_state",
         feature: Feature::Tcp,
         fields: &[],
+        read_path: None,
     },
     Hook {
         program: programs::TCP_RETRANSMIT_SKB,
@@ -171,6 +252,7 @@ pub const HOOKS: &[Hook] = &[
         name: "tcp_retransmit_skb",
         feature: Feature::Tcp,
         fields: &[],
+        read_path: None,
     },
 ];
 
@@ -181,17 +263,48 @@ pub struct SyscallLayout {
     pub args: u32,
     /// Offset of `ret`.
     pub ret: u32,
+    /// Offset of `__syscall_nr` (in both records).
+    pub nr: u32,
 }
 
 impl SyscallLayout {
     /// The layout of every Linux since syscall tracepoints exist.
-    pub const DEFAULT: Self = Self { args: 16, ret: 16 };
+    pub const DEFAULT: Self = Self {
+        args: 16,
+        ret: 16,
+        nr: 8,
+    };
 
-    /// Derives the layout from `sys_enter_read` (`fd`) and `sys_exit_read` (`ret`).
+    /// Derives the layout from `sys_enter_read` (`fd`) and `sys_exit_read` (`ret`,
+    /// `__syscall_nr`).
     pub fn from_formats(enter_read: &Format, exit_read: &Format) -> Result<Self, FormatError> {
         Ok(Self {
             args: enter_read.field("fd")?.offset,
             ret: exit_read.field("ret")?.offset,
+            nr: exit_read.field("__syscall_nr")?.offset,
+        })
+    }
+
+    /// What `sys_exit_read_regs` needs on this architecture, or `None` when the agent does
+    /// not know where its saved registers keep the arguments (the reads then take the
+    /// [`ReadPath::EnterExit`] path).
+    pub fn register_reads(&self) -> Option<RegisterReads> {
+        // `struct pt_regs` offsets of argument 0 (fd) and 1 (buffer) at syscall exit.
+        #[cfg(target_arch = "x86_64")]
+        let (fd, buf) = (Some(112u32), 104u32); // `di`, `si`
+        // x0 holds the return value by then; `orig_x0` keeps argument 0.
+        #[cfg(target_arch = "aarch64")]
+        let (fd, buf) = (Some(272u32), 8u32); // `orig_x0`, `regs[1]`
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let (fd, buf) = (None::<u32>, 0u32);
+        Some(RegisterReads {
+            fd: fd?,
+            buf,
+            read: i32::try_from(libc::SYS_read).ok()?,
+            recvfrom: i32::try_from(libc::SYS_recvfrom).ok()?,
+            readv: i32::try_from(libc::SYS_readv).ok()?,
+            recvmsg: i32::try_from(libc::SYS_recvmsg).ok()?,
+            nr: self.nr,
         })
     }
 
@@ -202,6 +315,7 @@ impl SyscallLayout {
             let (expected, size) = match slot {
                 Slot::Arg(n) => (self.args + 8 * n, 8),
                 Slot::Ret => (self.ret, 8),
+                Slot::Nr => (self.nr, 4),
             };
             if field.offset != expected || field.size != size {
                 return Err(format!(
@@ -293,6 +407,18 @@ mod tests {
         layout.check(read, &enter).unwrap();
         let exit_hook = HOOKS.iter().find(|h| h.name == "sys_exit_read").unwrap();
         layout.check(exit_hook, &exit).unwrap();
+        let regs_hook = HOOKS
+            .iter()
+            .find(|h| h.program == programs::SYS_EXIT_READ_REGS)
+            .unwrap();
+        layout.check(regs_hook, &exit).unwrap();
+        // The register path also reads `__syscall_nr`: a record moving it is refused.
+        let moved_nr = Format::parse(
+            "syscalls/sys_exit_read",
+            &EXIT_READ.replace("offset:8", "offset:12"),
+        );
+        let err = layout.check(regs_hook, &moved_nr).unwrap_err();
+        assert!(err.contains("__syscall_nr"), "{err}");
 
         // A kernel whose record puts `buf` elsewhere is refused, naming the field.
         let moved = Format::parse(
@@ -322,12 +448,68 @@ mod tests {
     fn every_program_has_a_hook_and_names_are_unique_per_tracepoint() {
         for (i, h) in HOOKS.iter().enumerate() {
             for other in &HOOKS[..i] {
+                // Two read paths may hook the same tracepoint: only one is used.
+                let exclusive = matches!((h.read_path, other.read_path),
+                    (Some(a), Some(b)) if a != b);
                 assert!(
-                    (h.category, h.name) != (other.category, other.name),
+                    exclusive || (h.category, h.name) != (other.category, other.name),
                     "{} twice",
                     h.name
                 );
             }
         }
+    }
+
+    #[test]
+    fn each_read_path_hooks_the_exit_of_every_read_syscall() {
+        for path in [ReadPath::Registers, ReadPath::EnterExit] {
+            for name in [
+                "sys_exit_read",
+                "sys_exit_recvfrom",
+                "sys_exit_readv",
+                "sys_exit_recvmsg",
+            ] {
+                assert!(
+                    HOOKS
+                        .iter()
+                        .any(|h| h.name == name && h.read_path == Some(path)),
+                    "{path:?} misses {name}"
+                );
+            }
+        }
+        // The register path has no enter hooks at all.
+        assert!(
+            HOOKS
+                .iter()
+                .filter(|h| h.read_path == Some(ReadPath::Registers))
+                .all(|h| h.name.starts_with("sys_exit_"))
+        );
+    }
+
+    #[test]
+    fn register_reads_name_this_architectures_read_syscalls() {
+        let layout = SyscallLayout {
+            nr: 12,
+            ..SyscallLayout::DEFAULT
+        };
+        let Some(reads) = layout.register_reads() else {
+            // An architecture without a known register layout uses the enter hooks.
+            assert!(!cfg!(any(target_arch = "x86_64", target_arch = "aarch64")));
+            return;
+        };
+        assert_eq!(reads.nr, 12);
+        let io = sonde_ebpf_common::http::io_kind::READ;
+        assert_eq!(reads.kind(libc::SYS_read as i32), Some(io));
+        assert_eq!(reads.kind(libc::SYS_recvfrom as i32), Some(io));
+        assert_eq!(
+            reads.kind(libc::SYS_readv as i32),
+            Some(sonde_ebpf_common::http::io_kind::READV)
+        );
+        assert_eq!(
+            reads.kind(libc::SYS_recvmsg as i32),
+            Some(sonde_ebpf_common::http::io_kind::RECVMSG)
+        );
+        assert_eq!(reads.kind(libc::SYS_write as i32), None);
+        assert_eq!(RegisterReads::DISABLED.kind(libc::SYS_read as i32), None);
     }
 }

@@ -15,14 +15,14 @@ use aya::{
     programs::{TracePoint, UProbe},
 };
 use sonde_ebpf_common::{
-    Conn, ConnKey, Counter, FilterRule, SockStateOffsets, TcpRetransmitOffsets, globals, maps,
-    programs,
+    Conn, ConnKey, Counter, FilterRule, SockStateOffsets, TcpRetransmitOffsets, globals,
+    http::RegisterReads, maps, programs,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    hooks::{self, Feature, HOOKS, SyscallLayout},
+    hooks::{self, Feature, HOOKS, ReadPath, SyscallLayout},
     tracefs::{Format, FormatError},
 };
 
@@ -84,6 +84,9 @@ pub struct LoadOptions {
     pub http_ring_bytes: u32,
     /// Include/exclude rules evaluated in the kernel.
     pub filter: Vec<FilterRule>,
+    /// Hook reads at exit only, arguments from the saved registers, where the kernel and
+    /// architecture allow ([`ReadPath::Registers`]); false: always enter + exit.
+    pub register_reads: bool,
 }
 
 impl Default for LoadOptions {
@@ -95,6 +98,7 @@ impl Default for LoadOptions {
             max_connections: 32768,
             http_ring_bytes: 2 * 1024 * 1024,
             filter: Vec::new(),
+            register_reads: true,
         }
     }
 }
@@ -147,6 +151,8 @@ pub struct Probes {
     pub ebpf: Arc<Mutex<Ebpf>>,
     /// Per-hook attach status.
     pub hooks: Vec<HookStatus>,
+    /// How reads are hooked (when HTTP tracing is on).
+    pub read_path: ReadPath,
     /// Exec events, when `sched_process_exec` is attached.
     pub exec_events: Option<RingBuf<MapData>>,
     /// HTTP exchanges, when the HTTP hooks or the TLS programs are in use.
@@ -253,6 +259,12 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         .retransmit
         .clone()
         .unwrap_or(TcpRetransmitOffsets::DEFAULT);
+    let register_reads = if options.register_reads {
+        syscalls.register_reads()
+    } else {
+        None
+    };
+    let register_globals = register_reads.unwrap_or(RegisterReads::DISABLED);
     let rule_count = options.filter.len() as u32;
     let has_include = u32::from(
         options
@@ -268,6 +280,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         .override_global(globals::EXEC_OLD_PID_OFFSET, &old_pid, true)
         .override_global(globals::SYSCALL_ARGS_OFFSET, &syscalls.args, true)
         .override_global(globals::SYSCALL_RET_OFFSET, &syscalls.ret, true)
+        .override_global(globals::REGISTER_READS, &register_globals, true)
         .override_global(globals::SOCK_STATE_OFFSETS, &sock_state, true)
         .override_global(globals::TCP_RETRANSMIT_OFFSETS, &retransmit, true)
         .override_global(globals::FILTER_RULE_COUNT, &rule_count, true)
@@ -308,6 +321,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         }
     }
 
+    let read_path = choose_read_path(&mut ebpf, register_reads.is_some());
     let mut hooks = Vec::new();
     let mut refused: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     for hook in HOOKS {
@@ -316,7 +330,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
             Feature::Http => options.http || options.tls,
             Feature::Tcp => options.tcp,
         };
-        if !enabled {
+        if !enabled || hook.read_path.is_some_and(|path| path != read_path) {
             continue;
         }
         let result = match refused.get(hook.program) {
@@ -364,12 +378,13 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
     }
 
     let any = |program: &str| hooks.iter().any(|h| h.program == program && h.attached());
+    let reads_hooked = any(programs::SYS_EXIT_IO) || any(programs::SYS_EXIT_READ_REGS);
     let exec_events = if any(programs::SCHED_PROCESS_EXEC) {
         Some(take_ring(&mut ebpf, maps::EXEC_EVENTS)?)
     } else {
         None
     };
-    let http_events = if any(programs::SYS_EXIT_IO) || tls_loaded {
+    let http_events = if reads_hooked || tls_loaded {
         Some(take_ring(&mut ebpf, maps::HTTP_EVENTS)?)
     } else {
         None
@@ -379,7 +394,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
     } else {
         None
     };
-    let conns = if any(programs::SYS_EXIT_IO) {
+    let conns = if reads_hooked {
         let map = ebpf
             .take_map(maps::CONNS)
             .ok_or(EbpfError::MissingMap { name: maps::CONNS })?;
@@ -403,6 +418,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
     Ok(Probes {
         ebpf: Arc::new(Mutex::new(ebpf)),
         hooks,
+        read_path,
         exec_events,
         http_events,
         tcp_events,
@@ -416,6 +432,48 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
 fn take_ring(ebpf: &mut Ebpf, name: &'static str) -> Result<RingBuf<MapData>, EbpfError> {
     let map = ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })?;
     RingBuf::try_from(map).map_err(|source| EbpfError::Map { name, source })
+}
+
+/// [`ReadPath::Registers`] when wanted (`available`: the architecture's layout is known and
+/// the configuration allows it) and the kernel verifies `sys_exit_read_regs` (it needs
+/// `bpf_task_pt_regs`, Linux 5.15+); otherwise [`ReadPath::EnterExit`], with the reason
+/// logged.
+fn choose_read_path(ebpf: &mut Ebpf, available: bool) -> ReadPath {
+    if !available {
+        tracing::info!(
+            "reads are hooked at enter and exit (register reads are off in the configuration \
+             or unknown on this architecture)"
+        );
+        return ReadPath::EnterExit;
+    }
+    let program = programs::SYS_EXIT_READ_REGS;
+    let loaded = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))
+        .and_then(|prog| {
+            let tracepoint: &mut TracePoint = prog
+                .try_into()
+                .map_err(|e| format!("program {program} is not a tracepoint: {e}"))?;
+            tracepoint.load().map_err(|e| {
+                format!(
+                    "the verifier or kernel refused {program}: {}",
+                    error_chain(&e)
+                )
+            })
+        });
+    match loaded {
+        Ok(()) => {
+            tracing::debug!("reads are hooked at exit only (arguments from saved registers)");
+            ReadPath::Registers
+        }
+        Err(reason) => {
+            tracing::info!(
+                %reason,
+                "reads are hooked at enter and exit (two tracepoint hits per read)"
+            );
+            ReadPath::EnterExit
+        }
+    }
 }
 
 /// Loads (verifies) the OpenSSL uprobe programs; they are attached per library later.

@@ -53,13 +53,10 @@ pub struct Options {
     no_bpftrace: bool,
 }
 
-/// The syscall tracepoints the agent's data hooks attach to (`agent/src/ebpf/hooks.rs`; the
-/// socket hooks, accept/connect/close, do not fire per request on keep-alive connections).
+/// The syscall tracepoints the agent's data hooks attach to with reads hooked at exit only,
+/// the default where the kernel allows (`agent/src/ebpf/hooks.rs`; the socket hooks,
+/// accept/connect/close, do not fire per request on keep-alive connections).
 const DATA_TRACEPOINTS: &[&str] = &[
-    "sys_enter_read",
-    "sys_enter_recvfrom",
-    "sys_enter_readv",
-    "sys_enter_recvmsg",
     "sys_enter_write",
     "sys_enter_sendto",
     "sys_enter_writev",
@@ -344,11 +341,23 @@ fn round_with_agent(
     );
     let pid = agent.0.id();
     let base = format!("http://127.0.0.1:{metrics}");
+    let attached = |m: &str, program: &str| {
+        m.contains(&format!(
+            "sonde_agent_ebpf_program_attached{{program=\"{program}\"}} 1"
+        ))
+    };
     wait_for(Duration::from_secs(30), "the agent's HTTP hooks", || {
-        curl(&format!("{base}/metrics")).is_some_and(|m| {
-            m.contains("sonde_agent_ebpf_program_attached{program=\"sys_exit_io\"} 1")
-        })
+        curl(&format!("{base}/metrics"))
+            .is_some_and(|m| attached(&m, "sys_exit_read_regs") || attached(&m, "sys_exit_io"))
     })?;
+    if !curl(&format!("{base}/metrics")).is_some_and(|m| attached(&m, "sys_exit_read_regs")) {
+        bail!(
+            "the agent hooks reads at enter and exit here (kernel before 5.15 or unknown \
+             architecture; see {}): the idle-bpftrace rounds, attached to exit-only reads, \
+             would understate the tracing cost",
+            dir.join("agent.log").display()
+        );
+    }
     // Let start-up work (connection seeding, libssl discovery) finish before measuring.
     std::thread::sleep(Duration::from_secs(1));
     let progs = prog_ids(pid);

@@ -1,0 +1,112 @@
+//! Every read syscall Sonde hooks (`read`, `recvfrom`, `readv`, `recvmsg`), on both ends of a
+//! connection, over both ways of hooking reads (`[ebpf.http] read_hooks`): `exit` (one
+//! program at exit, arguments from the saved registers) and `enter_exit` (enter hooks keep
+//! the arguments for the exit program). A traced Python server and client
+//! (`tests/fixtures/http/read_syscalls.py`) use one syscall per keep-alive connection; every
+//! request must be counted once per side under its syscall's route. Needs root.
+
+use std::collections::BTreeMap;
+
+use sonde_tests::{
+    Agent, Aggregator, Process, red,
+    workload::{TestCgroup, agent_config, fixture, unique, wait_attached, wait_port},
+};
+
+const N: usize = 5;
+const SYSCALLS: [&str; 4] = ["read", "recvfrom", "readv", "recvmsg"];
+
+fn every_read_syscall_is_counted(read_hooks: &str, program: &str, other: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cgroup = TestCgroup::new();
+    let (server_id, server_cg) = cgroup.container();
+    let (client_id, client_cg) = cgroup.container();
+    let agg = Aggregator::start();
+    let config = agent_config(
+        dir.path(),
+        &[&cgroup.path],
+        &[],
+        &format!("[ebpf.http]\nread_hooks = \"{read_hooks}\"\n"),
+    );
+    let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
+    wait_attached(&agent, program);
+    // Only one way is attached: no read is seen twice.
+    let metrics = agent.metrics_text();
+    assert!(
+        !metrics.contains(&format!(
+            "sonde_agent_ebpf_program_attached{{program=\"{other}\"}} 1"
+        )),
+        "{other} attached alongside {program}:\n{metrics}"
+    );
+
+    let server_name = unique("reads-server-");
+    let port_file = dir.path().join("server.port");
+    let script = fixture("http/read_syscalls.py");
+    let mut cmd = cgroup.command(
+        &server_cg,
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            "server",
+            port_file.to_str().unwrap(),
+        ],
+    );
+    cmd.env("OTEL_SERVICE_NAME", &server_name);
+    let mut server = Process::spawn("reads-server", &mut cmd, dir.path());
+    let port = wait_port(&port_file, &mut server);
+
+    let client_name = unique("reads-client-");
+    let mut cmd = cgroup.command(
+        &client_cg,
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            "client",
+            &port.to_string(),
+            &N.to_string(),
+        ],
+    );
+    cmd.env("OTEL_SERVICE_NAME", &client_name);
+    let out = cmd.output().expect("run the client");
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let expected: BTreeMap<(String, String), f64> = SYSCALLS
+        .iter()
+        .map(|s| ((format!("/{s}/{{id}}"), "200".to_owned()), N as f64))
+        .collect();
+    red::wait_counts(
+        &agg,
+        "http_server_request_duration_seconds",
+        &format!("service_name=\"{server_name}\",container_id=\"{server_id}\""),
+        &expected,
+    );
+    red::wait_counts(
+        &agg,
+        "http_client_request_duration_seconds",
+        &format!(
+            "service_name=\"{client_name}\",container_id=\"{client_id}\",server_port=\"{port}\""
+        ),
+        &expected,
+    );
+    red::assert_nothing_lost(&agent);
+    assert_eq!(red::kernel_counter(&agent, "http_read_error"), 0.0);
+}
+
+#[test]
+fn every_read_syscall_is_counted_with_exit_hooks() {
+    if !sonde_tests::require_root("every_read_syscall_is_counted_with_exit_hooks") {
+        return;
+    }
+    every_read_syscall_is_counted("exit", "sys_exit_read_regs", "sys_exit_io");
+}
+
+#[test]
+fn every_read_syscall_is_counted_with_enter_and_exit_hooks() {
+    if !sonde_tests::require_root("every_read_syscall_is_counted_with_enter_and_exit_hooks") {
+        return;
+    }
+    every_read_syscall_is_counted("enter_exit", "sys_exit_io", "sys_exit_read_regs");
+}
