@@ -14,7 +14,7 @@
 //! iovec/msghdr headers that locate it.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -26,7 +26,8 @@ use sonde_ebpf_common::{
 use crate::{
     http::{self, Channel, Data},
     maps::{
-        CONNS, REGISTER_READS, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_u64, global,
+        CONNS, REGISTER_READS, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_i32, ctx_u64,
+        global,
         global_of, put_syscall_args, set, take_syscall_args,
     },
 };
@@ -193,30 +194,20 @@ pub fn sys_exit_read_regs(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let reads = global_of(&REGISTER_READS);
-    // SAFETY: `nr` is the tracefs offset of `int __syscall_nr`, inside every
-    // `sys_exit_*` record.
-    let Ok(nr) = (unsafe { ctx.read_at::<i32>(reads.nr as usize) }) else {
-        return 0;
-    };
-    let Some(kind) = reads.kind(nr) else {
+    let Some(kind) = reads.kind(ctx_i32(&ctx, reads.nr as usize)) else {
         return 0;
     };
     // SAFETY: both helpers are valid in tracing programs since 5.15 (the agent falls back to
     // the enter hooks when the verifier refuses this program); the result is the current
-    // task's saved user registers, read through the fault-safe helper.
-    let regs = unsafe {
-        generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as u64
-    };
-    // SAFETY: as above; `fd`/`buf` are offsets inside `struct pt_regs` set by the agent.
-    let words = unsafe {
+    // task's saved user registers, a BTF-typed pointer the verifier lets us load from
+    // directly (fault-safe loads at offsets it checks against `struct pt_regs`).
+    let (fd, ptr) = unsafe {
+        let regs =
+            generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as *const u8;
         (
-            bpf_probe_read_kernel((regs + reads.fd as u64) as *const u64),
-            bpf_probe_read_kernel((regs + reads.buf as u64) as *const u64),
+            core::ptr::read_volatile(regs.add(reads.fd as usize).cast::<u64>()),
+            core::ptr::read_volatile(regs.add(reads.buf as usize).cast::<u64>()),
         )
-    };
-    let (Ok(fd), Ok(ptr)) = words else {
-        bump(Counter::HttpReadError);
-        return 0;
     };
     exit_read(
         &SyscallArgs {

@@ -150,6 +150,23 @@ pub fn global(value: &u32) -> usize {
     unsafe { core::ptr::read_volatile(value) as usize }
 }
 
+/// Reads the 4-byte tracepoint field at `offset`, as [`ctx_u64`]: a direct context load
+/// for `__syscall_nr` where every kernel so far has it (offset 8).
+#[inline(always)]
+pub fn ctx_i32(ctx: &TracePointContext, offset: usize) -> i32 {
+    // SAFETY (direct load): every syscall tracepoint record starts with its 8-byte common
+    // header followed by `int __syscall_nr`; offsets are checked against tracefs.
+    unsafe {
+        match offset {
+            8 => core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(8).cast::<i32>()),
+            _ => ctx.read_at::<i32>(offset).unwrap_or_else(|_| {
+                bump(Counter::HttpReadError);
+                -1
+            }),
+        }
+    }
+}
+
 /// Reads the 8-byte tracepoint field at `offset` (a loader-set global from tracefs).
 ///
 /// `.rodata` is frozen, so the verifier knows the offset's value and explores only the

@@ -145,7 +145,8 @@ pub const PAIRED_AGREEMENT: f64 = 0.9;
 ///    [`PAIRED_AGREEMENT`] of them agree with the truth's duration (5% or 0.3 ms);
 /// 2. the aggregator's `_sum/_count` equals the mean of those spans (µs rounding);
 /// 3. `/debug/http` p50/p90/p99 equal the spans' quantiles within HDR precision (2
-///    significant digits) and one rank, and p50/p90 agree with the truth's (5% or 0.3 ms).
+///    significant digits) and one rank, and p50/p90 agree with the truth's (5% or 0.3 ms) at
+///    a rank differing by at most one plus the number of disagreeing exchanges.
 ///
 /// Returns report lines.
 pub fn check_side(agg: &Aggregator, agent: &Agent, side: &Side, truth: &[Timing]) -> Vec<String> {
@@ -312,7 +313,8 @@ fn check_means(agg: &Aggregator, side: &Side, spans: &Exchanges) -> Vec<String> 
 
 /// p50/p90/p99 from `/debug/http` against the spans' nearest-rank quantiles: HDR keeps 2
 /// significant digits (≤ 1% high), and its rank may differ by one. p50 and p90 must also
-/// agree with the truth's own (5% or 0.3 ms); p99 is reported against it but not asserted:
+/// agree with the truth's own (5% or 0.3 ms, at a rank shifted by at most one plus the
+/// number of exchanges stalled on one clock only); p99 is reported against it but not asserted:
 /// with ~100 requests two machine stalls decide it (the exchange pairing covers the tail).
 fn check_quantiles(
     agent: &Agent,
@@ -357,10 +359,35 @@ fn check_quantiles(
                 sorted[rank - 1] * 1e3,
                 truth_q.map_or("-".to_owned(), |t| format!("{:.3} ms", t * 1e3))
             );
-            if let Some(t) = truth_q
+            if let (Some(t), Some(truth_sorted)) = (truth_q, truth_sorted.as_deref())
                 && q < 0.99
             {
-                assert!(agrees(measured, t), "{line}");
+                // Each exchange stalled on one clock only (a disagreeing pair, at most
+                // 1 - PAIRED_AGREEMENT of them) moves it past its neighbours in one ordering
+                // and not the other: the quantile's rank in the truth may differ by that many,
+                // and by one more for HDR's rank rounding. Where the tail is sparse one rank is
+                // more than 0.3 ms, so the agent must agree with a truth value within those
+                // ranks, not with the one at the same rank.
+                let stalled = values
+                    .iter()
+                    .zip(&truth[key])
+                    .filter(|(m, t)| !agrees(m.1, t.1))
+                    .count();
+                let truth_rank =
+                    ((q * truth_sorted.len() as f64).ceil() as usize).clamp(1, truth_sorted.len());
+                let lo = truth_sorted[truth_rank.saturating_sub(2 + stalled)];
+                let hi = truth_sorted[(truth_rank + stalled).min(truth_sorted.len() - 1)];
+                assert!(
+                    agrees(measured, t)
+                        || (measured >= lo - (0.05 * lo).max(0.0003)
+                            && measured <= hi + (0.05 * hi).max(0.0003)),
+                    "{line} (truth at ranks {}..{} with {stalled} stalled exchanges: \
+                     {:.3}..{:.3} ms)",
+                    truth_rank.saturating_sub(1 + stalled),
+                    (truth_rank + 1 + stalled).min(truth_sorted.len()),
+                    lo * 1e3,
+                    hi * 1e3
+                );
             }
             assert!(
                 measured >= low * 0.99 - 2e-6 && measured <= high * 1.01 + 2e-6,
