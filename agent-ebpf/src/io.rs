@@ -6,9 +6,10 @@
 //! where that program is refused (kernels before 5.15, no `bpf_task_pt_regs`) or the
 //! architecture's register layout is unknown, the enter programs keeping the buffer pointer
 //! of calls on fds in `CONNS` for the shared exit program `sys_exit_io`. Either hands the
-//! returned data to [`crate::http`]. Writes (`write`/`sendto`/`writev`/`sendmsg`): the data is in the buffer
-//! before the call, so it is handed over at entry, with no per-call map entry and no exit
-//! program at all (the bytes asked to be written stand for the bytes written).
+//! returned data to [`crate::http`]. Writes (`write`/`sendto`/`writev`/`sendmsg`): the data
+//! is in the buffer before the call, so it is handed over at entry, with no per-call map
+//! entry and no exit program at all (the bytes asked to be written stand for the bytes
+//! written).
 //!
 //! Must not: read user data itself (that is [`crate::http`]'s bounded window), beyond the
 //! iovec/msghdr headers that locate it.
@@ -27,8 +28,7 @@ use crate::{
     http::{self, Channel, Data},
     maps::{
         CONNS, REGISTER_READS, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_i32, ctx_u64,
-        global,
-        global_of, put_syscall_args, set, take_syscall_args,
+        global, global_of, put_syscall_args, set, take_syscall_args,
     },
 };
 
@@ -202,8 +202,7 @@ pub fn sys_exit_read_regs(ctx: TracePointContext) -> u32 {
     // task's saved user registers, a BTF-typed pointer the verifier lets us load from
     // directly (fault-safe loads at offsets it checks against `struct pt_regs`).
     let (fd, ptr) = unsafe {
-        let regs =
-            generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as *const u8;
+        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as *const u8;
         (
             core::ptr::read_volatile(regs.add(reads.fd as usize).cast::<u64>()),
             core::ptr::read_volatile(regs.add(reads.buf as usize).cast::<u64>()),

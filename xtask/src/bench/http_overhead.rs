@@ -135,6 +135,10 @@ struct Round {
     counted: u64,
     /// Exchanges lost (sonde_agent_events_lost_total{program="http"}).
     lost: f64,
+    /// CPU ns per `read` + `write` pair on files nobody traces (`dd`, 1-byte blocks from
+    /// /dev/zero to /dev/null), measured after the load with the round's tracer still
+    /// attached: what every other process on the node pays.
+    untraced_pair_ns: f64,
     /// The same per `reason` (only non-zero ones).
     lost_reasons: std::collections::BTreeMap<String, f64>,
 }
@@ -256,11 +260,15 @@ fn rounds(
             let mut round = match kind {
                 Kind::Agent => round_with_agent(options, bin, dir, grpc, target)?,
                 Kind::Bpftrace => round_with_bpftrace(options, dir, target)?,
-                Kind::Off => wrk(options, target, options.duration)?,
+                Kind::Off => {
+                    let mut round = wrk(options, target, options.duration)?;
+                    round.untraced_pair_ns = untraced_pair_ns()?;
+                    round
+                }
             };
             round.n = i + 1;
             eprintln!(
-                "round {} {}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, CPU per request nginx {:.2} µs, wrk {:.2} µs{}",
+                "round {} {}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, CPU per request nginx {:.2} µs, wrk {:.2} µs, untraced read+write {:.0} ns{}",
                 i + 1,
                 kind.log_name(),
                 round.rps,
@@ -268,6 +276,7 @@ fn rounds(
                 round.p99_ms,
                 round.nginx_us,
                 round.wrk_us,
+                round.untraced_pair_ns,
                 if kind == Kind::Agent {
                     format!(
                         ", agent {:.3} cores, {:.1} MiB, counted {}/{}",
@@ -312,6 +321,7 @@ fn round_with_bpftrace(
         std::fs::read_to_string(&out).is_ok_and(|t| t.contains("ready"))
     })?;
     let mut round = wrk(options, target, options.duration)?;
+    round.untraced_pair_ns = untraced_pair_ns()?;
     if let Ok(Some(status)) = tracer.0.try_wait() {
         bail!(
             "bpftrace exited during the load ({status}); see {}",
@@ -421,6 +431,7 @@ fn round_with_agent(
             *round.lost_reasons.entry(reason.to_owned()).or_default() += value;
         }
     }
+    round.untraced_pair_ns = untraced_pair_ns()?;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -456,6 +467,26 @@ fn counted(debug: &str) -> anyhow::Result<u64> {
                 .sum()
         })
         .unwrap_or(0))
+}
+
+/// `read` + `write` pairs `dd` makes per measurement.
+const UNTRACED_PAIRS: u64 = 500_000;
+
+/// CPU ns per `read` + `write` pair of `dd` copying 1-byte blocks from /dev/zero to
+/// /dev/null: the syscall tracepoints' cost to processes the agent does not trace.
+fn untraced_pair_ns() -> anyhow::Result<f64> {
+    let children0 = children_cpu_seconds();
+    let status = Command::new("dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=1"])
+        .arg(format!("count={UNTRACED_PAIRS}"))
+        .stderr(Stdio::null())
+        .status()
+        .context("run dd")?;
+    if !status.success() {
+        bail!("dd failed: {status}");
+    }
+    // dd is the only child that ended meanwhile.
+    Ok((children_cpu_seconds() - children0) * 1e9 / UNTRACED_PAIRS as f64)
 }
 
 fn wrk(options: &Options, target: &Target<'_>, seconds: u64) -> anyhow::Result<Round> {
@@ -612,6 +643,23 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         "| CPU per request in the traced processes, without → with agent | nginx {nginx_off:.2} → \
          {nginx_on:.2} µs, wrk {wrk_off:.2} → {wrk_on:.2} µs (+{:.2} µs per request, both sides) | |",
         nginx_on + wrk_on - nginx_off - wrk_off
+    );
+    let _ = writeln!(
+        s,
+        "| CPU per `read` + `write` pair in a process the agent does not trace (`dd`, 1-byte \
+         blocks, /dev/zero → /dev/null), without → with agent{} | {:.0} → {:.0} ns{} | |",
+        if side(Kind::Bpftrace).next().is_some() {
+            " (idle bpftrace)"
+        } else {
+            ""
+        },
+        m(Kind::Off, |r| r.untraced_pair_ns),
+        m(Kind::Agent, |r| r.untraced_pair_ns),
+        if side(Kind::Bpftrace).next().is_some() {
+            format!(" ({:.0} ns)", m(Kind::Bpftrace, |r| r.untraced_pair_ns))
+        } else {
+            String::new()
+        }
     );
     if side(Kind::Bpftrace).next().is_some() {
         let rps_bpftrace = m(Kind::Bpftrace, |r| r.rps);
