@@ -28,7 +28,7 @@ use crate::{
     http::{self, Channel, Data},
     maps::{
         CONNS, REGISTER_READS, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_i32, ctx_u64,
-        global, global_of, put_syscall_args, set, take_syscall_args,
+        global, global_of, maybe_watched, put_syscall_args, set, take_syscall_args,
     },
 };
 
@@ -81,8 +81,12 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn watched(ctx: &TracePointContext) -> Option<(Channel, *mut Conn)> {
     let fd = ctx_u64(ctx, global(&SYSCALL_ARGS_OFFSET)) as u32;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !maybe_watched(tgid) {
+        return None;
+    }
     let key = ConnKey {
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        tgid,
         kind: conn_kind::FD,
         id: fd as u64,
     };
@@ -190,7 +194,8 @@ pub fn sys_exit_io(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_read_regs(ctx: TracePointContext) -> u32 {
     let ret = ctx_u64(&ctx, global(&SYSCALL_RET_OFFSET)) as i64;
-    if ret <= 0 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if ret <= 0 || !maybe_watched((pid_tgid >> 32) as u32) {
         return 0;
     }
     let reads = global_of(&REGISTER_READS);
@@ -210,7 +215,7 @@ pub fn sys_exit_read_regs(ctx: TracePointContext) -> u32 {
     };
     exit_read(
         &SyscallArgs {
-            pid_tgid: bpf_get_current_pid_tgid(),
+            pid_tgid,
             ptr,
             fd: fd as u32,
             kind,

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use sonde_ebpf_common::{
     Conn, ConnKey, Counter, FilterRule, HTTP_WINDOW, PeerKey, SockStateOffsets, SslArgs,
     SyscallArgs, TcpRetransmitOffsets, TcpSock,
-    http::{ARG_SLOTS, FILTER_RULES_MAX, RegisterReads},
+    http::{ARG_SLOTS, FILTER_RULES_MAX, RegisterReads, WATCHED_TGID_SLOTS, watched_tgid_slot},
 };
 
 /// Offset of `__data_loc char[] filename` in `sched:sched_process_exec`; set by the agent
@@ -91,6 +91,8 @@ pub static ACCEPTED_LOCAL: LruHashMap<PeerKey, PeerKey> = LruHashMap::with_max_e
 #[map]
 pub static LOCAL_ADDRS: LruHashMap<ConnKey, PeerKey> = LruHashMap::with_max_entries(32768, 0);
 
+#[map]
+pub static WATCHED_TGIDS: Array<u32> = Array::with_max_entries(WATCHED_TGID_SLOTS, 0);
 #[map]
 pub static SEEN_TGIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 
@@ -287,6 +289,24 @@ pub fn wakeup_flags(ring: &RingBuf) -> u64 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Marks process `tgid` as holding watched sockets (before its first `CONNS` entry).
+#[inline(always)]
+pub fn mark_watched(tgid: u32) {
+    if let Some(slot) = WATCHED_TGIDS.get_ptr_mut(watched_tgid_slot(tgid)) {
+        // SAFETY: a live array slot; every writer stores the same value.
+        unsafe { core::ptr::write_volatile(slot, 1) };
+    }
+}
+
+/// Whether process `tgid` may hold watched sockets (false: none of its fds is in `CONNS`).
+#[inline(always)]
+pub fn maybe_watched(tgid: u32) -> bool {
+    match WATCHED_TGIDS.get(watched_tgid_slot(tgid)) {
+        Some(&v) => v != 0,
+        None => true,
     }
 }
 

@@ -23,8 +23,8 @@ use crate::{
     filter,
     maps::{
         ACCEPTED_LOCAL, CONNS, HTTP_EVENTS, LOCAL_ADDRS, PEER_OWNERS, SCRATCH, SEEN_TGIDS,
-        SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_u64, global, put_syscall_args,
-        take_syscall_args, zero_words,
+        SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_u64, global, mark_watched,
+        put_syscall_args, take_syscall_args, zero_words,
     },
 };
 
@@ -101,6 +101,7 @@ pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
         kind: conn_kind::FD,
         id: fd as u64,
     };
+    mark_watched(key.tgid);
     // A new socket on a reused fd number replaces the old entry and its pending request.
     if CONNS.insert(&key, &*conn, BPF_ANY as u64).is_err() {
         bump(Counter::HttpConnsFull);

@@ -110,3 +110,101 @@ fn every_read_syscall_is_counted_with_enter_and_exit_hooks() {
     }
     every_read_syscall_is_counted("enter_exit", "sys_exit_io", "sys_exit_read_regs");
 }
+
+/// A keep-alive connection opened before the agent started (both ends): the agent seeds it
+/// from /proc, and its later requests are counted on both sides (the kernel skips processes
+/// it has not marked as holding sockets, so seeding must mark them too).
+#[test]
+fn a_connection_older_than_the_agent_is_traced() {
+    if !sonde_tests::require_root("a_connection_older_than_the_agent_is_traced") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cgroup = TestCgroup::new();
+    let (server_id, server_cg) = cgroup.container();
+    let (client_id, client_cg) = cgroup.container();
+    let script = fixture("http/read_syscalls.py");
+
+    let server_name = unique("seeded-server-");
+    let port_file = dir.path().join("server.port");
+    let mut cmd = cgroup.command(
+        &server_cg,
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            "server",
+            port_file.to_str().unwrap(),
+        ],
+    );
+    cmd.env("OTEL_SERVICE_NAME", &server_name);
+    let mut server = Process::spawn("seeded-server", &mut cmd, dir.path());
+    let port = wait_port(&port_file, &mut server);
+
+    let client_name = unique("seeded-client-");
+    let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
+    let mut cmd = cgroup.command(
+        &client_cg,
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            "client-after",
+            &port.to_string(),
+            &N.to_string(),
+            ready.to_str().unwrap(),
+            go.to_str().unwrap(),
+        ],
+    );
+    cmd.env("OTEL_SERVICE_NAME", &client_name);
+    cmd.stderr(std::process::Stdio::piped());
+    let client = cmd.spawn().expect("start the client");
+    sonde_tests::eventually(
+        std::time::Duration::from_secs(15),
+        "the client's connection",
+        || ready.exists().then_some(()),
+    );
+
+    let agg = Aggregator::start();
+    let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
+    let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
+    wait_attached(&agent, "sys_exit_read_regs");
+    // Seeding runs once the hooks are attached; its count is exported.
+    sonde_tests::eventually(
+        std::time::Duration::from_secs(15),
+        "the connection seeded",
+        || {
+            agent
+                .metrics_text()
+                .lines()
+                .any(|l| {
+                    l.starts_with("sonde_agent_ebpf_seeded_connections")
+                        && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(2.0)
+                })
+                .then_some(())
+        },
+    );
+    std::fs::write(&go, "").unwrap();
+    let out = client.wait_with_output().expect("run the client");
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let expected: BTreeMap<(String, String), f64> =
+        [(("/read/{id}".to_owned(), "200".to_owned()), N as f64)].into();
+    red::wait_counts(
+        &agg,
+        "http_server_request_duration_seconds",
+        &format!("service_name=\"{server_name}\",container_id=\"{server_id}\""),
+        &expected,
+    );
+    red::wait_counts(
+        &agg,
+        "http_client_request_duration_seconds",
+        &format!(
+            "service_name=\"{client_name}\",container_id=\"{client_id}\",server_port=\"{port}\""
+        ),
+        &expected,
+    );
+    red::assert_nothing_lost(&agent);
+}

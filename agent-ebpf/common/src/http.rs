@@ -359,6 +359,15 @@ const _: () =
 /// Slots of the `SYS_ARGS` and `SSL_ARGS` arrays, indexed by thread id modulo this.
 pub const ARG_SLOTS: u32 = 32768;
 
+/// Slots of `WATCHED_TGIDS` (a power of two): a process's slot is its tgid modulo this.
+pub const WATCHED_TGID_SLOTS: u32 = 16384;
+
+/// The `WATCHED_TGIDS` slot of process `tgid`.
+#[inline(always)]
+pub fn watched_tgid_slot(tgid: u32) -> u32 {
+    tgid & (WATCHED_TGID_SLOTS - 1)
+}
+
 /// Syscall arguments kept between enter and exit, in the `SYS_ARGS` slot of the thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -106,6 +106,12 @@ pub mod maps {
     /// LRU hash [`crate::ConnKey`] → [`crate::PeerKey`]: the local endpoint of a socket
     /// (spans match the two ends of a connection by its 4-tuple).
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    /// Array of `u32`, [`crate::http::WATCHED_TGID_SLOTS`] slots: 1 in the slot of every
+    /// process that ever had a socket in `CONNS` (set before the entry, never cleared).
+    /// The data hooks look a call's `{tgid, fd}` up in `CONNS` only when its process's slot
+    /// is set: processes without sockets (and those sharing a slot only with them) skip the
+    /// hash lookup. A slot shared with a socket-holding process costs only that lookup.
+    pub const WATCHED_TGIDS: &str = "WATCHED_TGIDS";
     /// LRU hash tgid → 1: processes already announced with a [`crate::ProcessHint`].
     pub const SEEN_TGIDS: &str = "SEEN_TGIDS";
     /// Array of [`crate::FilterRule`]: include/exclude rules set by the agent.

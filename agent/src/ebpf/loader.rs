@@ -161,6 +161,8 @@ pub struct Probes {
     pub tcp_events: Option<RingBuf<MapData>>,
     /// The connection map, for seeding connections opened before the agent started.
     pub conns: Option<BpfHashMap<MapData, ConnKey, Conn>>,
+    /// `WATCHED_TGIDS`, whose slot a seeded connection's process needs set first.
+    pub watched_tgids: Option<Array<MapData, u32>>,
     /// Whether the OpenSSL uprobe programs loaded (they attach per library).
     pub tls_loaded: bool,
     /// Kernel-side counters.
@@ -394,16 +396,26 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
     } else {
         None
     };
-    let conns = if reads_hooked {
+    let (conns, watched_tgids) = if reads_hooked {
         let map = ebpf
             .take_map(maps::CONNS)
             .ok_or(EbpfError::MissingMap { name: maps::CONNS })?;
-        Some(BpfHashMap::try_from(map).map_err(|source| EbpfError::Map {
+        let conns = BpfHashMap::try_from(map).map_err(|source| EbpfError::Map {
             name: maps::CONNS,
             source,
-        })?)
+        })?;
+        let map = ebpf
+            .take_map(maps::WATCHED_TGIDS)
+            .ok_or(EbpfError::MissingMap {
+                name: maps::WATCHED_TGIDS,
+            })?;
+        let watched = Array::try_from(map).map_err(|source| EbpfError::Map {
+            name: maps::WATCHED_TGIDS,
+            source,
+        })?;
+        (Some(conns), Some(watched))
     } else {
-        None
+        (None, None)
     };
     let counters = ebpf.take_map(maps::COUNTERS).ok_or(EbpfError::MissingMap {
         name: maps::COUNTERS,
@@ -423,6 +435,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         http_events,
         tcp_events,
         conns,
+        watched_tgids,
         tls_loaded,
         counters,
         logger,

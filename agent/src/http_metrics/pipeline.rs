@@ -321,7 +321,8 @@ pub fn start(
         }
     }
 
-    if let Some(mut conns) = probes.conns.take() {
+    if let (Some(mut conns), Some(mut watched)) = (probes.conns.take(), probes.watched_tgids.take())
+    {
         let filter_s = filter.clone();
         let found = ebpf::seed::existing_connections(Path::new("/proc"), |pid, comm| {
             let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -336,6 +337,12 @@ pub fn start(
                 local: PeerKey::UNKNOWN,
                 inflight: Inflight::EMPTY,
             };
+            // The process's slot first: the data hooks skip processes whose slot is unset.
+            let slot = sonde_ebpf_common::http::watched_tgid_slot(key.tgid);
+            if let Err(error) = watched.set(slot, 1, 0) {
+                tracing::warn!(%error, pid = key.tgid, "cannot mark a process as traced");
+                continue;
+            }
             // Only if the kernel has not seen the socket itself in the meantime.
             if conns.get(key, 0).is_err() && conns.insert(key, conn, 0).is_ok() {
                 seeded += 1;
