@@ -15,6 +15,30 @@ use sonde_tests::{
 const N: usize = 5;
 const SYSCALLS: [&str; 4] = ["read", "recvfrom", "readv", "recvmsg"];
 
+/// Waits until the server's and the client's counts per route equal `expected`.
+fn wait_both_sides(
+    agg: &Aggregator,
+    (server_name, server_id): (&str, &str),
+    (client_name, client_id): (&str, &str),
+    port: u16,
+    expected: &BTreeMap<(String, String), f64>,
+) {
+    red::wait_counts(
+        agg,
+        "http_server_request_duration_seconds",
+        &format!("service_name=\"{server_name}\",container_id=\"{server_id}\""),
+        expected,
+    );
+    red::wait_counts(
+        agg,
+        "http_client_request_duration_seconds",
+        &format!(
+            "service_name=\"{client_name}\",container_id=\"{client_id}\",server_port=\"{port}\""
+        ),
+        expected,
+    );
+}
+
 fn every_read_syscall_is_counted(read_hooks: &str, program: &str, other: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut cgroup = TestCgroup::new();
@@ -77,18 +101,11 @@ fn every_read_syscall_is_counted(read_hooks: &str, program: &str, other: &str) {
         .iter()
         .map(|s| ((format!("/{s}/{{id}}"), "200".to_owned()), N as f64))
         .collect();
-    red::wait_counts(
+    wait_both_sides(
         &agg,
-        "http_server_request_duration_seconds",
-        &format!("service_name=\"{server_name}\",container_id=\"{server_id}\""),
-        &expected,
-    );
-    red::wait_counts(
-        &agg,
-        "http_client_request_duration_seconds",
-        &format!(
-            "service_name=\"{client_name}\",container_id=\"{client_id}\",server_port=\"{port}\""
-        ),
+        (&server_name, &server_id),
+        (&client_name, &client_id),
+        port,
         &expected,
     );
     red::assert_nothing_lost(&agent);
@@ -192,18 +209,11 @@ fn a_connection_older_than_the_agent_is_traced() {
 
     let expected: BTreeMap<(String, String), f64> =
         [(("/read/{id}".to_owned(), "200".to_owned()), N as f64)].into();
-    red::wait_counts(
+    wait_both_sides(
         &agg,
-        "http_server_request_duration_seconds",
-        &format!("service_name=\"{server_name}\",container_id=\"{server_id}\""),
-        &expected,
-    );
-    red::wait_counts(
-        &agg,
-        "http_client_request_duration_seconds",
-        &format!(
-            "service_name=\"{client_name}\",container_id=\"{client_id}\",server_port=\"{port}\""
-        ),
+        (&server_name, &server_id),
+        (&client_name, &client_id),
+        port,
         &expected,
     );
     red::assert_nothing_lost(&agent);

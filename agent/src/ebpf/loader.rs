@@ -459,23 +459,8 @@ fn choose_read_path(ebpf: &mut Ebpf, available: bool) -> ReadPath {
         );
         return ReadPath::EnterExit;
     }
-    let program = programs::SYS_EXIT_READ_REGS;
-    let loaded = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("program {program} missing from the object"))
-        .and_then(|prog| {
-            let tracepoint: &mut TracePoint = prog
-                .try_into()
-                .map_err(|e| format!("program {program} is not a tracepoint: {e}"))?;
-            tracepoint.load().map_err(|e| {
-                format!(
-                    "the verifier or kernel refused {program}: {}",
-                    error_chain(&e)
-                )
-            })
-        });
-    match loaded {
-        Ok(()) => {
+    match loaded_tracepoint(ebpf, programs::SYS_EXIT_READ_REGS) {
+        Ok(_) => {
             tracing::debug!("reads are hooked at exit only (arguments from saved registers)");
             ReadPath::Registers
         }
@@ -514,6 +499,14 @@ fn attach_tracepoint(
     category: &str,
     name: &str,
 ) -> Result<(), String> {
+    loaded_tracepoint(ebpf, program)?
+        .attach(category, name)
+        .map_err(|e| format!("cannot attach to {category}:{name}: {}", error_chain(&e)))?;
+    Ok(())
+}
+
+/// The tracepoint program `program`, loaded (verified) unless it already is.
+fn loaded_tracepoint<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut TracePoint, String> {
     let prog = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("program {program} missing from the object"))?;
@@ -528,10 +521,7 @@ fn attach_tracepoint(
             )
         })?;
     }
-    tracepoint
-        .attach(category, name)
-        .map_err(|e| format!("cannot attach to {category}:{name}: {}", error_chain(&e)))?;
-    Ok(())
+    Ok(tracepoint)
 }
 
 /// An error with its sources, `a: b: c`; a verifier log is cut to its last lines (the
