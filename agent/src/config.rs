@@ -199,7 +199,7 @@ pub struct HttpConfig {
     pub tls_scan_interval: Duration,
     /// Which tracepoints see reads: `exit` (one hit per read; the arguments come from the
     /// task's saved registers; falls back to `enter_exit` on kernels before 5.15 and
-    /// architectures other than x86_64 and arm64) or `enter_exit` (two hits per read).
+    /// architectures other than x86_64) or `enter_exit` (two hits per read).
     pub read_hooks: ReadHooks,
 }
 

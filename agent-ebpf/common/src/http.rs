@@ -388,8 +388,8 @@ const _: () = assert!(size_of::<SyscallArgs>() == 24);
 /// hooked reads and where the task's saved user registers keep `fd` and the buffer.
 ///
 /// At syscall exit the saved registers still hold the arguments (the return value goes to
-/// its own register; on arm64 the first argument's register is overwritten, so `fd` comes
-/// from `orig_x0`). Set by the agent for the architectures it knows; the default matches
+/// its own register on x86_64; on arm64 it overwrites the first argument's, which
+/// `orig_x0` keeps). Set by the agent for the architectures it enables; the default matches
 /// no syscall, so the program does nothing until set.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
