@@ -15,6 +15,30 @@ use sonde_tests::{
 const N: usize = 5;
 const SYSCALLS: [&str; 4] = ["read", "recvfrom", "readv", "recvmsg"];
 
+/// Starts the fixture's server in cgroup `cg` as service `name`; returns it and its port.
+fn start_server(
+    cgroup: &TestCgroup,
+    cg: &str,
+    dir: &std::path::Path,
+    name: &str,
+) -> (Process, u16) {
+    let port_file = dir.join("server.port");
+    let script = fixture("http/read_syscalls.py");
+    let mut cmd = cgroup.command(
+        cg,
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            "server",
+            port_file.to_str().unwrap(),
+        ],
+    );
+    cmd.env("OTEL_SERVICE_NAME", name);
+    let mut server = Process::spawn("read-syscalls-server", &mut cmd, dir);
+    let port = wait_port(&port_file, &mut server);
+    (server, port)
+}
+
 /// Waits until the server's and the client's counts per route equal `expected`.
 fn wait_both_sides(
     agg: &Aggregator,
@@ -63,20 +87,8 @@ fn every_read_syscall_is_counted(read_hooks: &str, program: &str, other: &str) {
     );
 
     let server_name = unique("reads-server-");
-    let port_file = dir.path().join("server.port");
+    let (_server, port) = start_server(&cgroup, &server_cg, dir.path(), &server_name);
     let script = fixture("http/read_syscalls.py");
-    let mut cmd = cgroup.command(
-        &server_cg,
-        "python3",
-        &[
-            script.to_str().unwrap(),
-            "server",
-            port_file.to_str().unwrap(),
-        ],
-    );
-    cmd.env("OTEL_SERVICE_NAME", &server_name);
-    let mut server = Process::spawn("reads-server", &mut cmd, dir.path());
-    let port = wait_port(&port_file, &mut server);
 
     let client_name = unique("reads-client-");
     let mut cmd = cgroup.command(
@@ -143,19 +155,7 @@ fn a_connection_older_than_the_agent_is_traced() {
     let script = fixture("http/read_syscalls.py");
 
     let server_name = unique("seeded-server-");
-    let port_file = dir.path().join("server.port");
-    let mut cmd = cgroup.command(
-        &server_cg,
-        "python3",
-        &[
-            script.to_str().unwrap(),
-            "server",
-            port_file.to_str().unwrap(),
-        ],
-    );
-    cmd.env("OTEL_SERVICE_NAME", &server_name);
-    let mut server = Process::spawn("seeded-server", &mut cmd, dir.path());
-    let port = wait_port(&port_file, &mut server);
+    let (_server, port) = start_server(&cgroup, &server_cg, dir.path(), &server_name);
 
     let client_name = unique("seeded-client-");
     let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
