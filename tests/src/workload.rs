@@ -566,6 +566,13 @@ pub fn agent_config(
     path
 }
 
+/// Whether the agent's `metrics` text reports `program` attached.
+pub fn attached(metrics: &str, program: &str) -> bool {
+    metrics.contains(&format!(
+        "sonde_agent_ebpf_program_attached{{program=\"{program}\"}} 1"
+    ))
+}
+
 /// Waits until the agent's HTTP read hooks are attached, whichever way reads are hooked
 /// (`sys_exit_read_regs`, or the enter hooks with `sys_exit_io`).
 pub fn wait_http_hooks(agent: &crate::Agent) {
@@ -574,13 +581,7 @@ pub fn wait_http_hooks(agent: &crate::Agent) {
         "the HTTP read hooks to attach",
         || {
             let metrics = agent.metrics_text();
-            ["sys_exit_read_regs", "sys_exit_io"]
-                .iter()
-                .any(|program| {
-                    metrics.contains(&format!(
-                        "sonde_agent_ebpf_program_attached{{program=\"{program}\"}} 1"
-                    ))
-                })
+            (attached(&metrics, "sys_exit_read_regs") || attached(&metrics, "sys_exit_io"))
                 .then_some(())
         },
     );
@@ -591,13 +592,6 @@ pub fn wait_attached(agent: &crate::Agent, program: &str) {
     eventually(
         Duration::from_secs(30),
         &format!("{program} to attach"),
-        || {
-            agent
-                .metrics_text()
-                .contains(&format!(
-                    "sonde_agent_ebpf_program_attached{{program=\"{program}\"}} 1"
-                ))
-                .then_some(())
-        },
+        || attached(&agent.metrics_text(), program).then_some(()),
     );
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use sonde_tests::{
     Agent, Aggregator, Process, red,
-    workload::{TestCgroup, agent_config, fixture, unique, wait_attached, wait_port},
+    workload::{TestCgroup, agent_config, attached, fixture, unique, wait_attached, wait_port},
 };
 
 const N: usize = 5;
@@ -80,9 +80,7 @@ fn every_read_syscall_is_counted(read_hooks: &str, program: &str, other: &str) {
     // Only one way is attached: no read is seen twice.
     let metrics = agent.metrics_text();
     assert!(
-        !metrics.contains(&format!(
-            "sonde_agent_ebpf_program_attached{{program=\"{other}\"}} 1"
-        )),
+        !attached(&metrics, other),
         "{other} attached alongside {program}:\n{metrics}"
     );
 
