@@ -557,6 +557,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn report(options: &Options, rounds: &[Round]) -> String {
     let side = |kind: Kind| rounds.iter().filter(move |r| r.kind == kind && !r.profile);
     let profile = rounds.iter().find(|r| r.profile);
+    let with_bpftrace = side(Kind::Bpftrace).next().is_some();
     let m = |kind: Kind, f: fn(&Round) -> f64| median(side(kind).map(f).collect());
     let (rps_off, rps_on) = (m(Kind::Off, |r| r.rps), m(Kind::Agent, |r| r.rps));
     let ratio = rps_on / rps_off;
@@ -648,20 +649,20 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         s,
         "| CPU per `read` + `write` pair in a process the agent does not trace (`dd`, 1-byte \
          blocks, /dev/zero → /dev/null), without → with agent{} | {:.0} → {:.0} ns{} | |",
-        if side(Kind::Bpftrace).next().is_some() {
+        if with_bpftrace {
             " (idle bpftrace)"
         } else {
             ""
         },
         m(Kind::Off, |r| r.untraced_pair_ns),
         m(Kind::Agent, |r| r.untraced_pair_ns),
-        if side(Kind::Bpftrace).next().is_some() {
+        if with_bpftrace {
             format!(" ({:.0} ns)", m(Kind::Bpftrace, |r| r.untraced_pair_ns))
         } else {
             String::new()
         }
     );
-    if side(Kind::Bpftrace).next().is_some() {
+    if with_bpftrace {
         let rps_bpftrace = m(Kind::Bpftrace, |r| r.rps);
         let _ = writeln!(
             s,
@@ -733,36 +734,26 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         } else {
             r.n.to_string()
         };
-        if r.kind == Kind::Agent {
-            let _ = writeln!(
+        let _ = write!(
+            s,
+            "| {n} | {} | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} / {:.2} |",
+            r.kind.column(),
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.nginx_us,
+            r.wrk_us,
+            r.aggregator_us
+        );
+        let _ = if r.kind == Kind::Agent {
+            writeln!(
                 s,
-                "| {n} | {} | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} / {:.2} | {:.3} | {:.1} / {:.1} | {} / {} |",
-                r.kind.column(),
-                r.rps,
-                r.p50_ms,
-                r.p99_ms,
-                r.nginx_us,
-                r.wrk_us,
-                r.aggregator_us,
-                r.agent_cores,
-                r.agent_rss_mib,
-                r.agent_peak_rss_mib,
-                r.counted,
-                r.requests
-            );
+                " {:.3} | {:.1} / {:.1} | {} / {} |",
+                r.agent_cores, r.agent_rss_mib, r.agent_peak_rss_mib, r.counted, r.requests
+            )
         } else {
-            let _ = writeln!(
-                s,
-                "| {n} | {} | {:.0} | {:.3} | {:.3} | {:.2} / {:.2} / {:.2} | | | |",
-                r.kind.column(),
-                r.rps,
-                r.p50_ms,
-                r.p99_ms,
-                r.nginx_us,
-                r.wrk_us,
-                r.aggregator_us
-            );
-        }
+            writeln!(s, " | | |")
+        };
     }
     s
 }
@@ -899,5 +890,42 @@ Requests/sec:  40257.11
         assert_eq!(parse_duration_ms("2.00s"), Some(2000.0));
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn every_rounds_row_has_the_tables_columns() {
+        let options = Options {
+            rounds: 1,
+            duration: 10,
+            connections: 50,
+            threads: 1,
+            no_build: true,
+            no_bpftrace: false,
+        };
+        let rounds: Vec<Round> = [Kind::Off, Kind::Agent, Kind::Bpftrace]
+            .into_iter()
+            .map(|kind| Round {
+                n: 1,
+                kind,
+                rps: 1000.0,
+                requests: 10_000,
+                counted: 10_000,
+                ..Round::default()
+            })
+            .collect();
+        let report = report(&options, &rounds);
+        let table: Vec<&str> = report
+            .split("## Rounds")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .collect();
+        let columns = table[0].matches('|').count();
+        assert_eq!(table.len(), 2 + rounds.len(), "{report}");
+        for row in &table {
+            assert_eq!(row.matches('|').count(), columns, "{row}");
+        }
+        assert!(table[3].contains("| 10000 / 10000 |"), "{}", table[3]);
     }
 }
