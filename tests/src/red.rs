@@ -91,10 +91,17 @@ pub fn wait_counts(
         std::thread::sleep(Duration::from_millis(100));
         false
     });
-    assert!(
-        ok,
-        "{metric}{{{selector}}} counts differ from the truth\n  agent: {last:?}\n  truth: {expected:?}"
-    );
+    if !ok {
+        // Where the counts went instead: every series of the metric, whatever its labels.
+        let all: Vec<String> = vector(agg, &format!("{metric}_count"))
+            .into_iter()
+            .map(|(labels, value)| format!("    {labels:?} = {value}"))
+            .collect();
+        panic!(
+            "{metric}{{{selector}}} counts differ from the truth\n  agent: {last:?}\n  truth: {expected:?}\n  every {metric}_count series:\n{}",
+            all.join("\n")
+        );
+    }
 }
 
 /// Exchanges per (route kind, status): (start ns, duration s), in start order.

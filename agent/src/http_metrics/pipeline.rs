@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     PipelineStats,
     filter::{self, Filter},
-    identity::Resolver,
+    identity::{Identity, Resolver},
     spans::{LinkStats, Linker, LinkerOptions},
     table::{HttpTable, Limits},
     tcp::TcpTable,
@@ -141,6 +141,8 @@ pub fn start(
     let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
     let mut threads = Vec::new();
 
+    // Identities of the processes seeding finds, for the HTTP reader's resolver.
+    let (known_tx, known_rx) = std::sync::mpsc::channel::<(u32, Arc<Identity>)>();
     if let Some(ring) = probes.http_events.take() {
         let table = http.clone();
         let mut batches = None;
@@ -179,6 +181,9 @@ pub fn start(
             READ_INTERVAL,
             stop.clone(),
             move |record, drain| {
+                for (tgid, who) in known_rx.try_iter() {
+                    resolver.remember(tgid, who);
+                }
                 if let Some((tgid, cgroup_id)) = ebpf::http::decode_hint(record) {
                     resolver.refresh(tgid, cgroup_id);
                     return;
@@ -321,39 +326,8 @@ pub fn start(
         }
     }
 
-    if let (Some(mut conns), Some(mut watched)) = (probes.conns.take(), probes.watched_tgids.take())
-    {
-        let filter_s = filter.clone();
-        let found = ebpf::seed::existing_connections(Path::new("/proc"), |pid, comm| {
-            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .ok()
-                .and_then(|t| super::identity::unified_path(&t));
-            pid != std::process::id() && filter_s.allows(comm, cgroup.as_deref())
-        });
-        let mut seeded = 0u64;
-        for (key, info) in &found {
-            let conn = Conn {
-                info: *info,
-                local: PeerKey::UNKNOWN,
-                inflight: Inflight::EMPTY,
-            };
-            // The process's slot first: the data hooks skip processes whose slot is unset.
-            let slot = sonde_ebpf_common::http::watched_tgid_slot(key.tgid);
-            if let Err(error) = watched.set(slot, 1, 0) {
-                tracing::warn!(%error, pid = key.tgid, "cannot mark a process as traced");
-                continue;
-            }
-            // Only if the kernel has not seen the socket itself in the meantime.
-            if conns.get(key, 0).is_err() && conns.insert(key, conn, 0).is_ok() {
-                seeded += 1;
-            }
-        }
-        stats.seeded_connections.store(seeded, Ordering::Relaxed);
-        tracing::info!(
-            connections = seeded,
-            "connections opened before the agent started are traced"
-        );
-    }
+    seed_existing_connections(probes, &filter, &stats, &known_tx);
+    drop(known_tx);
 
     let tls = probes
         .tls_loaded
@@ -383,6 +357,62 @@ pub fn start(
         stats,
         threads,
     }
+}
+
+/// Seeds the kernel's connection map with the connections opened before the agent started
+/// (the hooks are attached already, so none falls between the scan and the hooks), marks
+/// their processes as traced and hands their identities, read now while they are alive, to
+/// the HTTP reader through `known`: a process that exits before its first exchange is read
+/// is still named as it was.
+fn seed_existing_connections(
+    probes: &mut Probes,
+    filter: &Filter,
+    stats: &PipelineStats,
+    known: &std::sync::mpsc::Sender<(u32, Arc<Identity>)>,
+) {
+    let (Some(mut conns), Some(mut watched)) = (probes.conns.take(), probes.watched_tgids.take())
+    else {
+        return;
+    };
+    let found = ebpf::seed::existing_connections(Path::new("/proc"), |pid, comm| {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|t| super::identity::unified_path(&t));
+        pid != std::process::id() && filter.allows(comm, cgroup.as_deref())
+    });
+    let mut resolver = Resolver::host();
+    let mut identified = std::collections::HashSet::new();
+    let mut seeded = 0u64;
+    for (key, info) in &found {
+        // Before the connection is in the map, so before any exchange of it is read. A
+        // process gone already is left to the events' comm; a closed reader (HTTP metrics
+        // off) needs no names.
+        if identified.insert(key.tgid)
+            && let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", key.tgid))
+        {
+            let _ = known.send((key.tgid, resolver.identify(key.tgid, comm.trim_end(), 0)));
+        }
+        let conn = Conn {
+            info: *info,
+            local: PeerKey::UNKNOWN,
+            inflight: Inflight::EMPTY,
+        };
+        // The process's slot first: the data hooks skip processes whose slot is unset.
+        let slot = sonde_ebpf_common::http::watched_tgid_slot(key.tgid);
+        if let Err(error) = watched.set(slot, 1, 0) {
+            tracing::warn!(%error, pid = key.tgid, "cannot mark a process as traced");
+            continue;
+        }
+        // Only if the kernel has not seen the socket itself in the meantime.
+        if conns.get(key, 0).is_err() && conns.insert(key, conn, 0).is_ok() {
+            seeded += 1;
+        }
+    }
+    stats.seeded_connections.store(seeded, Ordering::Relaxed);
+    tracing::info!(
+        connections = seeded,
+        "connections opened before the agent started are traced"
+    );
 }
 
 /// OpenSSL discovery and cgroup rule refresh, until `stop`.
