@@ -16,8 +16,8 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use sonde_ebpf_common::{
     Conn, ConnKey, Counter, SyscallArgs,
@@ -27,8 +27,8 @@ use sonde_ebpf_common::{
 use crate::{
     http::{self, Channel, Data},
     maps::{
-        CONNS, REGISTER_READS, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_i32, ctx_u64,
-        global, global_of, maybe_watched, put_syscall_args, set, take_syscall_args,
+        CONNS, REGISTER_READS, SOCKET_DATA, SYSCALL_ARGS_OFFSET, SYSCALL_RET_OFFSET, bump, ctx_i32,
+        ctx_u64, global, global_of, maybe_watched, put_syscall_args, set, take_syscall_args,
     },
 };
 
@@ -113,24 +113,27 @@ fn enter_write(ctx: &TracePointContext, kind: u32) {
         return;
     };
     let base = global(&SYSCALL_ARGS_OFFSET);
-    let ptr = ctx_u64(ctx, base + 8);
-    let data = match kind {
-        io_kind::WRITE => {
-            let count = ctx_u64(ctx, base + 16);
-            Some(Data {
-                ptr,
-                len: count,
-                total: count,
-                ingress: false,
-            })
-        }
-        io_kind::WRITEV => vectored(ptr, ctx_u64(ctx, base + 16)),
-        _ => msghdr_iov(ptr).and_then(|(iov, n)| vectored(iov, n)),
-    };
+    let data = outgoing(kind, ctx_u64(ctx, base + 8), ctx_u64(ctx, base + 16));
     match data {
         Some(data) if data.total > 0 => http::on_data(&channel, Some(conn), &data, false),
         Some(_) => {}
         None => bump(Counter::HttpReadError),
+    }
+}
+
+/// The data a write of `kind` passes: `ptr` and `arg2` are its arguments 1 and 2 (buffer and
+/// length, iovec array and count, or msghdr).
+#[inline(always)]
+fn outgoing(kind: u32, ptr: u64, arg2: u64) -> Option<Data> {
+    match kind {
+        io_kind::WRITE => Some(Data {
+            ptr,
+            len: arg2,
+            total: arg2,
+            ingress: false,
+        }),
+        io_kind::WRITEV => vectored(ptr, arg2),
+        _ => msghdr_iov(ptr).and_then(|(iov, n)| vectored(iov, n)),
     }
 }
 
@@ -202,17 +205,8 @@ pub fn sys_exit_read_regs(ctx: TracePointContext) -> u32 {
     let Some(kind) = reads.kind(ctx_i32(&ctx, reads.nr as usize)) else {
         return 0;
     };
-    // SAFETY: both helpers are valid in tracing programs since 5.15 (the agent falls back to
-    // the enter hooks when the verifier refuses this program); the result is the current
-    // task's saved user registers, a BTF-typed pointer the verifier lets us load from
-    // directly (fault-safe loads at offsets it checks against `struct pt_regs`).
-    let (fd, ptr) = unsafe {
-        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as *const u8;
-        (
-            core::ptr::read_volatile(regs.add(reads.fd as usize).cast::<u64>()),
-            core::ptr::read_volatile(regs.add(reads.buf as usize).cast::<u64>()),
-        )
-    };
+    let regs = saved_registers();
+    let (fd, ptr) = (register(regs, reads.fd), register(regs, reads.buf));
     exit_read(
         &SyscallArgs {
             pid_tgid,
@@ -223,6 +217,93 @@ pub fn sys_exit_read_regs(ctx: TracePointContext) -> u32 {
         ret as u64,
     );
     0
+}
+
+/// `sock:sock_recv_length(sk, ret, flags)`: a socket read returned `ret` bytes. Handled when
+/// it is one of the hooked read syscalls (number and arguments in the saved registers) and
+/// not a peek.
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
+    let ret: i32 = ctx.arg(1);
+    let flags: i32 = ctx.arg(2);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if ret <= 0 || flags & MSG_PEEK != 0 || !maybe_watched((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let layout = global_of(&SOCKET_DATA);
+    let regs = saved_registers();
+    let Some(kind) = layout.read_kind(register(regs, layout.nr) as i32) else {
+        return 0;
+    };
+    exit_read(
+        &SyscallArgs {
+            pid_tgid,
+            ptr: register(regs, layout.buf),
+            fd: register(regs, layout.fd) as u32,
+            kind,
+        },
+        ret as u64,
+    );
+    0
+}
+
+/// `sock:sock_send_length(sk, ret, flags)`: a socket write sent `ret` bytes; the data is
+/// still in the caller's buffer. Handled like [`sys_enter_write`], with the bytes sent
+/// instead of the bytes asked for.
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
+    let ret: i32 = ctx.arg(1);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if ret <= 0 || !maybe_watched(tgid) {
+        return 0;
+    }
+    let layout = global_of(&SOCKET_DATA);
+    let regs = saved_registers();
+    let Some(kind) = layout.write_kind(register(regs, layout.nr) as i32) else {
+        return 0;
+    };
+    let fd = register(regs, layout.fd) as u32;
+    let key = ConnKey {
+        tgid,
+        kind: conn_kind::FD,
+        id: fd as u64,
+    };
+    let Some(conn) = CONNS.get_ptr_mut(&key) else {
+        return 0;
+    };
+    let sent = ret as u64;
+    match outgoing(kind, register(regs, layout.buf), register(regs, layout.len)) {
+        Some(mut data) => {
+            data.total = sent;
+            if data.len > sent {
+                data.len = sent;
+            }
+            let channel = Channel { key, fd: fd as i32 };
+            http::on_data(&channel, Some(conn), &data, false);
+        }
+        None => bump(Counter::HttpReadError),
+    }
+    0
+}
+
+/// `MSG_PEEK`: the data stays queued and is read again.
+const MSG_PEEK: i32 = 2;
+
+/// The current task's saved user registers.
+#[inline(always)]
+fn saved_registers() -> *const u8 {
+    // SAFETY: both helpers are valid in tracing programs since 5.15 (the agent falls back to
+    // other hooks when the verifier refuses a program using them); the result is a
+    // BTF-typed pointer to the task's `struct pt_regs`.
+    unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as *const u8 }
+}
+
+/// The register at byte `offset` of the saved registers.
+#[inline(always)]
+fn register(regs: *const u8, offset: u32) -> u64 {
+    // SAFETY: the verifier lets a program load from a BTF-typed pointer directly, checking
+    // the offset against `struct pt_regs` (a fault-safe load).
+    unsafe { core::ptr::read_volatile(regs.add(offset as usize).cast::<u64>()) }
 }
 
 /// Hands the `total` bytes a read returned to [`crate::http`] when its fd is watched.

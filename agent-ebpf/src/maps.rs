@@ -14,7 +14,10 @@ use aya_ebpf::{
 use sonde_ebpf_common::{
     Conn, ConnKey, Counter, FilterRule, HTTP_WINDOW, PeerKey, SockStateOffsets, SslArgs,
     SyscallArgs, TcpRetransmitOffsets, TcpSock,
-    http::{ARG_SLOTS, FILTER_RULES_MAX, RegisterReads, WATCHED_TGID_SLOTS, watched_tgid_slot},
+    http::{
+        ARG_SLOTS, FILTER_RULES_MAX, RegisterReads, SocketData, WATCHED_TGID_SLOTS,
+        watched_tgid_slot,
+    },
 };
 
 /// Offset of `__data_loc char[] filename` in `sched:sched_process_exec`; set by the agent
@@ -37,6 +40,9 @@ pub static SYSCALL_RET_OFFSET: u32 = 16;
 /// Syscall numbers and register offsets for `sys_exit_read_regs` (disabled by default).
 #[unsafe(no_mangle)]
 pub static REGISTER_READS: RegisterReads = RegisterReads::DISABLED;
+/// Syscall numbers and register offsets for the socket data hooks (disabled by default).
+#[unsafe(no_mangle)]
+pub static SOCKET_DATA: SocketData = SocketData::DISABLED;
 /// Field offsets of `sock:inet_sock_set_state`.
 #[unsafe(no_mangle)]
 pub static SOCK_STATE_OFFSETS: SockStateOffsets = SockStateOffsets::DEFAULT;

@@ -305,7 +305,7 @@ pub(crate) fn start_ebpf(
         max_connections: config.ebpf.http.max_connections,
         http_ring_bytes: config.ebpf.http.ring_buffer_size,
         filter: http_metrics::kernel_rules(&config.ebpf),
-        register_reads: config.ebpf.http.read_hooks == crate::config::ReadHooks::Exit,
+        data_path: config.ebpf.http.data_hooks.path(),
     };
     let mut probes = match ebpf::loader::load(tracefs.as_deref(), &options) {
         Ok(probes) => probes,

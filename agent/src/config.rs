@@ -15,6 +15,7 @@ use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 pub use crate::collect::config::{ContainerConfig, NodeConfig};
+use crate::ebpf::hooks::DataPath;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -197,20 +198,36 @@ pub struct HttpConfig {
     /// How often running processes are scanned for newly loaded libssl files.
     #[serde(with = "humantime_serde")]
     pub tls_scan_interval: Duration,
-    /// Which tracepoints see reads: `exit` (one hit per read; the arguments come from the
-    /// task's saved registers; falls back to `enter_exit` on kernels before 5.15 and
-    /// architectures other than x86_64) or `enter_exit` (two hits per read).
-    pub read_hooks: ReadHooks,
+    /// Which hooks see socket data: `socket` (the `sock_recv_length`/`sock_send_length`
+    /// tracepoints, Linux 6.3+ on x86_64: no syscall hook sees data), `syscall_exit` (reads
+    /// at their exit, arguments from the saved registers, writes at their entry; Linux 5.15+
+    /// on x86_64) or `enter_exit` (every kernel and architecture, two hits per read). The
+    /// agent falls back along that order where the kernel or architecture does not allow
+    /// the one asked for.
+    pub data_hooks: DataHooks,
 }
 
-/// [`HttpConfig::read_hooks`].
+/// [`HttpConfig::data_hooks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ReadHooks {
-    /// Exit only where possible.
-    Exit,
-    /// Enter and exit.
+pub enum DataHooks {
+    /// The socket tracepoints where possible.
+    Socket,
+    /// Read exits and write entries of the syscalls where possible.
+    SyscallExit,
+    /// Enter and exit of the read syscalls, entry of the writes.
     EnterExit,
+}
+
+impl DataHooks {
+    /// The loader's preferred [`DataPath`].
+    pub fn path(self) -> DataPath {
+        match self {
+            Self::Socket => DataPath::Socket,
+            Self::SyscallExit => DataPath::Registers,
+            Self::EnterExit => DataPath::EnterExit,
+        }
+    }
 }
 
 /// TCP tracing settings (`[ebpf.tcp]`).
@@ -304,7 +321,7 @@ impl Default for HttpConfig {
             max_series: 10_000,
             series_idle_expiry: Duration::from_secs(3600),
             tls_scan_interval: Duration::from_secs(10),
-            read_hooks: ReadHooks::Exit,
+            data_hooks: DataHooks::Socket,
         }
     }
 }

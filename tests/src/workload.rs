@@ -573,15 +573,20 @@ pub fn attached(metrics: &str, program: &str) -> bool {
     ))
 }
 
-/// Waits until the agent's HTTP read hooks are attached, whichever way reads are hooked
-/// (`sys_exit_read_regs`, or the enter hooks with `sys_exit_io`).
+/// The programs that see socket reads, one per data path (`sock_recv_length`,
+/// `sys_exit_read_regs`, or the enter hooks with `sys_exit_io`).
+pub const READ_PROGRAMS: [&str; 3] = ["sock_recv_length", "sys_exit_read_regs", "sys_exit_io"];
+
+/// Waits until the agent's HTTP read hooks are attached, whichever way reads are hooked.
 pub fn wait_http_hooks(agent: &crate::Agent) {
     eventually(
         Duration::from_secs(30),
         "the HTTP read hooks to attach",
         || {
             let metrics = agent.metrics_text();
-            (attached(&metrics, "sys_exit_read_regs") || attached(&metrics, "sys_exit_io"))
+            READ_PROGRAMS
+                .iter()
+                .any(|p| attached(&metrics, p))
                 .then_some(())
         },
     );

@@ -439,6 +439,72 @@ impl RegisterReads {
     }
 }
 
+/// How the socket data hooks (`sock_recv_length`, `sock_send_length`) find the syscall that
+/// moved the data: the saved user registers hold its number and arguments.
+///
+/// Those tracepoints fire inside every socket read and write, whichever path the kernel took
+/// there; only the calls of the eight hooked syscalls are handled (others, like `sendmmsg`,
+/// io_uring or in-kernel sockets, carry another number). Set by the agent for the
+/// architectures it enables; the default matches no syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketData {
+    /// Offset of the register holding the syscall number in `struct pt_regs`.
+    pub nr: u32,
+    /// Offset of the register holding argument 0 (`fd`).
+    pub fd: u32,
+    /// Offset of the register holding argument 1 (buffer, iovec or msghdr).
+    pub buf: u32,
+    /// Offset of the register holding argument 2 (length or iovec count).
+    pub len: u32,
+    /// Syscall numbers of `read`, `recvfrom`, `readv`, `recvmsg`.
+    pub reads: [i32; 4],
+    /// Syscall numbers of `write`, `sendto`, `writev`, `sendmsg`.
+    pub writes: [i32; 4],
+}
+
+const _: () = assert!(size_of::<SocketData>() == 48);
+
+impl SocketData {
+    /// Matches no syscall.
+    pub const DISABLED: Self = Self {
+        nr: 0,
+        fd: 0,
+        buf: 0,
+        len: 0,
+        reads: [-1; 4],
+        writes: [-1; 4],
+    };
+
+    /// The [`io_kind`] of syscall `nr`, if it is one of the hooked reads.
+    #[inline(always)]
+    pub fn read_kind(&self, nr: i32) -> Option<u32> {
+        if nr == self.reads[0] || nr == self.reads[1] {
+            Some(io_kind::READ)
+        } else if nr == self.reads[2] {
+            Some(io_kind::READV)
+        } else if nr == self.reads[3] {
+            Some(io_kind::RECVMSG)
+        } else {
+            None
+        }
+    }
+
+    /// The [`io_kind`] of syscall `nr`, if it is one of the hooked writes.
+    #[inline(always)]
+    pub fn write_kind(&self, nr: i32) -> Option<u32> {
+        if nr == self.writes[0] || nr == self.writes[1] {
+            Some(io_kind::WRITE)
+        } else if nr == self.writes[2] {
+            Some(io_kind::WRITEV)
+        } else if nr == self.writes[3] {
+            Some(io_kind::SENDMSG)
+        } else {
+            None
+        }
+    }
+}
+
 /// OpenSSL call arguments kept between a uprobe and its uretprobe, in the `SSL_ARGS` slot of
 /// the thread.
 #[repr(C)]

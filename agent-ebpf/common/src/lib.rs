@@ -56,6 +56,12 @@ pub mod programs {
     /// `sys_exit_recvmsg` instead of the enter hooks and [`SYS_EXIT_IO`]: takes the arguments
     /// from the task's saved registers (see [`crate::http::RegisterReads`]).
     pub const SYS_EXIT_READ_REGS: &str = "sys_exit_read_regs";
+    /// Raw tracepoint `sock_recv_length` (Linux 6.3+): every read of a socket, where its data
+    /// is, with the arguments from the saved registers (see [`crate::http::SocketData`]).
+    /// With [`SOCK_SEND_LENGTH`] it replaces every data syscall hook above.
+    pub const SOCK_RECV_LENGTH: &str = "sock_recv_length";
+    /// Raw tracepoint `sock_send_length` (Linux 6.3+): every write of a socket, after it.
+    pub const SOCK_SEND_LENGTH: &str = "sock_send_length";
     /// Tracepoint `sock:inet_sock_set_state`.
     pub const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
     /// Tracepoint `tcp:tcp_retransmit_skb`.
@@ -136,6 +142,9 @@ pub mod globals {
     pub const SYSCALL_RET_OFFSET: &str = "SYSCALL_RET_OFFSET";
     /// [`crate::http::RegisterReads`] for [`super::programs::SYS_EXIT_READ_REGS`].
     pub const REGISTER_READS: &str = "REGISTER_READS";
+    /// [`crate::http::SocketData`] for [`super::programs::SOCK_RECV_LENGTH`] and
+    /// [`super::programs::SOCK_SEND_LENGTH`].
+    pub const SOCKET_DATA: &str = "SOCKET_DATA";
     /// [`crate::SockStateOffsets`] for `sock:inet_sock_set_state`.
     pub const SOCK_STATE_OFFSETS: &str = "SOCK_STATE_OFFSETS";
     /// [`crate::TcpRetransmitOffsets`] for `tcp:tcp_retransmit_skb`.
@@ -329,6 +338,7 @@ mod user {
     unsafe impl aya::Pod for super::SockStateOffsets {}
     unsafe impl aya::Pod for super::TcpRetransmitOffsets {}
     unsafe impl aya::Pod for super::http::RegisterReads {}
+    unsafe impl aya::Pod for super::http::SocketData {}
 }
 
 #[cfg(test)]

@@ -5,7 +5,11 @@
 //! Owns: the hook table and the offset checks (pure functions over [`Format`]s, so they are
 //! unit-tested without a kernel). Must not: load or attach anything (that is `loader`).
 
-use sonde_ebpf_common::{SockStateOffsets, TcpRetransmitOffsets, http::RegisterReads, programs};
+use sonde_ebpf_common::{
+    SockStateOffsets, TcpRetransmitOffsets,
+    http::{RegisterReads, SocketData},
+    programs,
+};
 
 use super::tracefs::{Format, FormatError};
 
@@ -31,16 +35,32 @@ pub enum Slot {
     Nr,
 }
 
-/// How the read syscalls' programs reach a call's arguments at its exit. The loader uses one
-/// per run; hooks of the other are not attached.
+/// How the data programs see socket reads and writes. The loader uses one per run; the hooks
+/// of the others are not attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadPath {
-    /// `sys_exit_read_regs` alone, arguments from the task's saved registers: one
-    /// tracepoint hit per read.
+pub enum DataPath {
+    /// The raw tracepoints `sock_recv_length` and `sock_send_length` (Linux 6.3+): they fire
+    /// on socket reads and writes only, so no syscall hook sees data and other file I/O
+    /// pays nothing; arguments from the task's saved registers.
+    Socket,
+    /// `sys_exit_read_regs` alone for reads (arguments from the saved registers: one
+    /// tracepoint hit per read), the `sys_enter_*` hooks for writes (Linux 5.15+).
     Registers,
-    /// Enter hooks keep the arguments for `sys_exit_io`: two hits per read; for kernels
-    /// before 5.15 and architectures whose register layout the agent does not know.
+    /// Enter hooks keep the read arguments for `sys_exit_io` (two hits per read), and the
+    /// `sys_enter_*` hooks for writes; for older kernels and architectures whose register
+    /// layout the agent does not know.
     EnterExit,
+}
+
+impl DataPath {
+    /// The configuration's name of the path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Socket => "socket",
+            Self::Registers => "syscall_exit",
+            Self::EnterExit => "enter_exit",
+        }
+    }
 }
 
 /// One program attached to one tracepoint.
@@ -57,8 +77,8 @@ pub struct Hook {
     /// Syscall fields the program reads (empty for non-syscall tracepoints, which are
     /// checked by [`sock_state_offsets`]/[`tcp_retransmit_offsets`] or `exec_offsets`).
     pub fields: &'static [(&'static str, Slot)],
-    /// For the read syscalls' hooks, the [`ReadPath`] they belong to.
-    pub read_path: Option<ReadPath>,
+    /// For the data syscalls' hooks, the [`DataPath`]s they belong to (empty: every path).
+    pub data_paths: &'static [DataPath],
 }
 
 impl Hook {
@@ -79,22 +99,27 @@ const fn sys(
         name,
         feature: Feature::Http,
         fields,
-        read_path: None,
+        data_paths: &[],
     }
 }
 
-/// A hook of the read syscalls, used only with `path`.
-const fn read(
+/// A hook of the data syscalls, used only with `paths`.
+const fn data(
     program: &'static str,
     name: &'static str,
     fields: &'static [(&'static str, Slot)],
-    path: ReadPath,
+    paths: &'static [DataPath],
 ) -> Hook {
     Hook {
-        read_path: Some(path),
+        data_paths: paths,
         ..sys(program, name, fields)
     }
 }
+
+/// The syscall paths (all but [`DataPath::Socket`]): where writes are hooked at entry.
+const SYSCALL_PATHS: &[DataPath] = &[DataPath::Registers, DataPath::EnterExit];
+const ENTER_EXIT: &[DataPath] = &[DataPath::EnterExit];
+const REGISTERS: &[DataPath] = &[DataPath::Registers];
 
 const RET: &[(&str, Slot)] = &[("ret", Slot::Ret)];
 const RET_NR: &[(&str, Slot)] = &[("ret", Slot::Ret), ("__syscall_nr", Slot::Nr)];
@@ -107,7 +132,7 @@ pub const HOOKS: &[Hook] = &[
         name: "sched_process_exec",
         feature: Feature::Exec,
         fields: &[],
-        read_path: None,
+        data_paths: &[],
     },
     // Sockets first, so data hooks never see a socket whose accept they missed.
     sys(
@@ -133,32 +158,33 @@ pub const HOOKS: &[Hook] = &[
         "sys_enter_close",
         &[("fd", Slot::Arg(0))],
     ),
-    read(
+    data(
         programs::SYS_ENTER_READ,
         "sys_enter_read",
         &[("fd", Slot::Arg(0)), ("buf", Slot::Arg(1))],
-        ReadPath::EnterExit,
+        ENTER_EXIT,
     ),
-    read(
+    data(
         programs::SYS_ENTER_READ,
         "sys_enter_recvfrom",
         &[("fd", Slot::Arg(0)), ("ubuf", Slot::Arg(1))],
-        ReadPath::EnterExit,
+        ENTER_EXIT,
     ),
-    read(
+    data(
         programs::SYS_ENTER_READV,
         "sys_enter_readv",
         &[("fd", Slot::Arg(0)), ("vec", Slot::Arg(1))],
-        ReadPath::EnterExit,
+        ENTER_EXIT,
     ),
-    read(
+    data(
         programs::SYS_ENTER_RECVMSG,
         "sys_enter_recvmsg",
         &[("fd", Slot::Arg(0)), ("msg", Slot::Arg(1))],
-        ReadPath::EnterExit,
+        ENTER_EXIT,
     ),
     // Writes are handled at entry (the data is there before the call): no exit hooks.
-    sys(
+    // (On the socket path the `sock_*_length` raw tracepoints replace all of them.)
+    data(
         programs::SYS_ENTER_WRITE,
         "sys_enter_write",
         &[
@@ -166,8 +192,9 @@ pub const HOOKS: &[Hook] = &[
             ("buf", Slot::Arg(1)),
             ("count", Slot::Arg(2)),
         ],
+        SYSCALL_PATHS,
     ),
-    sys(
+    data(
         programs::SYS_ENTER_WRITE,
         "sys_enter_sendto",
         &[
@@ -175,8 +202,9 @@ pub const HOOKS: &[Hook] = &[
             ("buff", Slot::Arg(1)),
             ("len", Slot::Arg(2)),
         ],
+        SYSCALL_PATHS,
     ),
-    sys(
+    data(
         programs::SYS_ENTER_WRITEV,
         "sys_enter_writev",
         &[
@@ -184,59 +212,41 @@ pub const HOOKS: &[Hook] = &[
             ("vec", Slot::Arg(1)),
             ("vlen", Slot::Arg(2)),
         ],
+        SYSCALL_PATHS,
     ),
-    sys(
+    data(
         programs::SYS_ENTER_SENDMSG,
         "sys_enter_sendmsg",
         &[("fd", Slot::Arg(0)), ("msg", Slot::Arg(1))],
+        SYSCALL_PATHS,
     ),
-    read(
-        programs::SYS_EXIT_IO,
-        "sys_exit_read",
-        RET,
-        ReadPath::EnterExit,
-    ),
-    read(
-        programs::SYS_EXIT_IO,
-        "sys_exit_recvfrom",
-        RET,
-        ReadPath::EnterExit,
-    ),
-    read(
-        programs::SYS_EXIT_IO,
-        "sys_exit_readv",
-        RET,
-        ReadPath::EnterExit,
-    ),
-    read(
-        programs::SYS_EXIT_IO,
-        "sys_exit_recvmsg",
-        RET,
-        ReadPath::EnterExit,
-    ),
-    read(
+    data(programs::SYS_EXIT_IO, "sys_exit_read", RET, ENTER_EXIT),
+    data(programs::SYS_EXIT_IO, "sys_exit_recvfrom", RET, ENTER_EXIT),
+    data(programs::SYS_EXIT_IO, "sys_exit_readv", RET, ENTER_EXIT),
+    data(programs::SYS_EXIT_IO, "sys_exit_recvmsg", RET, ENTER_EXIT),
+    data(
         programs::SYS_EXIT_READ_REGS,
         "sys_exit_read",
         RET_NR,
-        ReadPath::Registers,
+        REGISTERS,
     ),
-    read(
+    data(
         programs::SYS_EXIT_READ_REGS,
         "sys_exit_recvfrom",
         RET_NR,
-        ReadPath::Registers,
+        REGISTERS,
     ),
-    read(
+    data(
         programs::SYS_EXIT_READ_REGS,
         "sys_exit_readv",
         RET_NR,
-        ReadPath::Registers,
+        REGISTERS,
     ),
-    read(
+    data(
         programs::SYS_EXIT_READ_REGS,
         "sys_exit_recvmsg",
         RET_NR,
-        ReadPath::Registers,
+        REGISTERS,
     ),
     Hook {
         program: programs::INET_SOCK_SET_STATE,
@@ -244,7 +254,7 @@ pub const HOOKS: &[Hook] = &[
         name: "inet_sock_set_state",
         feature: Feature::Tcp,
         fields: &[],
-        read_path: None,
+        data_paths: &[],
     },
     Hook {
         program: programs::TCP_RETRANSMIT_SKB,
@@ -252,7 +262,7 @@ pub const HOOKS: &[Hook] = &[
         name: "tcp_retransmit_skb",
         feature: Feature::Tcp,
         fields: &[],
-        read_path: None,
+        data_paths: &[],
     },
 ];
 
@@ -287,7 +297,7 @@ impl SyscallLayout {
 
     /// What `sys_exit_read_regs` needs on this architecture, or `None` when the agent does
     /// not know where its saved registers keep the arguments (the reads then take the
-    /// [`ReadPath::EnterExit`] path).
+    /// [`DataPath::EnterExit`] path).
     pub fn register_reads(&self) -> Option<RegisterReads> {
         // `struct pt_regs` offsets of argument 0 (fd) and 1 (buffer) at syscall exit. Only
         // where the end-to-end tests have run: a wrong offset would lose reads silently.
@@ -305,6 +315,37 @@ impl SyscallLayout {
             readv: i32::try_from(libc::SYS_readv).ok()?,
             recvmsg: i32::try_from(libc::SYS_recvmsg).ok()?,
             nr: self.nr,
+        })
+    }
+
+    /// What the socket data hooks need on this architecture ([`DataPath::Socket`]), or `None`
+    /// when the agent does not know its saved-register layout.
+    pub fn socket_data() -> Option<SocketData> {
+        // `struct pt_regs` offsets of `orig_ax` (the syscall number) and of arguments 0-2
+        // (`di`, `si`, `dx`). Only where the end-to-end tests have run.
+        #[cfg(target_arch = "x86_64")]
+        let offsets = Some((120u32, 112u32, 104u32, 96u32));
+        #[cfg(not(target_arch = "x86_64"))]
+        let offsets = None::<(u32, u32, u32, u32)>;
+        let (nr, fd, buf, len) = offsets?;
+        let nr_of = |n: libc::c_long| i32::try_from(n).ok();
+        Some(SocketData {
+            nr,
+            fd,
+            buf,
+            len,
+            reads: [
+                nr_of(libc::SYS_read)?,
+                nr_of(libc::SYS_recvfrom)?,
+                nr_of(libc::SYS_readv)?,
+                nr_of(libc::SYS_recvmsg)?,
+            ],
+            writes: [
+                nr_of(libc::SYS_write)?,
+                nr_of(libc::SYS_sendto)?,
+                nr_of(libc::SYS_writev)?,
+                nr_of(libc::SYS_sendmsg)?,
+            ],
         })
     }
 
@@ -448,9 +489,10 @@ mod tests {
     fn every_program_has_a_hook_and_names_are_unique_per_tracepoint() {
         for (i, h) in HOOKS.iter().enumerate() {
             for other in &HOOKS[..i] {
-                // Two read paths may hook the same tracepoint: only one is used.
-                let exclusive = matches!((h.read_path, other.read_path),
-                    (Some(a), Some(b)) if a != b);
+                // Two data paths may hook the same tracepoint: only one is used.
+                let exclusive = !h.data_paths.is_empty()
+                    && !other.data_paths.is_empty()
+                    && !h.data_paths.iter().any(|p| other.data_paths.contains(p));
                 assert!(
                     exclusive || (h.category, h.name) != (other.category, other.name),
                     "{} twice",
@@ -461,28 +503,64 @@ mod tests {
     }
 
     #[test]
-    fn each_read_path_hooks_the_exit_of_every_read_syscall() {
-        for path in [ReadPath::Registers, ReadPath::EnterExit] {
+    fn each_syscall_path_hooks_every_data_syscall_and_the_socket_path_none() {
+        let hooked = |path: DataPath, name: &str| {
+            HOOKS
+                .iter()
+                .any(|h| h.name == name && h.data_paths.contains(&path))
+        };
+        for path in [DataPath::Registers, DataPath::EnterExit] {
             for name in [
                 "sys_exit_read",
                 "sys_exit_recvfrom",
                 "sys_exit_readv",
                 "sys_exit_recvmsg",
+                "sys_enter_write",
+                "sys_enter_sendto",
+                "sys_enter_writev",
+                "sys_enter_sendmsg",
             ] {
-                assert!(
-                    HOOKS
-                        .iter()
-                        .any(|h| h.name == name && h.read_path == Some(path)),
-                    "{path:?} misses {name}"
-                );
+                assert!(hooked(path, name), "{path:?} misses {name}");
             }
         }
-        // The register path has no enter hooks at all.
+        // The register path has no read enter hooks.
+        assert!(!hooked(DataPath::Registers, "sys_enter_read"));
+        // The socket path has no syscall data hook at all.
         assert!(
             HOOKS
                 .iter()
-                .filter(|h| h.read_path == Some(ReadPath::Registers))
-                .all(|h| h.name.starts_with("sys_exit_"))
+                .all(|h| !h.data_paths.contains(&DataPath::Socket))
+        );
+    }
+
+    #[test]
+    fn socket_data_names_this_architectures_data_syscalls() {
+        use sonde_ebpf_common::http::io_kind;
+        let Some(data) = SyscallLayout::socket_data() else {
+            assert!(
+                !cfg!(target_arch = "x86_64"),
+                "x86_64 has a register layout"
+            );
+            return;
+        };
+        for (nr, read, write) in [
+            (libc::SYS_read, Some(io_kind::READ), None),
+            (libc::SYS_recvfrom, Some(io_kind::READ), None),
+            (libc::SYS_readv, Some(io_kind::READV), None),
+            (libc::SYS_recvmsg, Some(io_kind::RECVMSG), None),
+            (libc::SYS_write, None, Some(io_kind::WRITE)),
+            (libc::SYS_sendto, None, Some(io_kind::WRITE)),
+            (libc::SYS_writev, None, Some(io_kind::WRITEV)),
+            (libc::SYS_sendmsg, None, Some(io_kind::SENDMSG)),
+            (libc::SYS_sendmmsg, None, None),
+        ] {
+            assert_eq!(data.read_kind(nr as i32), read, "syscall {nr}");
+            assert_eq!(data.write_kind(nr as i32), write, "syscall {nr}");
+        }
+        assert_eq!(SocketData::DISABLED.read_kind(libc::SYS_read as i32), None);
+        assert_eq!(
+            SocketData::DISABLED.write_kind(libc::SYS_write as i32),
+            None
         );
     }
 

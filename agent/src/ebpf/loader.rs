@@ -12,17 +12,18 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{TracePoint, UProbe},
+    programs::{RawTracePoint, TracePoint, UProbe},
 };
 use sonde_ebpf_common::{
     Conn, ConnKey, Counter, FilterRule, SockStateOffsets, TcpRetransmitOffsets, globals,
-    http::RegisterReads, maps, programs,
+    http::{RegisterReads, SocketData},
+    maps, programs,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    hooks::{self, Feature, HOOKS, ReadPath, SyscallLayout},
+    hooks::{self, DataPath, Feature, HOOKS, SyscallLayout},
     tracefs::{Format, FormatError},
 };
 
@@ -84,9 +85,10 @@ pub struct LoadOptions {
     pub http_ring_bytes: u32,
     /// Include/exclude rules evaluated in the kernel.
     pub filter: Vec<FilterRule>,
-    /// Hook reads at exit only, arguments from the saved registers, where the kernel and
-    /// architecture allow ([`ReadPath::Registers`]); false: always enter + exit.
-    pub register_reads: bool,
+    /// The preferred way to see socket data; the loader falls back along
+    /// [`DataPath::Socket`] → [`DataPath::Registers`] → [`DataPath::EnterExit`] where the
+    /// kernel or the architecture does not allow it.
+    pub data_path: DataPath,
 }
 
 impl Default for LoadOptions {
@@ -98,7 +100,7 @@ impl Default for LoadOptions {
             max_connections: 32768,
             http_ring_bytes: 2 * 1024 * 1024,
             filter: Vec::new(),
-            register_reads: true,
+            data_path: DataPath::Socket,
         }
     }
 }
@@ -151,8 +153,8 @@ pub struct Probes {
     pub ebpf: Arc<Mutex<Ebpf>>,
     /// Per-hook attach status.
     pub hooks: Vec<HookStatus>,
-    /// How reads are hooked (when HTTP tracing is on).
-    pub read_path: ReadPath,
+    /// How socket data is seen (when HTTP tracing is on).
+    pub data_path: DataPath,
     /// Exec events, when `sched_process_exec` is attached.
     pub exec_events: Option<RingBuf<MapData>>,
     /// HTTP exchanges, when the HTTP hooks or the TLS programs are in use.
@@ -261,12 +263,18 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         .retransmit
         .clone()
         .unwrap_or(TcpRetransmitOffsets::DEFAULT);
-    let register_reads = if options.register_reads {
+    let register_reads = if options.data_path == DataPath::EnterExit {
+        None
+    } else {
         syscalls.register_reads()
+    };
+    let register_globals = register_reads.unwrap_or(RegisterReads::DISABLED);
+    let socket_data = if options.data_path == DataPath::Socket {
+        SyscallLayout::socket_data()
     } else {
         None
     };
-    let register_globals = register_reads.unwrap_or(RegisterReads::DISABLED);
+    let socket_globals = socket_data.unwrap_or(SocketData::DISABLED);
     let rule_count = options.filter.len() as u32;
     let has_include = u32::from(
         options
@@ -283,6 +291,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         .override_global(globals::SYSCALL_ARGS_OFFSET, &syscalls.args, true)
         .override_global(globals::SYSCALL_RET_OFFSET, &syscalls.ret, true)
         .override_global(globals::REGISTER_READS, &register_globals, true)
+        .override_global(globals::SOCKET_DATA, &socket_globals, true)
         .override_global(globals::SOCK_STATE_OFFSETS, &sock_state, true)
         .override_global(globals::TCP_RETRANSMIT_OFFSETS, &retransmit, true)
         .override_global(globals::FILTER_RULE_COUNT, &rule_count, true)
@@ -323,16 +332,26 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         }
     }
 
-    let read_path = choose_read_path(&mut ebpf, register_reads.is_some());
+    let http_hooks = options.http || options.tls;
     let mut hooks = Vec::new();
+    let data_path = if !http_hooks {
+        DataPath::EnterExit
+    } else if socket_data.is_some()
+        && let Some(attached) = attach_socket_hooks(&mut ebpf)
+    {
+        hooks.extend(attached);
+        DataPath::Socket
+    } else {
+        choose_syscall_path(&mut ebpf, register_reads.is_some())
+    };
     let mut refused: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     for hook in HOOKS {
         let enabled = match hook.feature {
             Feature::Exec => true,
-            Feature::Http => options.http || options.tls,
+            Feature::Http => http_hooks,
             Feature::Tcp => options.tcp,
         };
-        if !enabled || hook.read_path.is_some_and(|path| path != read_path) {
+        if !enabled || !(hook.data_paths.is_empty() || hook.data_paths.contains(&data_path)) {
             continue;
         }
         let result = match refused.get(hook.program) {
@@ -380,7 +399,9 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
     }
 
     let any = |program: &str| hooks.iter().any(|h| h.program == program && h.attached());
-    let reads_hooked = any(programs::SYS_EXIT_IO) || any(programs::SYS_EXIT_READ_REGS);
+    let reads_hooked = any(programs::SYS_EXIT_IO)
+        || any(programs::SYS_EXIT_READ_REGS)
+        || any(programs::SOCK_RECV_LENGTH);
     let exec_events = if any(programs::SCHED_PROCESS_EXEC) {
         Some(take_ring(&mut ebpf, maps::EXEC_EVENTS)?)
     } else {
@@ -430,7 +451,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
     Ok(Probes {
         ebpf: Arc::new(Mutex::new(ebpf)),
         hooks,
-        read_path,
+        data_path,
         exec_events,
         http_events,
         tcp_events,
@@ -447,29 +468,101 @@ fn take_ring(ebpf: &mut Ebpf, name: &'static str) -> Result<RingBuf<MapData>, Eb
     RingBuf::try_from(map).map_err(|source| EbpfError::Map { name, source })
 }
 
-/// [`ReadPath::Registers`] when wanted (`available`: the architecture's layout is known and
+/// Attaches the socket data programs ([`DataPath::Socket`]) to the raw tracepoints
+/// `sock_recv_length` and `sock_send_length`: both or neither. `None` (the reason logged)
+/// when the kernel lacks the tracepoints (before 6.3) or refuses the programs; the syscall
+/// hooks take over.
+fn attach_socket_hooks(ebpf: &mut Ebpf) -> Option<Vec<HookStatus>> {
+    let mut attached = Vec::new();
+    let mut failure = None;
+    for program in [programs::SOCK_RECV_LENGTH, programs::SOCK_SEND_LENGTH] {
+        match attach_raw_tracepoint(ebpf, program) {
+            Ok(link) => attached.push((program, link)),
+            Err(reason) => {
+                failure = Some(reason);
+                break;
+            }
+        }
+    }
+    if let Some(reason) = failure {
+        for (program, link) in attached {
+            if let Some(Ok(prog)) = ebpf
+                .program_mut(program)
+                .map(<&mut RawTracePoint>::try_from)
+                && let Err(error) = prog.detach(link)
+            {
+                tracing::warn!(program, %error, "cannot detach a socket data program");
+            }
+        }
+        tracing::info!(
+            %reason,
+            "socket data is seen through syscall tracepoints (the socket tracepoints need Linux 6.3+)"
+        );
+        return None;
+    }
+    tracing::debug!("socket data is seen through the sock_*_length tracepoints");
+    Some(
+        attached
+            .into_iter()
+            .map(|(program, _)| HookStatus {
+                program,
+                hook: format!("raw_tracepoint:{program}"),
+                result: Ok(()),
+            })
+            .collect(),
+    )
+}
+
+/// Loads raw tracepoint program `program` and attaches it to the tracepoint of its name.
+fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+) -> Result<aya::programs::raw_trace_point::RawTracePointLinkId, String> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?;
+    let raw: &mut RawTracePoint = prog
+        .try_into()
+        .map_err(|e| format!("program {program} is not a raw tracepoint: {e}"))?;
+    if raw.fd().is_err() {
+        raw.load().map_err(|e| {
+            format!(
+                "the verifier or kernel refused {program}: {}",
+                error_chain(&e)
+            )
+        })?;
+    }
+    raw.attach(program).map_err(|e| {
+        format!(
+            "cannot attach to raw tracepoint {program}: {}",
+            error_chain(&e)
+        )
+    })
+}
+
+/// [`DataPath::Registers`] when wanted (`available`: the architecture's layout is known and
 /// the configuration allows it) and the kernel verifies `sys_exit_read_regs` (it needs
-/// `bpf_task_pt_regs`, Linux 5.15+); otherwise [`ReadPath::EnterExit`], with the reason
+/// `bpf_task_pt_regs`, Linux 5.15+); otherwise [`DataPath::EnterExit`], with the reason
 /// logged.
-fn choose_read_path(ebpf: &mut Ebpf, available: bool) -> ReadPath {
+fn choose_syscall_path(ebpf: &mut Ebpf, available: bool) -> DataPath {
     if !available {
         tracing::info!(
             "reads are hooked at enter and exit (register reads are off in the configuration \
              or unknown on this architecture)"
         );
-        return ReadPath::EnterExit;
+        return DataPath::EnterExit;
     }
     match loaded_tracepoint(ebpf, programs::SYS_EXIT_READ_REGS) {
         Ok(_) => {
             tracing::debug!("reads are hooked at exit only (arguments from saved registers)");
-            ReadPath::Registers
+            DataPath::Registers
         }
         Err(reason) => {
             tracing::info!(
                 %reason,
                 "reads are hooked at enter and exit (two tracepoint hits per read)"
             );
-            ReadPath::EnterExit
+            DataPath::EnterExit
         }
     }
 }

@@ -8,8 +8,10 @@
 //!   server exchanges of the thread enclose it (an async runtime), it stays unlinked;
 //! - connection: a server exchange whose connection mirrors a client exchange's (the
 //!   server's peer = the client's local endpoint and, when both are known, the server's
-//!   local endpoint = the client's peer) and whose interval lies inside it becomes that
-//!   client span's child. A `traceparent` naming another trace wins over this link.
+//!   local endpoint = the client's peer) becomes the child of the client span whose
+//!   interval it overlaps most (exchanges on one connection follow each other; see
+//!   [`overlap_ns`] for why not containment). A `traceparent` naming another trace wins over
+//!   this link.
 //!
 //! Under a load far beyond the span budget most exchanges are shed before linking (the
 //! builder's admission keeps those in flight during a window of each second, and with them
@@ -185,6 +187,18 @@ fn inside(inner: &Exchange, outer: &Exchange) -> bool {
     outer.start_ns <= inner.start_ns && inner.end_ns <= outer.end_ns
 }
 
+/// How long `a` and `b` overlap (0 when they do not).
+///
+/// Connection links ask for overlap, not containment: where a write is seen when it returns
+/// (the socket data hooks), the far end of a same-host connection may read the data, and
+/// even answer, before the writer's hook runs, so the server's exchange can start (and
+/// end) a few microseconds outside the client's.
+fn overlap_ns(a: &Exchange, b: &Exchange) -> u64 {
+    a.end_ns
+        .min(b.end_ns)
+        .saturating_sub(a.start_ns.max(b.start_ns))
+}
+
 /// Whether `server` is the far end of `client`'s connection.
 fn mirrors(server: &Exchange, client: &Exchange) -> bool {
     server.peer.is_some()
@@ -273,15 +287,19 @@ impl Linker {
         match x.direction {
             Direction::Server => {
                 if let Some(peer) = x.peer {
+                    // The client exchange this one overlaps most: exchanges on one
+                    // connection follow each other, so it is the request being served.
+                    let mut best = 0;
                     for held in self.by_conn.get(&(peer, false)).into_iter().flatten().rev() {
                         if held.ended_before(&x) {
                             break;
                         }
                         let c = self.node(held.id).expect("indexed node exists");
-                        if mirrors(&x, &c.x) && inside(&x, &c.x) {
+                        let overlap = overlap_ns(&x, &c.x);
+                        if mirrors(&x, &c.x) && overlap > best {
+                            best = overlap;
                             parent = Some(held.id);
                             link = Link::Connection;
-                            break;
                         }
                     }
                 }
@@ -337,7 +355,7 @@ impl Linker {
                         if s.parent.is_none()
                             && s.ctx.is_none()
                             && mirrors(&s.x, &x)
-                            && inside(&s.x, &x)
+                            && overlap_ns(&s.x, &x) > 0
                         {
                             s.parent = Some(id);
                             s.link = Link::Connection;
@@ -739,6 +757,60 @@ mod tests {
         assert_eq!(l.len(), 4);
         l.poll(300 * MS);
         assert!(l.is_empty());
+    }
+
+    /// Regression: with writes seen when they return (the socket data hooks), the far end of
+    /// a same-host connection read the request before the client's write was seen, so its
+    /// exchange started before the client's and was not linked. Each server exchange of a
+    /// keep-alive connection links to the client exchange it overlaps most, whichever
+    /// arrives first.
+    #[test]
+    fn a_server_exchange_starting_before_its_clients_write_returned_links_to_it() {
+        const US: u64 = 1_000;
+        let (mut l, stats) = linker();
+        let at = |x: &mut Exchange, start_us: u64, end_us: u64| {
+            (x.start_ns, x.end_ns) = (start_us * US, end_us * US);
+        };
+        let conn = |direction, path: &str| {
+            let (pid, local, peer) = match direction {
+                Direction::Client => (10, "127.0.0.1:5000", "127.0.0.1:8080"),
+                Direction::Server => (20, "127.0.0.1:8080", "127.0.0.1:5000"),
+            };
+            ex(direction, path, pid, pid + 1, 0, 0, local, peer)
+        };
+        // Three requests on one connection, 30 µs apart; each server exchange starts 3 µs
+        // before its client's and ends 2 µs after it.
+        let mut pairs = Vec::new();
+        for k in 0..3u64 {
+            let t = 1_000 + 30 * k;
+            let mut c = conn(Direction::Client, &format!("/c/{k}"));
+            at(&mut c, t + 5, t + 20);
+            let mut s = conn(Direction::Server, &format!("/s/{k}"));
+            at(&mut s, t + 2, t + 22);
+            pairs.push((c, s));
+        }
+        // The first server arrives before its client, the others after.
+        for (k, (c, s)) in pairs.into_iter().enumerate() {
+            if k == 0 {
+                l.add(s, who("b"), 0);
+                l.add(c, who("a"), 0);
+            } else {
+                l.add(c, who("a"), 0);
+                l.add(s, who("b"), 0);
+            }
+        }
+        let spans = l.poll(150 * MS);
+        let (server, client) = (
+            sonde_proto::v1::SpanKind::Server as i32,
+            sonde_proto::v1::SpanKind::Client as i32,
+        );
+        for k in 0..3 {
+            let c = by_path(&spans, &format!("/c/{k}"), client);
+            let s = by_path(&spans, &format!("/s/{k}"), server);
+            assert_eq!(s.parent_span_id, c.span_id, "request {k}");
+            assert_eq!(s.trace_id, c.trace_id, "request {k}");
+        }
+        assert_eq!(stats.connection.load(Ordering::Relaxed), 3);
     }
 
     /// Far beyond the budget most exchanges are shed before linking, but never a parent

@@ -1,9 +1,12 @@
-//! Every read syscall Sonde hooks (`read`, `recvfrom`, `readv`, `recvmsg`), on both ends of a
-//! connection, over both ways of hooking reads (`[ebpf.http] read_hooks`): `exit` (one
-//! program at exit, arguments from the saved registers) and `enter_exit` (enter hooks keep
-//! the arguments for the exit program). A traced Python server and client
-//! (`tests/fixtures/http/read_syscalls.py`) use one syscall per keep-alive connection; every
-//! request must be counted once per side under its syscall's route. Needs root.
+//! Every data syscall Sonde hooks (`read`, `recvfrom`, `readv`, `recvmsg` and `write`,
+//! `sendto`, `writev`, `sendmsg`), on both ends of a connection, over each way of seeing
+//! socket data (`[ebpf.http] data_hooks`): `socket` (the `sock_recv_length`/
+//! `sock_send_length` tracepoints, arguments from the saved registers), `syscall_exit` (read
+//! exits with the arguments from the saved registers, write entries) and `enter_exit` (enter
+//! hooks keep the read arguments for the exit program). A traced Python server and client
+//! (`tests/fixtures/http/data_syscalls.py`) use one read/write pair per keep-alive
+//! connection; every request must be counted once per side under its syscall's route.
+//! Needs root.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +26,7 @@ fn start_server(
     name: &str,
 ) -> (Process, u16) {
     let port_file = dir.join("server.port");
-    let script = fixture("http/read_syscalls.py");
+    let script = fixture("http/data_syscalls.py");
     let mut cmd = cgroup.command(
         cg,
         "python3",
@@ -63,7 +66,7 @@ fn wait_both_sides(
     );
 }
 
-fn every_read_syscall_is_counted(read_hooks: &str, program: &str, other: &str) {
+fn every_data_syscall_is_counted(data_hooks: &str, program: &str, others: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let mut cgroup = TestCgroup::new();
     let (server_id, server_cg) = cgroup.container();
@@ -73,20 +76,22 @@ fn every_read_syscall_is_counted(read_hooks: &str, program: &str, other: &str) {
         dir.path(),
         &[&cgroup.path],
         &[],
-        &format!("[ebpf.http]\nread_hooks = \"{read_hooks}\"\n"),
+        &format!("[ebpf.http]\ndata_hooks = \"{data_hooks}\"\n"),
     );
     let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
     wait_attached(&agent, program);
-    // Only one way is attached: no read is seen twice.
+    // Only one way is attached: no data is seen twice.
     let metrics = agent.metrics_text();
-    assert!(
-        !attached(&metrics, other),
-        "{other} attached alongside {program}:\n{metrics}"
-    );
+    for other in others {
+        assert!(
+            !attached(&metrics, other),
+            "{other} attached alongside {program}:\n{metrics}"
+        );
+    }
 
     let server_name = unique("reads-server-");
     let (_server, port) = start_server(&cgroup, &server_cg, dir.path(), &server_name);
-    let script = fixture("http/read_syscalls.py");
+    let script = fixture("http/data_syscalls.py");
 
     let client_name = unique("reads-client-");
     let mut cmd = cgroup.command(
@@ -123,19 +128,39 @@ fn every_read_syscall_is_counted(read_hooks: &str, program: &str, other: &str) {
 }
 
 #[test]
-fn every_read_syscall_is_counted_with_exit_hooks() {
-    if !sonde_tests::require_root("every_read_syscall_is_counted_with_exit_hooks") {
+fn every_data_syscall_is_counted_with_socket_hooks() {
+    if !sonde_tests::require_root("every_data_syscall_is_counted_with_socket_hooks") {
         return;
     }
-    every_read_syscall_is_counted("exit", "sys_exit_read_regs", "sys_exit_io");
+    every_data_syscall_is_counted(
+        "socket",
+        "sock_recv_length",
+        &["sys_exit_read_regs", "sys_exit_io", "sys_enter_write"],
+    );
 }
 
 #[test]
-fn every_read_syscall_is_counted_with_enter_and_exit_hooks() {
-    if !sonde_tests::require_root("every_read_syscall_is_counted_with_enter_and_exit_hooks") {
+fn every_data_syscall_is_counted_with_exit_hooks() {
+    if !sonde_tests::require_root("every_data_syscall_is_counted_with_exit_hooks") {
         return;
     }
-    every_read_syscall_is_counted("enter_exit", "sys_exit_io", "sys_exit_read_regs");
+    every_data_syscall_is_counted(
+        "syscall_exit",
+        "sys_exit_read_regs",
+        &["sys_exit_io", "sock_recv_length", "sock_send_length"],
+    );
+}
+
+#[test]
+fn every_data_syscall_is_counted_with_enter_and_exit_hooks() {
+    if !sonde_tests::require_root("every_data_syscall_is_counted_with_enter_and_exit_hooks") {
+        return;
+    }
+    every_data_syscall_is_counted(
+        "enter_exit",
+        "sys_exit_io",
+        &["sys_exit_read_regs", "sock_recv_length", "sock_send_length"],
+    );
 }
 
 /// A keep-alive connection opened before the agent started (both ends): the agent seeds it
@@ -150,7 +175,7 @@ fn a_connection_older_than_the_agent_is_traced() {
     let mut cgroup = TestCgroup::new();
     let (server_id, server_cg) = cgroup.container();
     let (client_id, client_cg) = cgroup.container();
-    let script = fixture("http/read_syscalls.py");
+    let script = fixture("http/data_syscalls.py");
 
     let server_name = unique("seeded-server-");
     let (_server, port) = start_server(&cgroup, &server_cg, dir.path(), &server_name);
@@ -181,7 +206,7 @@ fn a_connection_older_than_the_agent_is_traced() {
     let agg = Aggregator::start();
     let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
     let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
-    wait_attached(&agent, "sys_exit_read_regs");
+    wait_attached(&agent, "sock_recv_length");
     // Seeding runs once the hooks are attached; its count is exported.
     sonde_tests::eventually(
         std::time::Duration::from_secs(15),
