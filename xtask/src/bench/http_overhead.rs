@@ -11,12 +11,12 @@
 //! request is measured in one extra round with `kernel.bpf_stats_enabled` (the statistics
 //! cost two clock reads per program run, so the throughput rounds run without them).
 //!
-//! A third kind of round (unless `--no-bpftrace`) runs bpftrace attached to the same syscall
-//! tracepoints as the agent's data hooks, with programs that do nothing (a pid test that
-//! fails): what merely hooking those syscalls costs with a common tool. It is an upper bound
-//! of the dispatch cost, not the floor itself: bpftrace's programs let the kernel go on to
-//! its perf-event path, which the agent's programs (returning 0) skip; a kernel profile put
-//! that path at ~40% of bpftrace's cost here.
+//! A third kind of round (unless `--no-bpftrace`) runs bpftrace attached to the tracepoints
+//! the agent hooks ([`IDLE_TRACEPOINTS`]), with programs that do nothing (a pid test that
+//! fails): what merely hooking them costs with a common tool. It is an upper bound of the
+//! dispatch cost, not the floor itself: bpftrace attaches through perf events (the agent's
+//! socket data programs are raw tracepoints, cheaper), and its programs let the kernel go
+//! on to its perf-event path, which the agent's programs (returning 0) skip.
 
 use std::{
     fmt::Write as _,
@@ -53,18 +53,21 @@ pub struct Options {
     no_bpftrace: bool,
 }
 
-/// The syscall tracepoints the agent's data hooks attach to with reads hooked at exit only,
-/// the default where the kernel allows (`agent/src/ebpf/hooks.rs`; the socket hooks,
-/// accept/connect/close, do not fire per request on keep-alive connections).
-const DATA_TRACEPOINTS: &[&str] = &[
-    "sys_enter_write",
-    "sys_enter_sendto",
-    "sys_enter_writev",
-    "sys_enter_sendmsg",
-    "sys_exit_read",
-    "sys_exit_recvfrom",
-    "sys_exit_readv",
-    "sys_exit_recvmsg",
+/// The tracepoints the agent's HTTP hooks attach to on the socket data path, the default
+/// where the kernel allows (`agent/src/ebpf/hooks.rs`, `loader.rs`): accept, connect and
+/// close (they do not fire per request on keep-alive connections, but any syscall tracepoint
+/// sends every syscall of every process through the kernel's slower tracing path) and the
+/// two socket data tracepoints.
+const IDLE_TRACEPOINTS: &[&str] = &[
+    "syscalls:sys_enter_accept4",
+    "syscalls:sys_enter_accept",
+    "syscalls:sys_enter_connect",
+    "syscalls:sys_exit_accept4",
+    "syscalls:sys_exit_accept",
+    "syscalls:sys_exit_connect",
+    "syscalls:sys_enter_close",
+    "sock:sock_recv_length",
+    "sock:sock_send_length",
 ];
 
 /// What ran beside nginx and wrk in a round.
@@ -75,7 +78,7 @@ enum Kind {
     Off,
     /// The agent.
     Agent,
-    /// bpftrace idle on the data tracepoints (see the module documentation).
+    /// bpftrace idle on the agent's tracepoints (see the module documentation).
     Bpftrace,
 }
 
@@ -292,16 +295,16 @@ fn rounds(
     Ok(out)
 }
 
-/// A wrk run with bpftrace attached to [`DATA_TRACEPOINTS`], each program doing nothing (a
+/// A wrk run with bpftrace attached to [`IDLE_TRACEPOINTS`], each program doing nothing (a
 /// pid test that fails for every traced process).
 fn round_with_bpftrace(
     options: &Options,
     dir: &Path,
     target: &Target<'_>,
 ) -> anyhow::Result<Round> {
-    let probes: Vec<String> = DATA_TRACEPOINTS
+    let probes: Vec<String> = IDLE_TRACEPOINTS
         .iter()
-        .map(|t| format!("tracepoint:syscalls:{t}"))
+        .map(|t| format!("tracepoint:{t}"))
         .collect();
     // BEGIN runs once every probe is attached.
     let script = format!(
@@ -357,14 +360,16 @@ fn round_with_agent(
         ))
     };
     wait_for(Duration::from_secs(30), "the agent's HTTP hooks", || {
-        curl(&format!("{base}/metrics"))
-            .is_some_and(|m| attached(&m, "sys_exit_read_regs") || attached(&m, "sys_exit_io"))
+        curl(&format!("{base}/metrics")).is_some_and(|m| {
+            ["sock_recv_length", "sys_exit_read_regs", "sys_exit_io"]
+                .iter()
+                .any(|p| attached(&m, p))
+        })
     })?;
-    if !curl(&format!("{base}/metrics")).is_some_and(|m| attached(&m, "sys_exit_read_regs")) {
+    if !curl(&format!("{base}/metrics")).is_some_and(|m| attached(&m, "sock_recv_length")) {
         bail!(
-            "the agent hooks reads at enter and exit here (kernel before 5.15 or unknown \
-             architecture; see {}): the idle-bpftrace rounds, attached to exit-only reads, \
-             would understate the tracing cost",
+            "the agent sees socket data through syscall tracepoints here (kernel before 6.3 \
+             or unknown architecture; see {}): the benchmark measures the socket data path",
             dir.join("agent.log").display()
         );
     }
@@ -616,7 +621,7 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         s,
         "wrk ({} thread, {} keep-alive connections, {} s per round) against nginx \
          (1 worker, `return 200`) on loopback; rounds without the agent, with it and with \
-         bpftrace idle on the agent's data tracepoints (unless `--no-bpftrace`) alternate, the \
+         bpftrace idle on the agent's tracepoints (unless `--no-bpftrace`) alternate, the \
          order flipping every round. With the agent every hook is live and both nginx \
          (server) and wrk (client) are traced: two exchanges per request. Agent: release \
          build, default configuration. Machine: Linux {}, {} CPUs, load average at the end \
@@ -666,10 +671,10 @@ fn report(options: &Options, rounds: &[Round]) -> String {
         let rps_bpftrace = m(Kind::Bpftrace, |r| r.rps);
         let _ = writeln!(
             s,
-            "| Throughput with bpftrace idle on the same {} syscall tracepoints (programs that do \
+            "| Throughput with bpftrace idle on the same {} tracepoints (programs that do \
              nothing) / without | {:.3} ({rps_bpftrace:.0} / {rps_off:.0} req/s); nginx + wrk CPU \
              +{:.2} µs per request | |",
-            DATA_TRACEPOINTS.len(),
+            IDLE_TRACEPOINTS.len(),
             rps_bpftrace / rps_off,
             m(Kind::Bpftrace, |r| r.nginx_us) + m(Kind::Bpftrace, |r| r.wrk_us)
                 - nginx_off
