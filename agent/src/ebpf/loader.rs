@@ -518,19 +518,9 @@ fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     program: &'static str,
 ) -> Result<aya::programs::raw_trace_point::RawTracePointLinkId, String> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("program {program} missing from the object"))?;
-    let raw: &mut RawTracePoint = prog
-        .try_into()
-        .map_err(|e| format!("program {program} is not a raw tracepoint: {e}"))?;
+    let raw: &mut RawTracePoint = program_of(ebpf, program)?;
     if raw.fd().is_err() {
-        raw.load().map_err(|e| {
-            format!(
-                "the verifier or kernel refused {program}: {}",
-                error_chain(&e)
-            )
-        })?;
+        raw.load().map_err(|e| refused(program, &e))?;
     }
     raw.attach(program).map_err(|e| {
         format!(
@@ -570,18 +560,8 @@ fn choose_syscall_path(ebpf: &mut Ebpf, available: bool) -> DataPath {
 /// Loads (verifies) the OpenSSL uprobe programs; they are attached per library later.
 fn load_uprobes(ebpf: &mut Ebpf) -> Result<(), String> {
     for program in TLS_PROGRAMS {
-        let prog = ebpf
-            .program_mut(program)
-            .ok_or_else(|| format!("program {program} missing from the object"))?;
-        let uprobe: &mut UProbe = prog
-            .try_into()
-            .map_err(|e| format!("program {program} is not a uprobe: {e}"))?;
-        uprobe.load().map_err(|e| {
-            format!(
-                "the verifier or kernel refused {program}: {}",
-                error_chain(&e)
-            )
-        })?;
+        let uprobe: &mut UProbe = program_of(ebpf, program)?;
+        uprobe.load().map_err(|e| refused(program, &e))?;
     }
     Ok(())
 }
@@ -600,21 +580,30 @@ fn attach_tracepoint(
 
 /// The tracepoint program `program`, loaded (verified) unless it already is.
 fn loaded_tracepoint<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut TracePoint, String> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("program {program} missing from the object"))?;
-    let tracepoint: &mut TracePoint = prog
-        .try_into()
-        .map_err(|e| format!("program {program} is not a tracepoint: {e}"))?;
+    let tracepoint: &mut TracePoint = program_of(ebpf, program)?;
     if tracepoint.fd().is_err() {
-        tracepoint.load().map_err(|e| {
-            format!(
-                "the verifier or kernel refused {program}: {}",
-                error_chain(&e)
-            )
-        })?;
+        tracepoint.load().map_err(|e| refused(program, &e))?;
     }
     Ok(tracepoint)
+}
+
+/// Program `program` of the object as its type `P`.
+fn program_of<'a, P>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut P, String>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?
+        .try_into()
+        .map_err(|e| format!("program {program} has another type: {e}"))
+}
+
+/// Why `program` did not load (the verifier's verdict included).
+fn refused(program: &str, error: &aya::programs::ProgramError) -> String {
+    format!(
+        "the verifier or kernel refused {program}: {}",
+        error_chain(error)
+    )
 }
 
 /// An error with its sources, `a: b: c`; a verifier log is cut to its last lines (the
