@@ -188,7 +188,7 @@ pub fn sys_exit_io(ctx: TracePointContext) -> u32 {
     };
     let ret = ctx_u64(&ctx, global(&SYSCALL_RET_OFFSET)) as i64;
     if ret > 0 {
-        exit_read(&args, ret as u64);
+        exit_read(&args, ret as u64, 0);
     }
     0
 }
@@ -215,6 +215,7 @@ pub fn sys_exit_read_regs(ctx: TracePointContext) -> u32 {
             kind,
         },
         ret as u64,
+        0,
     );
     0
 }
@@ -227,7 +228,7 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     let ret: i32 = ctx.arg(1);
     let flags: i32 = ctx.arg(2);
     let pid_tgid = bpf_get_current_pid_tgid();
-    if ret <= 0 || flags & MSG_PEEK != 0 || !maybe_watched((pid_tgid >> 32) as u32) {
+    if ret <= 0 || flags & NOT_STREAM_DATA != 0 || !maybe_watched((pid_tgid >> 32) as u32) {
         return 0;
     }
     let layout = global_of(&SOCKET_DATA);
@@ -243,6 +244,7 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
             kind,
         },
         ret as u64,
+        ctx.arg(0),
     );
     0
 }
@@ -271,6 +273,9 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
     let Some(conn) = CONNS.get_ptr_mut(&key) else {
         return 0;
     };
+    if !same_socket(conn, ctx.arg(0)) {
+        return 0;
+    }
     let sent = ret as u64;
     match outgoing(kind, register(regs, layout.buf), register(regs, layout.len)) {
         Some(mut data) => {
@@ -286,8 +291,32 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// `MSG_PEEK`: the data stays queued and is read again.
-const MSG_PEEK: i32 = 2;
+/// Receive flags whose data is not the stream's next bytes: `MSG_PEEK` (read again later),
+/// `MSG_TRUNC` (discarded, not copied), `MSG_ERRQUEUE` (the error queue).
+const NOT_STREAM_DATA: i32 = 0x2 | 0x20 | 0x2000;
+
+/// Whether kernel socket `sk` (0: unknown, the syscall paths) is the one `conn`'s fd held
+/// when the socket hooks first saw data on it. The saved registers name the syscall the
+/// task is in; io_uring runs socket work on the way out of any syscall, whose fd may be
+/// another watched socket: that data is not this connection's.
+#[inline(always)]
+fn same_socket(conn: *mut Conn, sk: u64) -> bool {
+    if sk == 0 {
+        return true;
+    }
+    // SAFETY: `conn` is a live `CONNS` value; a racing update of the same connection only
+    // repeats this first write.
+    let known = unsafe { (*conn).sk };
+    if known == 0 {
+        unsafe { (*conn).sk = sk };
+        true
+    } else if known == sk {
+        true
+    } else {
+        bump(Counter::HttpForeignSocket);
+        false
+    }
+}
 
 /// The current task's saved user registers.
 #[inline(always)]
@@ -306,9 +335,10 @@ fn register(regs: *const u8, offset: u32) -> u64 {
     unsafe { core::ptr::read_volatile(regs.add(offset as usize).cast::<u64>()) }
 }
 
-/// Hands the `total` bytes a read returned to [`crate::http`] when its fd is watched.
+/// Hands the `total` bytes a read returned to [`crate::http`] when its fd is watched (and,
+/// from the socket hooks, still the socket `sk`; 0 from the syscall hooks).
 #[inline(always)]
-fn exit_read(args: &SyscallArgs, total: u64) {
+fn exit_read(args: &SyscallArgs, total: u64, sk: u64) {
     let channel = Channel {
         key: ConnKey {
             tgid: (args.pid_tgid >> 32) as u32,
@@ -320,6 +350,9 @@ fn exit_read(args: &SyscallArgs, total: u64) {
     let Some(conn) = CONNS.get_ptr_mut(&channel.key) else {
         return;
     };
+    if !same_socket(conn, sk) {
+        return;
+    }
     let Some((ptr, len)) = first_segment(args, total) else {
         bump(Counter::HttpReadError);
         return;

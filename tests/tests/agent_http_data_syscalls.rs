@@ -125,6 +125,13 @@ fn every_data_syscall_is_counted(data_hooks: &str, program: &str, others: &[&str
     );
     red::assert_nothing_lost(&agent);
     assert_eq!(red::kernel_counter(&agent, "http_read_error"), 0.0);
+    // Every socket's data was its own connection's (the socket path checks).
+    assert!(
+        agent
+            .metrics_text()
+            .contains("counter=\"http_foreign_socket\"")
+    );
+    assert_eq!(red::kernel_counter(&agent, "http_foreign_socket"), 0.0);
 }
 
 #[test]

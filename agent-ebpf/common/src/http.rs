@@ -181,13 +181,20 @@ pub struct Conn {
     /// not yet): later responses on the connection copy it from here instead of a second
     /// hash lookup per response.
     pub local: crate::tcp::PeerKey,
+    /// The kernel socket (`struct sock *`) the socket data hooks first saw on this fd (0:
+    /// none yet, or another data path): later data of another socket under this fd is not
+    /// this connection's.
+    pub sk: u64,
     /// The pending request.
     pub inflight: Inflight,
 }
 
 const _: () = assert!(
     size_of::<Conn>()
-        == size_of::<ConnInfo>() + size_of::<crate::tcp::PeerKey>() + size_of::<Inflight>()
+        == size_of::<ConnInfo>()
+            + size_of::<crate::tcp::PeerKey>()
+            + size_of::<u64>()
+            + size_of::<Inflight>()
 );
 
 /// A request waiting for its response (part of a [`Conn`]).
@@ -466,14 +473,14 @@ pub struct SocketData {
 const _: () = assert!(size_of::<SocketData>() == 48);
 
 impl SocketData {
-    /// Matches no syscall.
+    /// Matches no syscall (not even -1, the number saved outside any syscall).
     pub const DISABLED: Self = Self {
         nr: 0,
         fd: 0,
         buf: 0,
         len: 0,
-        reads: [-1; 4],
-        writes: [-1; 4],
+        reads: [i32::MIN; 4],
+        writes: [i32::MIN; 4],
     };
 
     /// The [`io_kind`] of syscall `nr`, if it is one of the hooked reads.

@@ -199,11 +199,14 @@ pub enum Counter {
     /// Requests whose connection was closed (by this process) before a response: the
     /// peer or the process gave up. A property of the traffic, not a loss of the agent's.
     HttpUnanswered = 17,
+    /// Socket data whose saved registers name a watched fd of another socket (io_uring work
+    /// run on the way out of an unrelated syscall): skipped, not a loss.
+    HttpForeignSocket = 18,
 }
 
 impl Counter {
     /// Number of slots; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
     /// Every slot, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::ExecSeen,
@@ -224,6 +227,7 @@ impl Counter {
         Counter::TcpSocksFull,
         Counter::TcpReadError,
         Counter::HttpUnanswered,
+        Counter::HttpForeignSocket,
     ];
 
     /// Snake-case name used in the agent's metrics.
@@ -247,6 +251,7 @@ impl Counter {
             Counter::TcpSocksFull => "tcp_socks_full",
             Counter::TcpReadError => "tcp_read_error",
             Counter::HttpUnanswered => "http_request_unanswered",
+            Counter::HttpForeignSocket => "http_foreign_socket",
         }
     }
 
@@ -271,6 +276,7 @@ impl Counter {
             | Counter::HttpExchanges
             | Counter::HttpFiltered
             | Counter::HttpUnanswered
+            | Counter::HttpForeignSocket
             | Counter::TcpEvents => None,
         }
     }

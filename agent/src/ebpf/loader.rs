@@ -334,12 +334,13 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
 
     let http_hooks = options.http || options.tls;
     let mut hooks = Vec::new();
+    let mut socket_links = Vec::new();
     let data_path = if !http_hooks {
         DataPath::EnterExit
     } else if socket_data.is_some()
-        && let Some(attached) = attach_socket_hooks(&mut ebpf)
+        && let Some(links) = attach_socket_hooks(&mut ebpf)
     {
-        hooks.extend(attached);
+        socket_links = links;
         DataPath::Socket
     } else {
         choose_syscall_path(&mut ebpf, register_reads.is_some())
@@ -396,6 +397,28 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
                 "eBPF program not attached; the metrics it feeds are absent"
             ),
         }
+    }
+
+    // The socket data hooks need the fds the socket hooks track (and close forgets): without
+    // them the data of a reused fd number would be taken for an older connection's.
+    let tracked = |program: &str| hooks.iter().any(|h| h.program == program && h.attached());
+    let fds_tracked = tracked(programs::SYS_EXIT_SOCK) && tracked(programs::SYS_ENTER_CLOSE);
+    for (program, link) in socket_links {
+        let result = if fds_tracked {
+            Ok(())
+        } else {
+            detach_raw_tracepoint(&mut ebpf, program, link);
+            Err(
+                "detached: the accept/connect and close hooks, which say which fds are \
+                 connections, are not attached"
+                    .to_owned(),
+            )
+        };
+        hooks.push(HookStatus {
+            program,
+            hook: format!("raw_tracepoint:{program}"),
+            result,
+        });
     }
 
     let any = |program: &str| hooks.iter().any(|h| h.program == program && h.attached());
@@ -472,7 +495,14 @@ fn take_ring(ebpf: &mut Ebpf, name: &'static str) -> Result<RingBuf<MapData>, Eb
 /// `sock_recv_length` and `sock_send_length`: both or neither. `None` (the reason logged)
 /// when the kernel lacks the tracepoints (before 6.3) or refuses the programs; the syscall
 /// hooks take over.
-fn attach_socket_hooks(ebpf: &mut Ebpf) -> Option<Vec<HookStatus>> {
+fn attach_socket_hooks(
+    ebpf: &mut Ebpf,
+) -> Option<
+    Vec<(
+        &'static str,
+        aya::programs::raw_trace_point::RawTracePointLinkId,
+    )>,
+> {
     let mut attached = Vec::new();
     let mut failure = None;
     for program in [programs::SOCK_RECV_LENGTH, programs::SOCK_SEND_LENGTH] {
@@ -486,13 +516,7 @@ fn attach_socket_hooks(ebpf: &mut Ebpf) -> Option<Vec<HookStatus>> {
     }
     if let Some(reason) = failure {
         for (program, link) in attached {
-            if let Some(Ok(prog)) = ebpf
-                .program_mut(program)
-                .map(<&mut RawTracePoint>::try_from)
-                && let Err(error) = prog.detach(link)
-            {
-                tracing::warn!(program, %error, "cannot detach a socket data program");
-            }
+            detach_raw_tracepoint(ebpf, program, link);
         }
         tracing::info!(
             %reason,
@@ -501,16 +525,20 @@ fn attach_socket_hooks(ebpf: &mut Ebpf) -> Option<Vec<HookStatus>> {
         return None;
     }
     tracing::debug!("socket data is seen through the sock_*_length tracepoints");
-    Some(
-        attached
-            .into_iter()
-            .map(|(program, _)| HookStatus {
-                program,
-                hook: format!("raw_tracepoint:{program}"),
-                result: Ok(()),
-            })
-            .collect(),
-    )
+    Some(attached)
+}
+
+/// Detaches `link` of raw tracepoint program `program` (a failure is only logged).
+fn detach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    link: aya::programs::raw_trace_point::RawTracePointLinkId,
+) {
+    if let Ok(prog) = program_of::<RawTracePoint>(ebpf, program)
+        && let Err(error) = prog.detach(link)
+    {
+        tracing::warn!(program, %error, "cannot detach a socket data program");
+    }
 }
 
 /// Loads raw tracepoint program `program` and attaches it to the tracepoint of its name.

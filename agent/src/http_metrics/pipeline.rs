@@ -395,6 +395,7 @@ fn seed_existing_connections(
         let conn = Conn {
             info: *info,
             local: PeerKey::UNKNOWN,
+            sk: 0,
             inflight: Inflight::EMPTY,
         };
         // The process's slot first: the data hooks skip processes whose slot is unset.

@@ -296,7 +296,8 @@ impl Linker {
                         }
                         let c = self.node(held.id).expect("indexed node exists");
                         let overlap = overlap_ns(&x, &c.x);
-                        if mirrors(&x, &c.x) && overlap > best {
+                        // Newest first: on a tie the earlier client wins.
+                        if mirrors(&x, &c.x) && overlap > 0 && overlap >= best {
                             best = overlap;
                             parent = Some(held.id);
                             link = Link::Connection;
