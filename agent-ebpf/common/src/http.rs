@@ -434,15 +434,11 @@ impl RegisterReads {
     /// The [`io_kind`] of syscall `nr`, if it is one of the hooked reads.
     #[inline(always)]
     pub fn kind(&self, nr: i32) -> Option<u32> {
-        if nr == self.read || nr == self.recvfrom {
-            Some(io_kind::READ)
-        } else if nr == self.readv {
-            Some(io_kind::READV)
-        } else if nr == self.recvmsg {
-            Some(io_kind::RECVMSG)
-        } else {
-            None
-        }
+        kind_of(
+            nr,
+            [self.read, self.recvfrom, self.readv, self.recvmsg],
+            [io_kind::READ, io_kind::READV, io_kind::RECVMSG],
+        )
     }
 }
 
@@ -486,29 +482,37 @@ impl SocketData {
     /// The [`io_kind`] of syscall `nr`, if it is one of the hooked reads.
     #[inline(always)]
     pub fn read_kind(&self, nr: i32) -> Option<u32> {
-        if nr == self.reads[0] || nr == self.reads[1] {
-            Some(io_kind::READ)
-        } else if nr == self.reads[2] {
-            Some(io_kind::READV)
-        } else if nr == self.reads[3] {
-            Some(io_kind::RECVMSG)
-        } else {
-            None
-        }
+        kind_of(
+            nr,
+            self.reads,
+            [io_kind::READ, io_kind::READV, io_kind::RECVMSG],
+        )
     }
 
     /// The [`io_kind`] of syscall `nr`, if it is one of the hooked writes.
     #[inline(always)]
     pub fn write_kind(&self, nr: i32) -> Option<u32> {
-        if nr == self.writes[0] || nr == self.writes[1] {
-            Some(io_kind::WRITE)
-        } else if nr == self.writes[2] {
-            Some(io_kind::WRITEV)
-        } else if nr == self.writes[3] {
-            Some(io_kind::SENDMSG)
-        } else {
-            None
-        }
+        kind_of(
+            nr,
+            self.writes,
+            [io_kind::WRITE, io_kind::WRITEV, io_kind::SENDMSG],
+        )
+    }
+}
+
+/// The kind of syscall `nr` among four syscall numbers: the first two (plain buffer, with
+/// or without an address) are `kinds[0]`, the vectored one `kinds[1]`, the msghdr one
+/// `kinds[2]`.
+#[inline(always)]
+fn kind_of(nr: i32, nrs: [i32; 4], kinds: [u32; 3]) -> Option<u32> {
+    if nr == nrs[0] || nr == nrs[1] {
+        Some(kinds[0])
+    } else if nr == nrs[2] {
+        Some(kinds[1])
+    } else if nr == nrs[3] {
+        Some(kinds[2])
+    } else {
+        None
     }
 }
 
