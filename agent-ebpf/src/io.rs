@@ -1,15 +1,18 @@
-//! Data syscalls on watched sockets.
+//! Data syscalls on watched sockets, seen one of three ways the agent chooses at load (the
+//! hooks of the others are not attached):
+//! - socket (Linux 6.3+): the raw tracepoints `sock_recv_length` and `sock_send_length` fire
+//!   inside every socket read and write, after the data moved; syscall number, `fd`, buffer
+//!   and length come from the task's saved registers, and only the hooked syscalls below
+//!   are handled. No syscall tracepoint sees data.
+//! - syscall exit (5.15+): reads (`read`/`recvfrom`/`readv`/`recvmsg`) at their exit by
+//!   `sys_exit_read_regs` alone, taking `fd` and the buffer from the saved registers.
+//! - enter + exit (older kernels, unknown register layouts): the enter programs keep the
+//!   buffer pointer of reads on fds in `CONNS` for the shared exit program `sys_exit_io`.
 //!
-//! Reads (`read`/`recvfrom`/`readv`/`recvmsg`) are handled at exit, where the data is, in one
-//! of two ways the agent chooses at load: `sys_exit_read_regs` alone, taking `fd` and the
-//! buffer from the task's saved registers (one tracepoint hit per read instead of two), or,
-//! where that program is refused (kernels before 5.15, no `bpf_task_pt_regs`) or the
-//! architecture's register layout is unknown, the enter programs keeping the buffer pointer
-//! of calls on fds in `CONNS` for the shared exit program `sys_exit_io`. Either hands the
-//! returned data to [`crate::http`]. Writes (`write`/`sendto`/`writev`/`sendmsg`): the data
-//! is in the buffer before the call, so it is handed over at entry, with no per-call map
-//! entry and no exit program at all (the bytes asked to be written stand for the bytes
-//! written).
+//! On both syscall paths writes (`write`/`sendto`/`writev`/`sendmsg`) are handled at entry,
+//! where the data already is, with no per-call map entry and no exit program (the bytes
+//! asked to be written stand for the bytes written). Every path hands the data to
+//! [`crate::http`].
 //!
 //! Must not: read user data itself (that is [`crate::http`]'s bounded window), beyond the
 //! iovec/msghdr headers that locate it.
@@ -85,12 +88,22 @@ fn watched(ctx: &TracePointContext) -> Option<(Channel, *mut Conn)> {
     if !maybe_watched(tgid) {
         return None;
     }
+    connection(tgid, fd, 0)
+}
+
+/// The channel and `CONNS` entry of fd `fd` of process `tgid` when it is a watched socket
+/// and, from the socket hooks, still the socket `sk` (0 from the syscall hooks: unchecked).
+#[inline(always)]
+fn connection(tgid: u32, fd: u32, sk: u64) -> Option<(Channel, *mut Conn)> {
     let key = ConnKey {
         tgid,
         kind: conn_kind::FD,
         id: fd as u64,
     };
     let conn = CONNS.get_ptr_mut(&key)?;
+    if !same_socket(conn, sk) {
+        return None;
+    }
     Some((Channel { key, fd: fd as i32 }, conn))
 }
 
@@ -264,18 +277,10 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
     let Some(kind) = layout.write_kind(register(regs, layout.nr) as i32) else {
         return 0;
     };
-    let fd = register(regs, layout.fd) as u32;
-    let key = ConnKey {
-        tgid,
-        kind: conn_kind::FD,
-        id: fd as u64,
-    };
-    let Some(conn) = CONNS.get_ptr_mut(&key) else {
+    let Some((channel, conn)) = connection(tgid, register(regs, layout.fd) as u32, ctx.arg(0))
+    else {
         return 0;
     };
-    if !same_socket(conn, ctx.arg(0)) {
-        return 0;
-    }
     let sent = ret as u64;
     match outgoing(kind, register(regs, layout.buf), register(regs, layout.len)) {
         Some(mut data) => {
@@ -283,7 +288,6 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
             if data.len > sent {
                 data.len = sent;
             }
-            let channel = Channel { key, fd: fd as i32 };
             http::on_data(&channel, Some(conn), &data, false);
         }
         None => bump(Counter::HttpReadError),
@@ -339,20 +343,9 @@ fn register(regs: *const u8, offset: u32) -> u64 {
 /// from the socket hooks, still the socket `sk`; 0 from the syscall hooks).
 #[inline(always)]
 fn exit_read(args: &SyscallArgs, total: u64, sk: u64) {
-    let channel = Channel {
-        key: ConnKey {
-            tgid: (args.pid_tgid >> 32) as u32,
-            kind: conn_kind::FD,
-            id: args.fd as u64,
-        },
-        fd: args.fd as i32,
-    };
-    let Some(conn) = CONNS.get_ptr_mut(&channel.key) else {
+    let Some((channel, conn)) = connection((args.pid_tgid >> 32) as u32, args.fd, sk) else {
         return;
     };
-    if !same_socket(conn, sk) {
-        return;
-    }
     let Some((ptr, len)) = first_segment(args, total) else {
         bump(Counter::HttpReadError);
         return;

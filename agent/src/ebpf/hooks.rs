@@ -52,17 +52,6 @@ pub enum DataPath {
     EnterExit,
 }
 
-impl DataPath {
-    /// The configuration's name of the path.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Socket => "socket",
-            Self::Registers => "syscall_exit",
-            Self::EnterExit => "enter_exit",
-        }
-    }
-}
-
 /// One program attached to one tracepoint.
 #[derive(Debug, Clone, Copy)]
 pub struct Hook {

@@ -401,8 +401,8 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
 
     // The socket data hooks need the fds the socket hooks track (and close forgets): without
     // them the data of a reused fd number would be taken for an older connection's.
-    let tracked = |program: &str| hooks.iter().any(|h| h.program == program && h.attached());
-    let fds_tracked = tracked(programs::SYS_EXIT_SOCK) && tracked(programs::SYS_ENTER_CLOSE);
+    let fds_tracked =
+        attached(&hooks, programs::SYS_EXIT_SOCK) && attached(&hooks, programs::SYS_ENTER_CLOSE);
     for (program, link) in socket_links {
         let result = if fds_tracked {
             Ok(())
@@ -421,7 +421,7 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         });
     }
 
-    let any = |program: &str| hooks.iter().any(|h| h.program == program && h.attached());
+    let any = |program: &str| attached(&hooks, program);
     let reads_hooked = any(programs::SYS_EXIT_IO)
         || any(programs::SYS_EXIT_READ_REGS)
         || any(programs::SOCK_RECV_LENGTH);
@@ -484,6 +484,11 @@ pub fn load(tracefs: Option<&Path>, options: &LoadOptions) -> Result<Probes, Ebp
         counters,
         logger,
     })
+}
+
+/// Whether program `program` is attached to at least one of its hooks.
+fn attached(hooks: &[HookStatus], program: &str) -> bool {
+    hooks.iter().any(|h| h.program == program && h.attached())
 }
 
 fn take_ring(ebpf: &mut Ebpf, name: &'static str) -> Result<RingBuf<MapData>, EbpfError> {

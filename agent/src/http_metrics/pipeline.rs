@@ -185,7 +185,7 @@ pub fn start(
                     resolver.remember(tgid, who);
                 }
                 if let Some((tgid, cgroup_id)) = ebpf::http::decode_hint(record) {
-                    resolver.refresh(tgid, cgroup_id);
+                    let _ = resolver.refresh(tgid, cgroup_id);
                     return;
                 }
                 stats_r.http_events.fetch_add(1, Ordering::Relaxed);
@@ -388,9 +388,9 @@ fn seed_existing_connections(
         // process gone already is left to the events' comm; a closed reader (HTTP metrics
         // off) needs no names.
         if identified.insert(key.tgid)
-            && let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", key.tgid))
+            && let Some(who) = resolver.refresh(key.tgid, 0)
         {
-            let _ = known.send((key.tgid, resolver.identify(key.tgid, comm.trim_end(), 0)));
+            let _ = known.send((key.tgid, who));
         }
         let conn = Conn {
             info: *info,
