@@ -36,42 +36,73 @@ fn split_get(port: u16, method: &str, path: &str) {
     assert!(out.starts_with("HTTP/1.0 200"), "{method} {path}: {out:?}");
 }
 
+/// An aggregator, an agent tracing a test cgroup, and the span tests' leaf service in it
+/// (named `<prefix>…`, started through `wrapper`, e.g. `taskset -c 0`). Dropped in field
+/// order: the server first.
+struct Traced {
+    _server: Process,
+    agent: Agent,
+    agg: Aggregator,
+    name: String,
+    port: u16,
+    _cgroup: TestCgroup,
+    _dir: tempfile::TempDir,
+}
+
+impl Traced {
+    fn start(prefix: &str, wrapper: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cgroup = TestCgroup::new();
+        let (_, server_cg) = cgroup.container();
+        let agg = Aggregator::start();
+        let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
+        let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
+        wait_http_hooks(&agent);
+
+        let name = unique(prefix);
+        let port_file = dir.path().join("b.port");
+        let script = fixture("spans/service.py");
+        let mut argv = wrapper.to_vec();
+        argv.extend([
+            "python3",
+            script.to_str().unwrap(),
+            "b",
+            port_file.to_str().unwrap(),
+        ]);
+        let mut cmd = cgroup.command(&server_cg, argv[0], &argv[1..]);
+        cmd.env("OTEL_SERVICE_NAME", &name);
+        let mut server = Process::spawn("server", &mut cmd, dir.path());
+        let port = wait_port(&port_file, &mut server);
+        Self {
+            _server: server,
+            agent,
+            agg,
+            name,
+            port,
+            _cgroup: cgroup,
+            _dir: dir,
+        }
+    }
+}
+
 #[test]
 fn a_method_written_alone_still_counts_the_request_with_its_path() {
     if !sonde_tests::require_root("a_method_written_alone_still_counts_the_request_with_its_path") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut cgroup = TestCgroup::new();
-    let (_, server_cg) = cgroup.container();
-    let agg = Aggregator::start();
-    let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
-    let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
-    wait_http_hooks(&agent);
-
-    let name = unique("split-");
-    let port_file = dir.path().join("b.port");
-    let script = fixture("spans/service.py");
-    let mut cmd = cgroup.command(
-        &server_cg,
-        "python3",
-        &[script.to_str().unwrap(), "b", port_file.to_str().unwrap()],
-    );
-    cmd.env("OTEL_SERVICE_NAME", &name);
-    let mut server = Process::spawn("server", &mut cmd, dir.path());
-    let port = wait_port(&port_file, &mut server);
-
+    let t = Traced::start("split-", &[]);
+    let (agent, name, port) = (&t.agent, &t.name, t.port);
     for n in 0..N {
         split_get(port, "GET", &format!("/split/{n}"));
     }
-    red::wait_debug_count(&agent, N, |s| {
+    red::wait_debug_count(agent, N, |s| {
         s["direction"] == "server"
             && s["labels"]["service_name"] == name.as_str()
             && s["labels"]["http_route"] == "/split/{id}"
             && s["labels"]["http_request_method"] == "GET"
     });
     // Nothing else: no request counted without its path.
-    let others: Vec<_> = red::debug_series(&agent)
+    let others: Vec<_> = red::debug_series(agent)
         .into_iter()
         .filter(|s| {
             s["labels"]["service_name"] == name.as_str()
@@ -79,8 +110,8 @@ fn a_method_written_alone_still_counts_the_request_with_its_path() {
         })
         .collect();
     assert!(others.is_empty(), "{others:?}");
-    assert_eq!(red::kernel_counter(&agent, "http_requests"), N as f64);
-    red::assert_nothing_lost(&agent);
+    assert_eq!(red::kernel_counter(agent, "http_requests"), N as f64);
+    red::assert_nothing_lost(agent);
 }
 
 /// Sends `head`, waits, sends the blank line ending it; returns the whole response.
@@ -109,34 +140,9 @@ fn a_header_block_cut_by_a_read_never_borrows_earlier_bytes() {
     if !sonde_tests::require_root("a_header_block_cut_by_a_read_never_borrows_earlier_bytes") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut cgroup = TestCgroup::new();
-    let (_, server_cg) = cgroup.container();
-    let agg = Aggregator::start();
-    let config = agent_config(dir.path(), &[&cgroup.path], &[], "");
-    let agent = Agent::start(&[agg.grpc_url()], &["--config", config.to_str().unwrap()]);
-    wait_http_hooks(&agent);
-
-    let name = unique("stale-");
-    let port_file = dir.path().join("b.port");
-    let script = fixture("spans/service.py");
     // One CPU: the server's writes and reads share one per-CPU window.
-    let mut cmd = cgroup.command(
-        &server_cg,
-        "taskset",
-        &[
-            "-c",
-            "0",
-            "python3",
-            script.to_str().unwrap(),
-            "b",
-            port_file.to_str().unwrap(),
-        ],
-    );
-    cmd.env("OTEL_SERVICE_NAME", &name);
-    let mut server = Process::spawn("server", &mut cmd, dir.path());
-    let port = wait_port(&port_file, &mut server);
-
+    let t = Traced::start("stale-", &["taskset", "-c", "0"]);
+    let (agg, agent, name, port) = (&t.agg, &t.agent, &t.name, t.port);
     let mut first = get_in_two_writes(port, "GET /full/0 HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for n in 0..N {
         // Where the server's last response had its `Content-Length` line (after the
@@ -155,17 +161,17 @@ fn a_header_block_cut_by_a_read_never_borrows_earlier_bytes() {
     let selector = format!("service_name=\"{name}\",http_route=\"/cut/{{id}}\"");
     let expected = BTreeMap::from([(("/cut/{id}".to_owned(), "200".to_owned()), N as f64)]);
     red::wait_counts(
-        &agg,
+        agg,
         "http_server_request_duration_seconds",
         &selector,
         &expected,
     );
     // Exported in the same batch as the durations: a size recorded for any of these
     // requests came from stale bytes.
-    let sizes = red::counts(&agg, "http_server_request_body_size_bytes", &selector);
+    let sizes = red::counts(agg, "http_server_request_body_size_bytes", &selector);
     assert!(
         sizes.values().all(|v| *v == 0.0),
         "request body sizes recorded from an earlier message's bytes: {sizes:?}"
     );
-    red::assert_nothing_lost(&agent);
+    red::assert_nothing_lost(agent);
 }
