@@ -23,8 +23,8 @@ use sonde_ebpf_common::{
 use crate::{
     filter,
     maps::{
-        CONNS, HTTP_EVENTS, LOCAL_ADDRS, SCRATCH, SSL_ARGS, Scratch, WINDOW_MASK, WINDOW_PAD, bump,
-        copy_words, ring_record_size, set, slot_index, wakeup_flags, zero_words,
+        CONNS, HTTP_EVENTS, LOCAL_ADDRS, RING_HTTP, SCRATCH, SSL_ARGS, Scratch, WINDOW_MASK,
+        WINDOW_PAD, bump, copy_words, set, slot_index, wakeup_flags, zero_words,
     },
 };
 
@@ -130,7 +130,8 @@ fn launder(value: &u64) -> u64 {
 }
 
 /// Copies the first `min(scratch.len, HTTP_WINDOW)` bytes of user data at `ptr` into the
-/// window, after zeroing [`ZEROED_WORDS`] words from the one holding the data's end: every
+/// window, after zeroing [`ZEROED_WORDS`] words from the one holding the data's end (the
+/// copy then fills that word's first bytes): every
 /// read past the data (a header name or value, a `traceparent`, the path's end) sees zeros,
 /// never an earlier message's bytes, so scans need no length checks. The rest of the window
 /// is left as it was (zeroing all of it cost more than the scans); the header scan stops at
@@ -165,16 +166,18 @@ fn load_window(scratch: &mut Scratch, ptr: u64) -> Result<(), ()> {
     if rc < 0 { Err(()) } else { Ok(()) }
 }
 
-/// Words zeroed after the data's last whole word by [`load_window`]: 80 bytes, more than
-/// the farthest any scan reads past the data's end (a `traceparent` value starting on its
-/// last byte: 13 + 1 + 55 bytes; header names 18, a `Content-Length` value 16 + 24).
+/// Words zeroed by [`load_window`] from the one holding the data's end: at least 73 bytes
+/// past the data, more than the farthest any scan reads past it (a `traceparent` value
+/// starting on its last byte: 13 + 1 + 55 bytes; header names 18; a `Content-Length`
+/// value 16 + 24).
 const ZEROED_WORDS: usize = 10;
 const _: () = assert!(HTTP_WINDOW + 8 * ZEROED_WORDS <= HTTP_WINDOW + WINDOW_PAD);
 
 /// Scans the header block in the window for `Content-Length`, `Transfer-Encoding` and
 /// `traceparent`; stores a [`body`] code and the length in
 /// `scratch.body`/`scratch.content_length`, and where a `traceparent` value starts in
-/// `scratch.tp_at`. The scan ends at the blank line ending the headers or with the window.
+/// `scratch.tp_at`. The scan ends at the blank line ending the headers or with the data
+/// (at most [`HTTP_WINDOW`] bytes of it).
 ///
 /// Newlines are found eight bytes at a time (SWAR); only line starts are examined. The loop
 /// only records what it found and where; the value is parsed once after it, so the verifier
@@ -325,9 +328,15 @@ fn decode_traceparent(scratch: &mut Scratch) {
 }
 
 /// Parses the decimal value at `scratch.value_at` (after optional spaces).
+///
+/// The offset is masked to the window, nothing narrower: `HTTP_WINDOW + 31` (287, not a
+/// range mask) once moved every value at offsets 32 to 255 elsewhere, so the response
+/// sizes of nginx (value at ~116) were unknown and those of Python's `http.server` read
+/// `200` from the status line (regression checks in `agent_http_accuracy.rs` and
+/// `agent_http_split_request.rs`).
 #[inline(always)]
 fn parse_length(scratch: &mut Scratch) {
-    let from = (launder(&scratch.value_at) & (HTTP_WINDOW as u64 + 31)) as usize;
+    let from = (launder(&scratch.value_at) & WINDOW_MASK as u64) as usize;
     let mut value = 0u64;
     let mut digits = 0u32;
     let mut k = 0;
@@ -689,7 +698,7 @@ fn on_response(
         }
         (*event).flags = event_flags & !flags::RESPONDED;
     }
-    entry.submit(wakeup_flags(&HTTP_EVENTS, ring_record_size::<HttpEvent>()));
+    entry.submit(wakeup_flags(&HTTP_EVENTS, RING_HTTP));
     responded(channel, inflight);
     bump(Counter::HttpExchanges);
 }

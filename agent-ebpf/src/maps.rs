@@ -105,8 +105,9 @@ pub static SEEN_TGIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384
 #[map]
 pub static FILTER_RULES: Array<FilterRule> = Array::with_max_entries(FILTER_RULES_MAX, 0);
 
-/// Zero bytes after the window, so header checks a few bytes past any position stay in
-/// bounds without masks or comparisons against the data length.
+/// Room after the window, so header checks a few bytes past any position stay in bounds
+/// (with the index masked by [`WINDOW_MASK`]) without comparisons against the data length;
+/// the bytes right after the data are zeroed before each copy (`http::load_window`).
 pub const WINDOW_PAD: usize = 256;
 
 /// Mask keeping window indexes in bounds (the padded window is a power of two).
@@ -123,7 +124,8 @@ const _: () = assert!((HTTP_WINDOW + WINDOW_PAD).is_power_of_two());
 /// bounded loops that follow.
 #[repr(C)]
 pub struct Scratch {
-    /// The first bytes of the data, zero after the valid ones.
+    /// The first bytes of the data, zero for at least 73 bytes after them (older bytes
+    /// beyond).
     pub window: [u8; HTTP_WINDOW + WINDOW_PAD],
     /// A new `CONNS` value (for TLS connections, created at their first request).
     pub conn: Conn,
@@ -283,34 +285,53 @@ pub fn global_of<T: Copy>(value: &T) -> T {
     unsafe { core::ptr::read_volatile(value) }
 }
 
-/// Submit flags for a ring-buffer record of `record` bytes (its header included): wake the
-/// reader as the ring crosses half full, and on every record once it is seven eighths full.
+/// Whether a ring's reader was woken since the ring was last seen below half full: one
+/// slot per ring ([`RING_HTTP`], [`RING_TCP`]), see [`wakeup_flags`].
+#[map]
+pub static RING_WOKEN: Array<u32> = Array::with_max_entries(2, 0);
+
+/// [`RING_WOKEN`] slot of `HTTP_EVENTS`.
+pub const RING_HTTP: u32 = 0;
+/// [`RING_WOKEN`] slot of `TCP_EVENTS`.
+pub const RING_TCP: u32 = 1;
+
+/// Submit flags for a ring-buffer record: wake the reader once as the ring crosses half
+/// full (the first record to find it there and its [`RING_WOKEN`] slot clear), and on
+/// every record once it is seven eighths full; the first record to find it below half
+/// again clears the slot.
 ///
-/// Readers poll on a short timer and drain everything before sleeping again (their `poll`
-/// returns at once while data is waiting), so a wakeup is only needed when the timer would
-/// be too late, and once is enough: the records right after the crossing one (a window of
-/// [`WAKE_WINDOW_RECORDS`], so that concurrent producers cannot all step over it) wake it.
-/// Waking on every record above half full, as before, cost one self-IPI per record whenever
-/// a busy host delayed the reader (under virtualisation a VM exit each: ~20 µs measured).
+/// Readers poll on a short timer and drain what they can before sleeping again (their
+/// `poll` returns at once while records wait), so a wakeup is only needed when the timer
+/// would be too late, and once is enough. Waking on every record above half full, as
+/// before, cost one self-IPI per record whenever a busy host delayed the reader (under
+/// virtualisation a VM exit each: ~20 µs measured). Producers on several CPUs may race on
+/// the slot: that costs at most an extra wakeup, or one left to the seven-eighths mark and
+/// the reader's timer.
 #[inline(always)]
-pub fn wakeup_flags(ring: &RingBuf, record: u64) -> u64 {
+pub fn wakeup_flags(ring: &RingBuf, woken: u32) -> u64 {
     let half = ring.query(BPF_RB_RING_SIZE as u64) / 2;
     let avail = ring.query(BPF_RB_AVAIL_DATA as u64);
-    let crossing = avail >= half && avail < half + WAKE_WINDOW_RECORDS * record;
-    if crossing || avail >= half + half * 3 / 4 {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
+    if avail >= half + half * 3 / 4 {
+        return BPF_RB_FORCE_WAKEUP as u64;
     }
-}
-
-/// Records after the half-full mark that still wake the reader (see [`wakeup_flags`]).
-const WAKE_WINDOW_RECORDS: u64 = 4;
-
-/// Ring-buffer space taken by a record of type `T`: an 8-byte header, then the value
-/// rounded up to 8 bytes.
-pub const fn ring_record_size<T>() -> u64 {
-    (8 + size_of::<T>().div_ceil(8) * 8) as u64
+    let Some(slot) = RING_WOKEN.get_ptr_mut(woken) else {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    };
+    // SAFETY: a live array slot; every writer stores 0 or 1 (see above for races).
+    unsafe {
+        let was = core::ptr::read_volatile(slot);
+        if avail < half {
+            if was != 0 {
+                core::ptr::write_volatile(slot, 0);
+            }
+            BPF_RB_NO_WAKEUP as u64
+        } else if was == 0 {
+            core::ptr::write_volatile(slot, 1);
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            BPF_RB_NO_WAKEUP as u64
+        }
+    }
 }
 
 /// Marks process `tgid` as holding watched sockets (before its first `CONNS` entry).

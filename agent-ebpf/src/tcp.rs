@@ -27,9 +27,8 @@ use sonde_ebpf_common::{
 use crate::{
     filter,
     maps::{
-        ACCEPTED_LOCAL, LOCAL_ADDRS, PEER_OWNERS, SOCK_FDS, SOCK_STATE_OFFSETS, SYS_ARGS,
-        TCP_EVENTS, TCP_RETRANSMIT_OFFSETS, TCP_SOCKS, bump, global_of, ring_record_size,
-        slot_index, wakeup_flags,
+        ACCEPTED_LOCAL, LOCAL_ADDRS, PEER_OWNERS, RING_TCP, SOCK_FDS, SOCK_STATE_OFFSETS, SYS_ARGS,
+        TCP_EVENTS, TCP_RETRANSMIT_OFFSETS, TCP_SOCKS, bump, global_of, slot_index, wakeup_flags,
     },
 };
 
@@ -291,10 +290,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
 #[inline(always)]
 fn submit(event: &TcpEvent) {
     if TCP_EVENTS
-        .output::<TcpEvent>(
-            event,
-            wakeup_flags(&TCP_EVENTS, ring_record_size::<TcpEvent>()),
-        )
+        .output::<TcpEvent>(event, wakeup_flags(&TCP_EVENTS, RING_TCP))
         .is_err()
     {
         bump(Counter::TcpRingbufFull);

@@ -263,6 +263,18 @@ fn nginx_server_and_reverse_proxy_counts_exact_latencies_agree() {
     logged.sort();
     let from_log: usize = logged.iter().map(|(_, n)| n).sum();
     assert_eq!(from_log, direct.len() + proxied.len(), "{logged:?}");
+    // Response sizes: nginx's `Content-Length` value lies ~116 bytes into its headers
+    // (regression: values past the first 32 bytes were read from the wrong place, so every
+    // nginx response size was unknown).
+    let fast = direct.iter().filter(|t| t.kind == "fast").count() as f64;
+    let fast_sizes = red::vector(
+        &agg,
+        &format!(
+            "http_server_response_body_size_bytes_sum{{{nginx_sel},http_route=\"/fast/{{id}}\"}}"
+        ),
+    );
+    let total: f64 = fast_sizes.iter().map(|(_, v)| v).sum();
+    assert_eq!(total, 5.0 * fast, "`fast\\n` bodies: {fast_sizes:?}");
 
     // nginx as a keep-alive client of the backend: exact counts, and latencies that agree
     // with the backend's own timing.

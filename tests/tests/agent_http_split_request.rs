@@ -15,7 +15,7 @@ use std::{
 
 use sonde_tests::{
     Agent, Aggregator, Process, red,
-    workload::{TestCgroup, agent_config, fixture, unique, wait_http_hooks, wait_port},
+    workload::{self, TestCgroup, agent_config, fixture, unique, wait_http_hooks, wait_port},
 };
 
 const N: u64 = 6;
@@ -111,6 +111,23 @@ fn a_method_written_alone_still_counts_the_request_with_its_path() {
         .collect();
     assert!(others.is_empty(), "{others:?}");
     assert_eq!(red::kernel_counter(agent, "http_requests"), N as f64);
+    // Response sizes: the service's `Content-Length` value lies ~105 bytes into its headers
+    // (regression: values past the first 32 bytes were read from the wrong place; here
+    // `200`, from the status line).
+    let selector = format!("service_name=\"{name}\",http_route=\"/split/{{id}}\"");
+    let expected = BTreeMap::from([(("/split/{id}".to_owned(), "200".to_owned()), N as f64)]);
+    red::wait_counts(
+        &t.agg,
+        "http_server_request_duration_seconds",
+        &selector,
+        &expected,
+    );
+    let sizes = red::vector(
+        &t.agg,
+        &format!("http_server_response_body_size_bytes_sum{{{selector}}}"),
+    );
+    let total: f64 = sizes.iter().map(|(_, v)| v).sum();
+    assert_eq!(total, 3.0 * N as f64, "`ok\\n` bodies: {sizes:?}");
     red::assert_nothing_lost(agent);
 }
 
@@ -141,7 +158,8 @@ fn a_header_block_cut_by_a_read_never_borrows_earlier_bytes() {
         return;
     }
     // One CPU: the server's writes and reads share one per-CPU window.
-    let t = Traced::start("stale-", &["taskset", "-c", "0"]);
+    let cpu = workload::workload_cpu().to_string();
+    let t = Traced::start("stale-", &["taskset", "-c", &cpu]);
     let (agg, agent, name, port) = (&t.agg, &t.agent, &t.name, t.port);
     let mut first = get_in_two_writes(port, "GET /full/0 HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for n in 0..N {
@@ -166,12 +184,15 @@ fn a_header_block_cut_by_a_read_never_borrows_earlier_bytes() {
         &selector,
         &expected,
     );
-    // Exported in the same batch as the durations: a size recorded for any of these
-    // requests came from stale bytes.
-    let sizes = red::counts(agg, "http_server_request_body_size_bytes", &selector);
+    // Exported in the same batch as the durations. A request read whole (the server late
+    // to its first read) has no body: 0 bytes. Any other size came from stale bytes.
+    let sizes = red::vector(
+        agg,
+        &format!("http_server_request_body_size_bytes_sum{{{selector}}}"),
+    );
     assert!(
-        sizes.values().all(|v| *v == 0.0),
-        "request body sizes recorded from an earlier message's bytes: {sizes:?}"
+        sizes.iter().all(|(_, v)| *v == 0.0),
+        "request body sizes from an earlier message's bytes: {sizes:?}"
     );
     red::assert_nothing_lost(agent);
 }

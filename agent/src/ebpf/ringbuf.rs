@@ -1,7 +1,8 @@
 //! A ring-buffer reader on its own thread: waits for a wakeup or a timer tick, then hands
 //! every record to a callback. The kernel programs wake the reader only as a ring crosses
 //! half full (`wakeup_flags` in the eBPF crate's `maps`), so the timer is what normally
-//! drains it; a drain empties the ring, and `poll` returns at once while records wait.
+//! drains it; a drain reads every submitted record, and `poll` returns at once while
+//! records wait.
 //!
 //! Must not: run on the async runtime (decoding and aggregation are CPU work); block longer
 //! than one poll interval after the stop token is cancelled.
