@@ -131,26 +131,24 @@ fn launder(value: &u64) -> u64 {
 
 /// Copies the first `min(scratch.len, HTTP_WINDOW)` bytes of user data at `ptr` into the
 /// window, after zeroing [`ZEROED_WORDS`] words from the one holding the data's end (the
-/// copy then fills that word's first bytes): every
-/// read past the data (a header name or value, a `traceparent`, the path's end) sees zeros,
-/// never an earlier message's bytes, so scans need no length checks. The rest of the window
-/// is left as it was (zeroing all of it cost more than the scans); the header scan stops at
-/// the data's last word.
+/// copy then fills that word's first bytes): every read past the data (a header name or
+/// value, a `traceparent`, the path's end) sees zeros, never an earlier message's bytes, so
+/// scans need no length checks. The rest of the window is left as it was (zeroing all of
+/// it cost more than the scans); the header scan stops at the data's last word.
 #[inline(always)]
 fn load_window(scratch: &mut Scratch, ptr: u64) -> Result<(), ()> {
     let mut n = launder(&scratch.len);
     if n > HTTP_WINDOW as u64 {
         n = HTTP_WINDOW as u64;
     }
-    let words = scratch.window.as_mut_ptr().cast::<u64>();
-    let first = (n / 8) as usize;
-    let mut k = 0;
-    while k < ZEROED_WORDS {
-        // SAFETY: the mask keeps the word inside the HTTP_WINDOW + WINDOW_PAD byte window,
-        // which is 8-byte aligned at the start of the scratch value.
-        unsafe { core::ptr::write_volatile(words.add((first + k) & (WINDOW_MASK / 8)), 0) };
-        k += 1;
-    }
+    // SAFETY: `n` <= HTTP_WINDOW, so the words zeroed end within the padded window
+    // (asserted below), which is 8-byte aligned at the start of the scratch value.
+    unsafe {
+        zero_words(
+            scratch.window.as_mut_ptr().add((n as usize / 8) * 8),
+            ZEROED_WORDS,
+        )
+    };
     if n == 0 {
         return Ok(());
     }
